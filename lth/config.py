@@ -1,0 +1,274 @@
+"""Typed configuration of a lottery-ticket run.
+
+These dataclasses are the schema of every setting. Hydra composes the YAML groups under `conf/`
+on top of them (registered in its ConfigStore by `experiments/lottery.py`), so a misspelt key or a
+wrongly typed value fails when the config is composed. The library itself never imports Hydra: it
+takes a `Config` (see `from_dict`) and `validate` checks the values that a type cannot express
+(ranges, durations, names), before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from lth.durations import parse_duration
+
+
+class ConfigError(ValueError):
+    """A setting has a value that is not allowed. The message names the setting, the value and
+    what is allowed; the entry point prints it without a traceback."""
+
+
+@dataclass
+class DatasetConfig:
+    """Which data, how it is split and normalised.
+
+    `name` is a built-in dataset (`mnist1d`, `mnist`, `fashion_mnist`, `cifar10`) or, with
+    `source: tfds` (or `auto` and a name that is not built in), any TFDS dataset name.
+    """
+
+    name: str = "mnist1d"
+    source: str = "auto"  # auto | files | tfds
+    val_size: int = 500  # examples held out of the training set for validation (early stopping)
+    split_seed: int = 0  # fixed permutation used to choose the validation examples
+    normalize: bool = True  # per-channel standardisation with the dataset's statistics
+    augment: bool = False  # random 4-pixel-padded crop + horizontal flip on training images
+    tfds_data_dir: Optional[str] = None  # TFDS's data_dir (None: TFDS default)
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: Optional[int] = None  # TFDS images: resize the shorter side and centre-crop
+    download: bool = True  # TFDS may download when the machine is online
+
+
+@dataclass
+class ModelConfig:
+    """Which network. `widths` is used by `mlp`; `width_multiplier` by ResNets and VGGs."""
+
+    name: str = "mlp"
+    widths: list[int] = field(default_factory=lambda: [500, 500])
+    init: str = "kaiming_normal"  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal
+    width_multiplier: int = 1
+    bn_scale_init: str = "ones"  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, a function of the train state's step (so rewinding the step rewinds
+    it). Milestones and warmup are durations (`32000it`, `91ep`)."""
+
+    name: str = "constant"  # constant | step | cosine
+    milestones: list[str] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup: str = "0it"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # sgd | momentum | adam | adamw
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+@dataclass
+class PruningConfig:
+    """Magnitude pruning of a fraction of the *remaining* prunable weights at each level.
+
+    `prunable` and `exclude` are regular expressions searched in `/`-joined parameter paths
+    (`head/kernel`, `stage2/block0/conv1/kernel`). `fractions` maps a pattern to a per-tensor
+    fraction that replaces `fraction` for the tensors it matches (first match wins); with global
+    scope those tensors are pruned on their own and the rest share one threshold.
+    """
+
+    fraction: float = 0.2
+    scope: str = "layerwise"  # global | layerwise
+    prunable: list[str] = field(default_factory=lambda: ["kernel$"])
+    exclude: list[str] = field(default_factory=list)
+    fractions: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RewindConfig:
+    """Where the surviving weights go back to after pruning.
+
+    `point` is the rewind step k (`0it` = the initialisation, `500it`, `2ep`). `optimizer_state`
+    says whether the optimizer state (momentum, Adam moments) is `reset` to a fresh state at the
+    rewind point (as OpenLTH does) or `rewound` to the state saved at step k.
+    """
+
+    point: str = "0it"
+    optimizer_state: str = "reset"  # reset | rewound
+
+
+@dataclass
+class TrainConfig:
+    duration: str = "1500it"
+    batch_size: int = 100
+    eval_every: str = "100it"
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "lth"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the run's name and content hash
+    tags: list[str] = field(default_factory=list)
+    log_every: str = "10it"  # training-curve resolution (mean over the window)
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    progress: bool = True  # progress bars on stderr
+
+
+@dataclass
+class PathsConfig:
+    runs_dir: str = "runs"
+    data_dir: Optional[str] = None  # default: $LTH_DATA_DIR, else ~/.cache/lth/datasets
+
+
+@dataclass
+class Config:
+    name: str = "default"  # a label for the run directory and W&B group; not part of the hash
+    levels: int = 3  # pruning levels after the dense level 0: levels 0..N are trained
+    replicates: int = 2
+    seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    rewind: RewindConfig = field(default_factory=RewindConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+# Settings whose values change results: the content hash of a run covers exactly these sections.
+HASHED_SECTIONS = ("dataset", "model", "optimizer", "pruning", "rewind", "train", "replicates", "seed")
+# Dataset settings that only say where data lives or whether it may be fetched.
+UNHASHED_DATASET_KEYS = ("tfds_data_dir", "download")
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+SCOPES = ("global", "layerwise")
+OPTIMIZER_STATE_MODES = ("reset", "rewound")
+WANDB_MODES = ("offline", "online", "disabled")
+INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal")
+BN_SCALE_INITS = ("ones", "uniform")
+DATA_SOURCES = ("auto", "files", "tfds")
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    """Build dataclass `cls` from a (possibly nested) dict, rejecting unknown keys."""
+    if data is None:
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown} in {cls.__name__}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = _from_dict(type(default), value)
+        elif isinstance(value, (list, tuple)):
+            value = list(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a `Config` from a plain nested dict (e.g. `OmegaConf.to_container(cfg)`)."""
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    return _from_dict(Config, data)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def data_dir(cfg: Config) -> str:
+    """The data directory: `paths.data_dir`, else `$LTH_DATA_DIR`, else `~/.cache/lth/datasets`."""
+    d = cfg.paths.data_dir or os.environ.get("LTH_DATA_DIR") or os.path.join("~", ".cache", "lth", "datasets")
+    return os.path.abspath(os.path.expanduser(d))
+
+
+def _choice(setting: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{setting}={value!r} is not one of {', '.join(allowed)}")
+
+
+def validate(cfg: Config) -> None:
+    """Check every value a type cannot check. Raises `ConfigError` naming the setting, the value
+    and what is allowed. Durations are checked for syntax here; that the rewind point lies before
+    the end of training is checked once the dataset size is known (`lth.lottery.plan`)."""
+    if not isinstance(cfg.levels, int) or cfg.levels < 0:
+        raise ConfigError(f"levels={cfg.levels!r}: the number of pruning levels must be an integer >= 0")
+    if not isinstance(cfg.replicates, int) or cfg.replicates < 1:
+        raise ConfigError(f"replicates={cfg.replicates!r}: the number of replicates must be an integer >= 1")
+    p = cfg.pruning
+    if not 0.0 < p.fraction < 1.0:
+        raise ConfigError(f"pruning.fraction={p.fraction!r}: the fraction of remaining weights pruned per level must lie in (0, 1)")
+    for pattern, frac in p.fractions.items():
+        if not 0.0 <= frac < 1.0:
+            raise ConfigError(f"pruning.fractions[{pattern!r}]={frac!r}: a per-tensor fraction must lie in [0, 1)")
+    _choice("pruning.scope", p.scope, SCOPES)
+    import re
+
+    for setting, patterns in (("pruning.prunable", p.prunable), ("pruning.exclude", p.exclude), ("pruning.fractions", list(p.fractions))):
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"{setting}: {pattern!r} is not a valid regular expression ({e})") from None
+    _choice("rewind.optimizer_state", cfg.rewind.optimizer_state, OPTIMIZER_STATE_MODES)
+    o = cfg.optimizer
+    _choice("optimizer.name", o.name, OPTIMIZERS)
+    if not o.lr > 0:
+        raise ConfigError(f"optimizer.lr={o.lr!r}: the learning rate must be > 0")
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optimizer.momentum={o.momentum!r}: must lie in [0, 1)")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optimizer.weight_decay={o.weight_decay!r}: must be >= 0")
+    _choice("optimizer.schedule.name", o.schedule.name, SCHEDULES)
+    if o.schedule.name == "step" and not o.schedule.milestones:
+        raise ConfigError("optimizer.schedule.milestones=[]: a step schedule needs at least one milestone (e.g. [32000it, 48000it])")
+    for i, m in enumerate(o.schedule.milestones):
+        parse_duration(m, setting=f"optimizer.schedule.milestones[{i}]")
+    parse_duration(o.schedule.warmup, setting="optimizer.schedule.warmup")
+    t = cfg.train
+    if parse_duration(t.duration, setting="train.duration").value <= 0:
+        raise ConfigError(f"train.duration={t.duration!r}: training must last at least one step")
+    if parse_duration(t.eval_every, setting="train.eval_every").value <= 0:
+        raise ConfigError(f"train.eval_every={t.eval_every!r}: must be at least one step")
+    parse_duration(cfg.rewind.point, setting="rewind.point")
+    if t.batch_size < 1:
+        raise ConfigError(f"train.batch_size={t.batch_size!r}: must be >= 1")
+    if t.eval_batch_size < 1:
+        raise ConfigError(f"train.eval_batch_size={t.eval_batch_size!r}: must be >= 1")
+    d = cfg.dataset
+    _choice("dataset.source", d.source, DATA_SOURCES)
+    if d.val_size < 0:
+        raise ConfigError(f"dataset.val_size={d.val_size!r}: must be >= 0")
+    m = cfg.model
+    _choice("model.init", m.init, INITS)
+    _choice("model.bn_scale_init", m.bn_scale_init, BN_SCALE_INITS)
+    if m.width_multiplier < 1:
+        raise ConfigError(f"model.width_multiplier={m.width_multiplier!r}: must be >= 1")
+    if any(w < 1 for w in m.widths):
+        raise ConfigError(f"model.widths={m.widths!r}: every width must be >= 1")
+    _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
+    parse_duration(cfg.logger.wandb.log_every, setting="logger.wandb.log_every")

@@ -1,0 +1,30 @@
+"""The one BatchNorm every model uses, with PyTorch's (and so OpenLTH's) constants.
+
+`momentum=0.9` in Flax is PyTorch's `momentum=0.1` (running = 0.9 * running + 0.1 * batch) and
+`epsilon=1e-5` is PyTorch's `eps`. Running statistics live in the `batch_stats` collection: in
+training mode the layer normalises with the batch's statistics and updates them (apply with
+`mutable=["batch_stats"]`); in evaluation mode it normalises with the running statistics and
+leaves them untouched. One difference from PyTorch: Flax tracks the biased batch variance where
+PyTorch tracks the unbiased one (a factor n / (n - 1), negligible at the usual batch sizes).
+"""
+
+from __future__ import annotations
+
+from flax import linen as nn
+
+from lth.models.initializers import Initializer, bias_init
+
+MOMENTUM = 0.9
+EPSILON = 1e-5
+
+
+def batch_norm(train: bool, scale_init: Initializer, name: str) -> nn.BatchNorm:
+    """A BatchNorm named `name` (which should contain `bn`, the convention pruning presets rely on)."""
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=MOMENTUM,
+        epsilon=EPSILON,
+        scale_init=scale_init,
+        bias_init=bias_init,
+        name=name,
+    )

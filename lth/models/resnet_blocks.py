@@ -1,0 +1,105 @@
+"""Residual blocks and stages shared by the CIFAR and ImageNet ResNets (He et al. 2016).
+
+Both follow PyTorch (OpenLTH's `cifar_resnet.Block`, torchvision's `BasicBlock`/`Bottleneck`):
+convolutions without bias, each followed by BatchNorm; 3x3 convolutions padded by one pixel on
+every side (PyTorch `padding=1`; Flax's 'SAME' would pad a stride-2 convolution asymmetrically);
+the stride of a downsampling bottleneck sits on its 3x3 convolution (torchvision's "ResNet v1.5",
+as in Flax's examples/imagenet). The shortcut is the identity, or, when the block changes the
+shape, a strided 1x1 convolution + BatchNorm (`shortcut_conv`, `shortcut_bn`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import linen as nn
+
+from lth.models.batch_norm import batch_norm
+from lth.models.initializers import Initializer
+
+PAD_1 = ((1, 1), (1, 1))
+
+
+def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name: str) -> nn.Conv:
+    """A bias-free k x k convolution padded as PyTorch's `padding=k // 2`."""
+    pad = kernel // 2
+    return nn.Conv(
+        filters,
+        (kernel, kernel),
+        strides=(strides, strides),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        kernel_init=kernel_init,
+        name=name,
+    )
+
+
+class BasicBlock(nn.Module):
+    """conv3x3(stride) - BN - ReLU - conv3x3 - BN, plus the shortcut, then ReLU (ResNet-18/20/56)."""
+
+    filters: int
+    strides: int
+    kernel_init: Initializer
+    bn_scale_init: Initializer
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        y = conv(self.filters, 3, self.strides, self.kernel_init, "conv1")(x)
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1")(y))
+        y = conv(self.filters, 3, 1, self.kernel_init, "conv2")(y)
+        y = batch_norm(train, self.bn_scale_init, "bn2")(y)
+        return nn.relu(y + _shortcut(self, x, y.shape[-1], train))
+
+
+class Bottleneck(nn.Module):
+    """conv1x1 - BN - ReLU - conv3x3(stride) - BN - ReLU - conv1x1(4x) - BN, plus the shortcut, then
+    ReLU (ResNet-50). `filters` is the inner width; the block outputs `EXPANSION * filters`."""
+
+    filters: int
+    strides: int
+    kernel_init: Initializer
+    bn_scale_init: Initializer
+
+    EXPANSION = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        y = conv(self.filters, 1, 1, self.kernel_init, "conv1")(x)
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1")(y))
+        y = conv(self.filters, 3, self.strides, self.kernel_init, "conv2")(y)
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn2")(y))
+        y = conv(self.filters * self.EXPANSION, 1, 1, self.kernel_init, "conv3")(y)
+        y = batch_norm(train, self.bn_scale_init, "bn3")(y)
+        return nn.relu(y + _shortcut(self, x, y.shape[-1], train))
+
+
+def _shortcut(block: nn.Module, x: jax.Array, out_filters: int, train: bool) -> jax.Array:
+    """Identity when the block keeps the shape; else strided 1x1 conv + BN (called inside `block`)."""
+    if block.strides == 1 and x.shape[-1] == out_filters:
+        return x
+    x = conv(out_filters, 1, block.strides, block.kernel_init, "shortcut_conv")(x)
+    return batch_norm(train, block.bn_scale_init, "shortcut_bn")(x)
+
+
+class Stage(nn.Module):
+    """`num_blocks` blocks (`block0`, `block1`, ...) of `filters`; the first has stride `strides`."""
+
+    block: Any  # BasicBlock or Bottleneck
+    num_blocks: int
+    filters: int
+    strides: int
+    kernel_init: Initializer
+    bn_scale_init: Initializer
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for i in range(self.num_blocks):
+            x = self.block(
+                filters=self.filters,
+                strides=self.strides if i == 0 else 1,
+                kernel_init=self.kernel_init,
+                bn_scale_init=self.bn_scale_init,
+                name=f"block{i}",
+            )(x, train)
+        return x

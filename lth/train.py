@@ -1,0 +1,293 @@
+"""The trainer: jit-compiled, vmapped over replicates, many steps per compiled call.
+
+Data lives on the device. One call of `Trainer.run(states, start, n)` runs `n` steps with
+`lax.scan`; each step gathers every replicate's batch from its own per-epoch permutation
+(`permutation(fold_in(data_key, epoch))`, recomputed only at epoch boundaries), optionally
+augments it on device, normalises it, and applies one `jax.vmap`-ed masked update. The Python loop
+(`train_level`) runs once per evaluation interval, not per step.
+
+Because the data order is a function of (data key, step), a level that rewinds to step k sees
+exactly the batches the dense run saw from step k on, and R = 1 is the same code path as R = 8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lth import masks as M
+from lth.train_state import TrainState, learning_rate
+
+PyTree = Any
+
+
+def replicate_keys(seed: int, replicates: int) -> dict[str, jax.Array]:
+    """Per-replicate keys, each (R, 2): `init` (weights), `data` (order), `aug` (augmentation).
+    Replicate r's keys depend only on (seed, r), so a replicate trains the same whatever R is."""
+    base = jax.random.PRNGKey(seed)
+    keys = jnp.stack([jax.random.split(jax.random.fold_in(base, r), 3) for r in range(replicates)])
+    return {"init": keys[:, 0], "data": keys[:, 1], "aug": keys[:, 2]}
+
+
+def cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """A split padded to whole evaluation batches, on device, with 0/1 weights for the padding."""
+
+    x: jax.Array
+    y: jax.Array
+    w: jax.Array
+    n: int
+    batch: int
+
+
+def _pad_split(x: np.ndarray, y: np.ndarray, batch: int) -> EvalSet:
+    n = len(x)
+    batch = max(1, min(batch, n))
+    padded = -(-n // batch) * batch
+    pad = padded - n
+    xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    yp = np.concatenate([y, np.zeros((pad,), y.dtype)]) if pad else y
+    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    return EvalSet(jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w), n, batch)
+
+
+class Trainer:
+    """Compiled training and evaluation of R stacked replicates of one model on one dataset.
+
+    Args:
+      model: a Flax module, `model.apply(variables, x, train=...)`.
+      dataset: an `lth.data.Dataset` (raw arrays; normalised on device per batch).
+      tx: the optax optimizer (`lth.optim.make_optimizer`).
+      lr_fn: the schedule, a function of the state's step.
+      batch_size, eval_batch_size: examples per step / per evaluation batch.
+      augment: a function `(key, raw_batch) -> raw_batch` applied to training batches, or None.
+      masked: False gives the dense baseline (no mask operations) for benchmarks.
+    """
+
+    def __init__(self, model, dataset, tx, lr_fn, *, batch_size: int, eval_batch_size: int = 1000,
+                 augment: Optional[Callable] = None, masked: bool = True):
+        self.model, self.dataset, self.tx, self.lr_fn = model, dataset, tx, lr_fn
+        self.batch_size = batch_size
+        self.steps_per_epoch = dataset.num_train // batch_size
+        if self.steps_per_epoch < 1:
+            from lth.config import ConfigError
+
+            raise ConfigError(
+                f"train.batch_size={batch_size} is larger than the training set ({dataset.num_train} examples)"
+            )
+        self.x_train = jnp.asarray(dataset.x_train)
+        self.y_train = jnp.asarray(dataset.y_train)
+        self.eval_sets = {
+            "val": _pad_split(dataset.x_val, dataset.y_val, eval_batch_size) if len(dataset.x_val) else None,
+            "test": _pad_split(dataset.x_test, dataset.y_test, eval_batch_size),
+        }
+        self.augment = augment
+        self.masked = masked
+        self._run = jax.jit(self._run_impl, static_argnames=("n",))
+        self._eval = jax.jit(self._eval_impl, static_argnames=("batch",))
+
+    # -- state ---------------------------------------------------------------------------------
+    def init_variables(self, keys: jax.Array) -> PyTree:
+        """Initial variables ({'params', maybe 'batch_stats'}) for each key in `keys` (R, 2)."""
+        dummy = jnp.zeros((1, *self.dataset.input_shape), jnp.float32)
+        return jax.jit(jax.vmap(lambda k: self.model.init(k, dummy, train=False)))(keys)
+
+    def create_states(self, variables: PyTree, masks: PyTree) -> TrainState:
+        """Stacked train states at step 0 from stacked variables and masks."""
+
+        def one(v, m):
+            return TrainState.create_masked(
+                apply_fn=self.model.apply, params=v["params"], tx=self.tx, lr_fn=self.lr_fn,
+                mask=m, batch_stats=v.get("batch_stats", {}),
+            )
+
+        return jax.jit(jax.vmap(one))(dict(variables), masks)
+
+    # -- one step ------------------------------------------------------------------------------
+    def _loss(self, params, batch_stats, x, y, train: bool):
+        variables = {"params": params}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+            if train:
+                logits, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats"])
+                return cross_entropy(logits, y), (logits, updates["batch_stats"])
+        logits = self.model.apply(variables, x, train=train)
+        return cross_entropy(logits, y), (logits, batch_stats)
+
+    def _train_step(self, state: TrainState, x, y):
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, x, y, True)
+        lr = state.lr_fn(state.step)
+        state = state.apply_masked_gradients(grads, masked=self.masked, batch_stats=batch_stats)
+        acc = jnp.mean(jnp.argmax(logits, -1) == y)
+        return state, {"loss": loss, "accuracy": acc, "lr": lr}
+
+    # -- many steps, one compiled call ---------------------------------------------------------
+    def _epoch_perms(self, data_keys, epoch):
+        n = self.x_train.shape[0]
+        return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(data_keys)
+
+    def _run_impl(self, states, data_keys, aug_keys, x_all, y_all, start, n: int):
+        spe, bs = self.steps_per_epoch, self.batch_size
+
+        def body(carry, step):
+            states, perms = carry
+            epoch, pos = step // spe, step % spe
+            perms = jax.lax.cond(pos == 0, lambda: self._epoch_perms(data_keys, epoch), lambda: perms)
+            idx = jax.lax.dynamic_slice_in_dim(perms, pos * bs, bs, axis=1)  # (R, B)
+            x, y = x_all[idx], y_all[idx]
+            if self.augment is not None:
+                step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(aug_keys)
+                x = jax.vmap(self.augment)(step_keys, x)
+            x = self.dataset.normalize(x)
+            states, metrics = jax.vmap(self._train_step)(states, x, y)
+            return (states, perms), metrics
+
+        perms0 = self._epoch_perms(data_keys, start // spe)
+        steps = start + jnp.arange(n, dtype=jnp.int32)
+        (states, _), metrics = jax.lax.scan(body, (states, perms0), steps)
+        return states, metrics  # metrics: each (n, R)
+
+    def run(self, states: TrainState, keys: dict, start: int, n: int):
+        """Run steps start .. start+n-1 for all replicates. Returns (states, per-step metrics as
+        numpy arrays of shape (n, R))."""
+        states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train,
+                                    jnp.asarray(start, jnp.int32), n=n)
+        return states, jax.device_get(metrics)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _eval_impl(self, params, batch_stats, x, y, w, batch: int):
+        nb = x.shape[0] // batch
+
+        def body(tot, i):
+            xb = jax.lax.dynamic_slice_in_dim(x, i * batch, batch)
+            yb = jax.lax.dynamic_slice_in_dim(y, i * batch, batch)
+            wb = jax.lax.dynamic_slice_in_dim(w, i * batch, batch)
+            xb = self.dataset.normalize(xb)
+
+            def one(p, bst):
+                _, (logits, _) = self._loss(p, bst, xb, yb, False)
+                losses = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+                return jnp.sum(losses * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
+
+            loss, correct = jax.vmap(one)(params, batch_stats)
+            return (tot[0] + loss, tot[1] + correct), None
+
+        r = jax.tree.leaves(params)[0].shape[0]
+        zeros = jnp.zeros((r,), jnp.float32)
+        (loss, correct), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(nb))
+        total = jnp.sum(w)
+        return loss / total, correct / total
+
+    def evaluate(self, states: TrainState, split: str) -> dict[str, np.ndarray]:
+        """Mean loss and accuracy of every replicate on `split` ('val' or 'test'): arrays (R,)."""
+        es = self.eval_sets[split]
+        if es is None:
+            return {}
+        loss, acc = self._eval(states.params, states.batch_stats, es.x, es.y, es.w, batch=es.batch)
+        return {"loss": np.asarray(loss), "accuracy": np.asarray(acc)}
+
+
+@dataclasses.dataclass
+class LevelHistory:
+    """What one level's training recorded: evaluations (every `eval_every` steps, at the start and
+    at the end) and per-step training metrics."""
+
+    eval_steps: list[int] = dataclasses.field(default_factory=list)
+    evals: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)  # {"val/loss": (R,), ...}
+    train: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {"loss": [], "accuracy": [], "lr": []})
+    seconds: float = 0.0
+
+    def early_stop(self) -> dict[str, np.ndarray]:
+        """Per replicate: the step of minimum validation loss (first of ties), the test accuracy
+        there, and that loss. Without a validation split, the final step."""
+        r = len(self.evals[-1]["test/accuracy"])
+        if "val/loss" not in self.evals[-1]:
+            last = self.evals[-1]
+            return {"early_stop_step": np.full(r, self.eval_steps[-1]), "early_stop_test_accuracy": last["test/accuracy"],
+                    "early_stop_val_accuracy": np.full(r, np.nan), "min_val_loss": np.full(r, np.nan)}
+        val = np.stack([e["val/loss"] for e in self.evals])  # (E, R)
+        val = np.where(np.isnan(val), np.inf, val)
+        best = np.argmin(val, axis=0)
+        pick = lambda key: np.array([self.evals[b][key][i] for i, b in enumerate(best)])
+        return {
+            "early_stop_step": np.array([self.eval_steps[b] for b in best]),
+            "early_stop_test_accuracy": pick("test/accuracy"),
+            "early_stop_val_accuracy": pick("val/accuracy"),
+            "min_val_loss": pick("val/loss"),
+        }
+
+
+def chunk_boundaries(start: int, end: int, eval_every: int, extra: tuple[int, ...] = ()) -> list[int]:
+    """Steps where a compiled call ends: every multiple of `eval_every` in (start, end), `end`,
+    and any `extra` step inside (e.g. the rewind point, whose state is captured)."""
+    points = {end} | set(range((start // eval_every + 1) * eval_every, end, eval_every))
+    points |= {e for e in extra if start < e < end}
+    return sorted(points)
+
+
+def train_level(trainer: Trainer, states: TrainState, keys: dict, *, start: int, end: int, eval_every: int,
+                capture_at: Optional[int] = None, on_eval: Optional[Callable] = None,
+                on_train: Optional[Callable] = None, progress=None):
+    """Train stacked `states` from step `start` to `end`, evaluating at `start`, every multiple of
+    `eval_every` and at `end`.
+
+    Returns (states, history, captured) where `captured` is the host copy of the states at step
+    `capture_at` (the rewind point) when it lies in [start, end), else None.
+    """
+    hist = LevelHistory()
+    captured = jax.device_get(states) if capture_at == start else None
+    t0 = time.perf_counter()
+
+    def evaluate(step):
+        ev = {}
+        for split in ("val", "test"):
+            for k, v in trainer.evaluate(states, split).items():
+                ev[f"{split}/{k}"] = v
+        hist.eval_steps.append(step)
+        hist.evals.append(ev)
+        if on_eval:
+            on_eval(step, ev)
+
+    evaluate(start)
+    step = start
+    for boundary in chunk_boundaries(start, end, eval_every, (capture_at,) if capture_at is not None else ()):
+        states, metrics = trainer.run(states, keys, step, boundary - step)
+        for k in hist.train:
+            hist.train[k].append(metrics[k])
+        if on_train:
+            on_train(step, metrics)
+        if progress is not None:
+            progress.update(boundary - step)
+        step = boundary
+        if step == capture_at:
+            captured = jax.device_get(states)
+        if step % eval_every == 0 or step == end:
+            evaluate(step)
+            if progress is not None:
+                ev = hist.evals[-1]
+                progress.set_postfix(
+                    {k.replace("/", "_"): f"{float(np.mean(v)):.4f}" for k, v in ev.items() if k.endswith("accuracy")}
+                )
+    hist.train = {k: np.concatenate(v) if v else np.zeros((0, 0)) for k, v in hist.train.items()}
+    hist.seconds = time.perf_counter() - t0
+    return states, hist, captured
+
+
+def stacked_density(mask: PyTree, paths: list[str]) -> np.ndarray:
+    """Density of each replicate's stacked mask: array (R,)."""
+    return np.array([M.density(m, paths) for m in M.unstack(mask, jax.tree.leaves(mask)[0].shape[0])])
+
+
+__all__ = ["Trainer", "TrainState", "train_level", "replicate_keys", "LevelHistory", "chunk_boundaries", "learning_rate"]
