@@ -1,0 +1,93 @@
+"""Results are data: one tidy row per level x replicate x kind, and per-level outcomes.
+
+`results.csv` is what plots, notebooks and W&B read. `kind` is `ticket` for the IMP network (the
+controls of later experiments, `reinit` and `random_prune`, land in the same table).
+
+Definitions (DESIGN.md §1):
+- early-stop step: the step of minimum validation loss; early-stop accuracy: test accuracy there.
+- winning ticket (Frankle & Carbin 2019): early-stop test accuracy >= the dense network's, reached
+  in no more steps (compared on means over replicates).
+- matching (Frankle et al. 2020): final test accuracy within one standard deviation (across
+  replicates) of the dense network's, or within `tolerance` when that is larger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = [
+    "level", "replicate", "kind", "density", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
+    "train_loss", "early_stop_step", "early_stop_test_accuracy", "early_stop_val_accuracy", "min_val_loss",
+    "start_step", "end_step", "steps", "seconds",
+]
+
+
+def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: int, end: int) -> list[dict[str, Any]]:
+    """The rows of one trained level (all replicates) from its `LevelHistory`."""
+    last = history.evals[-1]
+    es = history.early_stop()
+    train_loss = history.train["loss"]
+    rows = []
+    for r in range(len(densities)):
+        get = lambda key: float(last[key][r]) if key in last else float("nan")
+        rows.append({
+            "level": level, "replicate": r, "kind": kind, "density": float(densities[r]),
+            "test_accuracy": get("test/accuracy"), "test_loss": get("test/loss"),
+            "val_accuracy": get("val/accuracy"), "val_loss": get("val/loss"),
+            "train_loss": float(train_loss[-1, r]) if train_loss.size else float("nan"),
+            "early_stop_step": int(es["early_stop_step"][r]),
+            "early_stop_test_accuracy": float(es["early_stop_test_accuracy"][r]),
+            "early_stop_val_accuracy": float(es["early_stop_val_accuracy"][r]),
+            "min_val_loss": float(es["min_val_loss"][r]),
+            "start_step": start, "end_step": end, "steps": end - start,
+            "seconds": round(history.seconds, 3),
+        })
+    return rows
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[[c for c in COLUMNS if c in df.columns] + extra].sort_values(["level", "kind", "replicate"], kind="stable").reset_index(drop=True)
+
+
+def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0) -> pd.DataFrame:
+    """Per level (one kind): density, mean and std of final and early-stop test accuracy, mean
+    early-stop step, and whether the level is a winning ticket / matching."""
+    t = df[df.kind == kind]
+    g = t.groupby("level")
+    out = pd.DataFrame({
+        "density": g.density.mean(),
+        "test_acc": g.test_accuracy.mean(),
+        "test_acc_std": g.test_accuracy.std(ddof=0),
+        "es_step": g.early_stop_step.mean(),
+        "es_test_acc": g.early_stop_test_accuracy.mean(),
+        "replicates": g.replicate.count(),
+    })
+    if 0 in out.index:
+        dense = out.loc[0]
+        out["winning_ticket"] = (out.es_test_acc >= dense.es_test_acc) & (out.es_step <= dense.es_step)
+        out["matching"] = out.test_acc >= dense.test_acc - max(float(dense.test_acc_std), tolerance)
+        out.loc[0, ["winning_ticket", "matching"]] = np.nan
+    return out
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The per-level table printed at the end of a run."""
+    s = summary.copy()
+    s["density"] = (100 * s.density).map("{:.1f}%".format)
+    s["test_acc"] = [f"{100 * m:.2f} ± {100 * sd:.2f}" for m, sd in zip(summary.test_acc, summary.test_acc_std)]
+    s["es_test_acc"] = (100 * s.es_test_acc).map("{:.2f}".format)
+    s["es_step"] = s.es_step.map("{:.0f}".format)
+    s = s.drop(columns=["test_acc_std"])
+    for c in ("winning_ticket", "matching"):
+        if c in s:
+            s[c] = [("-" if pd.isna(v) else ("yes" if v else "no")) for v in summary[c]]
+    s = s.rename(columns={"test_acc": "test acc % (final)", "es_step": "early-stop step", "es_test_acc": "early-stop acc %",
+                          "winning_ticket": "winning ticket"})
+    return s.to_string()

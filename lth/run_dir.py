@@ -1,0 +1,119 @@
+"""Run directories: named by a content hash of the settings that change results.
+
+Re-running the same command finds the same directory, skips the levels already finished there and
+continues; raising `levels` extends the run (the number of levels is not part of the hash, nor are
+paths, logging or the run's label). A lock file stops two processes from writing one run.
+
+Layout of a run directory:
+
+    <runs_dir>/<model>-<dataset>-<hash>/
+        config.yaml          the resolved config
+        summary.json         config, parameter counts, per-level densities and outcomes
+        results.csv          one row per level x replicate x kind
+        rewind/              orbax: the stacked train states at the rewind point
+        level_00/            orbax `mask/`, `final/` (weights at the end), and `result.json`
+        level_01/ ...
+        wandb/               W&B runs (offline by default)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any
+
+from lth.config import HASHED_SECTIONS, UNHASHED_DATASET_KEYS, Config, to_dict
+
+
+def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that change results, with durations resolved to steps (`steps`), so `2ep` and
+    the equivalent `Nit` name the same run."""
+    d = to_dict(cfg)
+    out = {k: d[k] for k in HASHED_SECTIONS}
+    out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in UNHASHED_DATASET_KEYS}
+    if steps:
+        out["steps"] = dict(steps)
+    return out
+
+
+def content_hash(cfg: Config, steps: dict[str, Any] | None = None) -> str:
+    blob = json.dumps(hashed_settings(cfg, steps), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: never a half-written file."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(x):
+    import numpy as np
+
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if dataclasses.is_dataclass(x):
+        return dataclasses.asdict(x)
+    return str(x)
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class RunDir:
+    path: str
+    hash: str
+
+    @classmethod
+    def for_config(cls, cfg: Config, steps: dict[str, Any] | None = None) -> "RunDir":
+        h = content_hash(cfg, steps)
+        name = f"{cfg.model.name}-{cfg.dataset.name.replace('/', '_')}-{h}"
+        return cls(os.path.abspath(os.path.join(os.path.expanduser(cfg.paths.runs_dir), name)), h)
+
+    def create(self) -> None:
+        os.makedirs(self.path, exist_ok=True)
+
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def level_dir(self, level: int) -> str:
+        return self.file(f"level_{level:02d}")
+
+    def level_done(self, level: int) -> bool:
+        return os.path.exists(os.path.join(self.level_dir(level), "result.json"))
+
+    def lock(self):
+        """Hold an exclusive lock on the run for the life of the returned file object."""
+        f = open(self.file(".lock"), "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise RunLocked(
+                f"another process is running this run right now ({self.path}); wait for it to finish or "
+                "stop it (a finished or killed run leaves no lock behind)"
+            ) from None
+        return f
