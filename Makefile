@@ -1,0 +1,39 @@
+# Quick start: `make run` (the default experiment) and `make test` (the default test suite).
+# Both create .venv with the project and its dev extras on first use (needs only python3 >= 3.11).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+export WANDB_SILENT := true
+
+.PHONY: run test test-slow test-all bench bench-data check clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the default experiment (extra Hydra overrides: make run ARGS="levels=2 replicates=1").
+run: $(STAMP)
+	$(PY) experiments/lottery.py $(ARGS)
+
+## The default test suite (under ~10 minutes on 2 CPU cores; never downloads).
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+## The slow tests only (longer real-data training, every preset for a few steps).
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q $(ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+## Masked vs dense training throughput of LeNet-300-100 (prints steps/s, ratio, GFLOP/s).
+bench: $(STAMP)
+	$(PY) scripts/bench_masked.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
