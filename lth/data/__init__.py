@@ -1,0 +1,88 @@
+"""Datasets for lottery-ticket runs: built-in loaders for offline files, and TFDS for the rest.
+
+`load_dataset(cfg.dataset, lth.config.data_dir(cfg))` returns a `Dataset` with raw-dtype arrays,
+a seeded validation split and the normalisation constants; `lth.data.augment` holds the on-device
+CIFAR augmentation. Every failure is a `DataError` with a message meant for the user.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lth.data.dataset import Dataset, RawSplits, split_validation
+from lth.data.errors import BUILTIN, DataError, unknown_dataset_message
+
+if TYPE_CHECKING:
+    from lth.config import DatasetConfig
+
+__all__ = ["BUILTIN", "DataError", "Dataset", "load_dataset", "load_raw", "split_validation"]
+
+SOURCES = ("auto", "files", "tfds")
+_TFDS_ONLY_DEFAULTS = {"train_split": "train", "test_split": "test", "image_size": None}
+
+
+def _load_builtin(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
+    changed = [f"dataset.{k}={getattr(cfg, k)!r}" for k, v in _TFDS_ONLY_DEFAULTS.items() if getattr(cfg, k) != v]
+    if changed:
+        raise DataError(
+            f"{', '.join(changed)} applies to TFDS datasets only; the built-in dataset {cfg.name!r} is read from "
+            f"files (set dataset.source=tfds to read it through TFDS instead)"
+        )
+    if cfg.name == "mnist1d":
+        from lth.data.mnist1d import load_mnist1d
+
+        return load_mnist1d(data_dir)
+    if cfg.name in ("mnist", "fashion_mnist"):
+        from lth.data.idx import load_idx_dataset
+
+        return load_idx_dataset(cfg.name, data_dir)
+    from lth.data.cifar10 import load_cifar10
+
+    return load_cifar10(data_dir)
+
+
+def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
+    """Full train and test splits of `cfg.name` from the source `cfg.source` says.
+
+    `auto`: the built-in loader for a built-in name, else TFDS; `files`: built-in names only;
+    `tfds`: always TFDS (downloading when `cfg.download` and online).
+    """
+    if cfg.source not in SOURCES:
+        raise DataError(f"dataset.source={cfg.source!r} is not one of {', '.join(SOURCES)}")
+    if cfg.source != "tfds" and cfg.name in BUILTIN:
+        return _load_builtin(cfg, data_dir)
+    if cfg.source == "files":
+        raise DataError(unknown_dataset_message(cfg.name, "files"))
+    from lth.data.tfds import load_tfds
+
+    return load_tfds(cfg)
+
+
+def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
+    """Load dataset `cfg.name`, hold out `cfg.val_size` training examples, set up normalisation.
+
+    `data_dir` is where built-in datasets live (`lth.config.data_dir(cfg)`: `paths.data_dir`, else
+    `$LTH_DATA_DIR`, else `~/.cache/lth/datasets`). Normalisation statistics are those of the full
+    training split (published values where they exist), so they do not depend on the split seed.
+    """
+    raw = load_raw(cfg, data_dir)
+    x_train, y_train, x_val, y_val = split_validation(raw.x_train, raw.y_train, cfg.val_size, cfg.split_seed, raw.name)
+    if cfg.normalize:
+        mean, std = raw.mean, raw.std
+    else:
+        mean, std = np.zeros_like(raw.mean), np.ones_like(raw.std)
+    return Dataset(
+        name=raw.name,
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=raw.x_test,
+        y_test=raw.y_test,
+        num_classes=raw.num_classes,
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
+        scale=float(raw.scale),
+    )

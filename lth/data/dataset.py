@@ -1,0 +1,119 @@
+"""The in-memory dataset every loader returns, and the train/validation split.
+
+Images keep their raw dtype (uint8) so that a whole training set fits on the accelerator in a
+quarter of the float32 size; `Dataset.normalize` turns a batch into standardised float32 where it
+is used (inside the jit-compiled step, after any augmentation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lth.data.errors import DataError
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train, validation and test arrays plus what is needed to normalise them.
+
+    `x_*` keep the raw dtype (uint8 images, float32 for MNIST-1D); `y_*` are int32 class indices.
+    `mean` and `std` are float32 per-channel statistics in units of `x / scale` (so 0.1307 for
+    MNIST, not 33.3); with `dataset.normalize=false` they are 0 and 1 and `normalize` only scales.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+    scale: float
+
+    def __post_init__(self):
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise DataError(f"dataset {self.name!r}: x_{split} has {len(x)} examples but y_{split} has {len(y)}")
+            if x.shape[1:] != self.x_train.shape[1:]:
+                raise DataError(f"dataset {self.name!r}: x_{split} has example shape {x.shape[1:]}, x_train {self.x_train.shape[1:]}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, e.g. (28, 28, 1) or (40,)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def normalize(self, x):
+        """Raw examples -> standardised float32: `(x / scale - mean) / std`.
+
+        Only arithmetic and `astype`, so it works on NumPy arrays and on (traced) JAX arrays alike.
+        """
+        return (x.astype(np.float32) / self.scale - self.mean) / self.std
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, val_size: int, split_seed: int, name: str = "dataset"):
+    """Hold `val_size` examples of a training set out for validation.
+
+    The validation examples are `np.random.default_rng(split_seed).permutation(n)[:val_size]` (in
+    that order), so the split depends only on the seed and n; the training examples are the rest in
+    their original order. Returns `(x_train, y_train, x_val, y_val)`.
+    """
+    n = len(x)
+    if val_size < 0 or val_size >= n:
+        raise DataError(
+            f"dataset.val_size={val_size} is not possible for dataset {name!r}: it must be >= 0 and smaller "
+            f"than the {n} training examples"
+        )
+    val_idx = np.random.default_rng(split_seed).permutation(n)[:val_size]
+    keep = np.ones(n, dtype=bool)
+    keep[val_idx] = False
+    train_idx = np.flatnonzero(keep)
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def channel_stats(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of `x / scale` over all examples and positions, as float32 (C,).
+
+    The last axis is the channel axis (for (N, F) data such as MNIST-1D pass `x[..., None]`).
+    Accumulated in float64 chunk by chunk so a large uint8 set never gets a float copy.
+    """
+    c = x.shape[-1]
+    total, total_sq, count = np.zeros(c), np.zeros(c), 0
+    for start in range(0, len(x), chunk):
+        block = x[start : start + chunk].reshape(-1, c).astype(np.float64) / scale
+        total += block.sum(0)
+        total_sq += np.square(block).sum(0)
+        count += block.shape[0]
+    if count == 0:
+        raise DataError("cannot compute normalisation statistics of an empty training set")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class RawSplits:
+    """What a loader returns: the full training and test sets, before the validation split.
+
+    `mean`/`std` are the dataset's normalisation statistics over the whole training split (the
+    published ones where they exist); `load_dataset` turns this into a `Dataset`.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+    scale: float
