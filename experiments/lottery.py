@@ -30,6 +30,10 @@ ConfigStore.instance().store(name="lth_schema", node=Config)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every save at INFO
     from lth.data import DataError
     from lth.run_dir import RunLocked
 

@@ -71,9 +71,11 @@ def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0)
     })
     if 0 in out.index:
         dense = out.loc[0]
-        out["winning_ticket"] = (out.es_test_acc >= dense.es_test_acc) & (out.es_step <= dense.es_step)
-        out["matching"] = out.test_acc >= dense.test_acc - max(float(dense.test_acc_std), tolerance)
-        out.loc[0, ["winning_ticket", "matching"]] = np.nan
+        win = (out.es_test_acc >= dense.es_test_acc) & (out.es_step <= dense.es_step)
+        match = out.test_acc >= dense.test_acc - max(float(dense.test_acc_std), tolerance)
+        # Undefined for the dense network itself (pandas' nullable boolean holds the NA).
+        out["winning_ticket"] = win.astype("boolean").mask(out.index == 0)
+        out["matching"] = match.astype("boolean").mask(out.index == 0)
     return out
 
 

@@ -88,9 +88,10 @@ class WandbLogger:
 
         run = self._init(f"{self.label}-summary", "summary", {})
         try:
-            run.log({"results": wandb.Table(dataframe=results),
-                     "levels": wandb.Table(dataframe=summary_table.reset_index())})
             t = summary_table.reset_index()
+            # W&B tables take None, not pandas' NA (the dense level has no winning-ticket verdict).
+            levels = t.astype(object).where(t.notna(), None)
+            run.log({"results": wandb.Table(dataframe=results), "levels": wandb.Table(dataframe=levels)})
             for _, row in t.iterrows():
                 run.log({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
                          "early_stop_test_accuracy": float(row.es_test_acc), "early_stop_step": float(row.es_step)})
