@@ -18,8 +18,6 @@ from flax import linen as nn
 from lth.models.batch_norm import batch_norm
 from lth.models.initializers import Initializer
 
-PAD_1 = ((1, 1), (1, 1))
-
 
 def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name: str) -> nn.Conv:
     """A bias-free k x k convolution padded as PyTorch's `padding=k // 2`."""

@@ -1,0 +1,78 @@
+"""The model registry: `ModelConfig.name` -> a Flax Linen module.
+
+Every model follows the conventions the trainer and the pruning presets rely on:
+
+- `model.apply(variables, x, train=False)`: `x` is a normalised float32 batch (B, *input_shape),
+  images NHWC; the result is logits (B, num_classes). With BatchNorm, training mode needs
+  `mutable=["batch_stats"]`.
+- Parameter names: the classifier is `head`, hidden dense layers `fc1`, `fc2`, ..., convolutions
+  contain `conv`, BatchNorms `bn`; weights are `kernel`, biases `bias`, BN `scale`/`bias`.
+- BatchNorm (PyTorch constants) keeps running statistics in `batch_stats`; models without
+  BatchNorm have no such collection.
+- Pure functions of their inputs: jit- and vmap-able (replicates are vmapped inits and steps).
+
+Example:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from lth.config import ModelConfig
+    >>> from lth.models import build_model
+    >>> model = build_model(ModelConfig(name="mlp", widths=[500, 500]), num_classes=10)
+    >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 40)))
+    >>> model.apply(variables, jnp.zeros((8, 40))).shape
+    (8, 10)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from flax import linen as nn
+
+from lth.config import ConfigError, ModelConfig
+from lth.models.conv import conv2, conv4, conv6
+from lth.models.mlp import lenet_300_100, mlp
+from lth.models.resnet_cifar import resnet20, resnet32, resnet44, resnet56, resnet110
+from lth.models.resnet_imagenet import resnet18, resnet50
+from lth.models.vgg import vgg11, vgg13, vgg16, vgg19
+
+ModelBuilder = Callable[[ModelConfig, int], nn.Module]
+
+MODELS: dict[str, ModelBuilder] = {
+    # fully connected
+    "mlp": mlp,
+    "lenet_300_100": lenet_300_100,
+    # Frankle & Carbin (2019) CIFAR-10 convnets
+    "conv2": conv2,
+    "conv4": conv4,
+    "conv6": conv6,
+    # He et al. (2016) CIFAR ResNets (OpenLTH cifar_resnet_N)
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet44": resnet44,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
+    # CIFAR VGGs (OpenLTH cifar_vgg_N)
+    "vgg11": vgg11,
+    "vgg13": vgg13,
+    "vgg16": vgg16,
+    "vgg19": vgg19,
+    # ImageNet-style ResNets (torchvision)
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+}
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The module `cfg.name` with a `num_classes`-way head. Raises ConfigError for an unknown
+    `model.name` or `model.init` / `model.bn_scale_init`."""
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name={cfg.name!r} is not one of {', '.join(sorted(MODELS))}")
+    return MODELS[cfg.name](cfg, num_classes)
+
+
+def has_batch_norm(variables: Mapping[str, Any]) -> bool:
+    """Whether `variables` (a model's init result) hold a non-empty `batch_stats` collection."""
+    return bool(variables.get("batch_stats"))
+
+
+__all__ = ["MODELS", "ModelBuilder", "build_model", "has_batch_norm"]
