@@ -1,0 +1,173 @@
+"""The masked, vmapped trainer: zeros stay zero, rewinding, schedules driven by the state's step,
+data order as a function of the step, replicate independence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lth import masks as M
+from lth.config import ModelConfig, OptimizerConfig, PruningConfig, ScheduleConfig
+from lth.models import build_model
+from lth.optim import make_optimizer, make_schedule
+from lth.pruning import prune
+from lth.rewind import rewind_weights, snapshot
+from lth.train import Trainer, chunk_boundaries, replicate_keys, train_level
+from lth.train_state import learning_rate
+
+
+def make_trainer(ds, opt=OptimizerConfig(name="sgd", lr=0.1), total=100, batch_size=50):
+    model = build_model(ModelConfig(name="mlp", widths=[32, 16]), ds.num_classes)
+    spe = ds.num_train // batch_size
+    return Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=total, steps_per_epoch=spe),
+                   batch_size=batch_size, eval_batch_size=64)
+
+
+def dense_states(tr, seed=0, replicates=2):
+    keys = replicate_keys(seed, replicates)
+    v = tr.init_variables(keys["init"])
+    return tr.create_states(v, jax.vmap(M.ones_like)(v["params"])), keys
+
+
+def host(x):
+    return jax.device_get(x)
+
+
+def tree_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(host(a)), jax.tree.leaves(host(b))))
+
+
+PATHS = ["fc1/kernel", "fc2/kernel", "head/kernel"]
+
+
+def pruned_masks(states, fraction=0.5, replicates=2):
+    cfg = PruningConfig(fraction=fraction, scope="global")
+    return M.stack([prune(p, m, cfg, PATHS) for p, m in zip(M.unstack(states.params, replicates), M.unstack(states.mask, replicates))])
+
+
+OPTIMIZERS = [
+    OptimizerConfig(name="sgd", lr=0.1),
+    OptimizerConfig(name="momentum", lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True),
+    OptimizerConfig(name="adam", lr=1e-2, weight_decay=1e-4),
+    OptimizerConfig(name="adamw", lr=1e-2, weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o.name)
+def test_pruned_weights_stay_exactly_zero(tiny_dataset, opt):
+    tr = make_trainer(tiny_dataset, opt)
+    states, keys = dense_states(tr)
+    states, _ = tr.run(states, keys, 0, 20)  # momentum / Adam moments are non-zero now
+    saved = host(snapshot(states))
+    masks = pruned_masks(states)
+    # Rewound optimizer state: stale momentum on pruned weights must not move them.
+    states = rewind_weights(states, saved, masks, optimizer_state="rewound")
+    before = host(states.params)
+    states, _ = tr.run(states, keys, 20, 30)
+    after, m = M.flatten(host(states.params)), M.flatten(host(masks))
+    for q in PATHS:
+        w, keep = np.asarray(after[q]), np.asarray(m[q])
+        assert (w[~keep] == 0).all()
+        assert not np.allclose(w[keep], np.asarray(M.flatten(before)[q])[keep])  # survivors did train
+
+
+def test_rewinding_gives_mask_times_theta_k_and_step_k(tiny_dataset):
+    tr = make_trainer(tiny_dataset, OptimizerConfig(name="momentum", lr=0.05, momentum=0.9))
+    states, keys = dense_states(tr)
+    states, hist, captured = train_level(tr, states, keys, start=0, end=60, eval_every=20, capture_at=7)
+    assert int(captured.step[0]) == 7
+    saved = host(snapshot(captured))
+    masks = pruned_masks(states)
+    for mode in ("reset", "rewound"):
+        r = rewind_weights(states, saved, masks, optimizer_state=mode)
+        assert np.all(np.asarray(r.step) == 7)
+        expected = jax.tree.map(lambda p, m: np.where(m, p, 0), saved["params"], host(masks))
+        assert tree_equal(r.params, expected)
+        trace = jax.tree.leaves(host(r.opt_state))
+        if mode == "reset":
+            assert all(not np.any(x) for x in trace if x.ndim > 1)
+        else:
+            assert tree_equal(r.opt_state, saved["opt_state"])
+
+
+def test_schedule_follows_the_state_step_like_pytorch_multistep():
+    opt = OptimizerConfig(name="momentum", lr=0.1, momentum=0.9,
+                          schedule=ScheduleConfig(name="step", milestones=["10it", "2ep"], gamma=0.1))
+    lr = make_schedule(opt, total_steps=100, steps_per_epoch=8)
+    got = [float(lr(s)) for s in (0, 9, 10, 15, 16, 99)]
+    assert got == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    warm = make_schedule(OptimizerConfig(lr=1.0, schedule=ScheduleConfig(warmup="10it")), total_steps=100, steps_per_epoch=8)
+    assert [float(warm(s)) for s in (0, 5, 10, 50)] == pytest.approx([0.0, 0.5, 1.0, 1.0])
+
+
+def test_training_uses_the_learning_rate_of_the_rewound_step(tiny_dataset):
+    opt = OptimizerConfig(name="sgd", lr=0.1, schedule=ScheduleConfig(name="step", milestones=["30it"], gamma=0.1))
+    tr = make_trainer(tiny_dataset, opt)
+    states, keys = dense_states(tr)
+    states = states.replace(step=jnp.full_like(states.step, 28))  # as after rewinding to k = 28
+    states, metrics = tr.run(states, keys, 28, 4)
+    assert metrics["lr"][:, 0] == pytest.approx([0.1, 0.1, 0.01, 0.01])
+    assert float(learning_rate(states.opt_state)[0]) == pytest.approx(0.01)
+
+
+def test_chunking_does_not_change_training(tiny_dataset):
+    """Results do not depend on eval_every: 0..37 in one call equals 0..13, 13..37 (crossing epochs)."""
+    tr = make_trainer(tiny_dataset)
+    s0, keys = dense_states(tr)
+    a, _ = tr.run(s0, keys, 0, 37)
+    b, _ = tr.run(s0, keys, 0, 13)
+    b, _ = tr.run(b, keys, 13, 24)
+    assert tree_equal(a.params, b.params)
+
+
+def test_rewinding_to_k_replays_the_dense_run_from_k(tiny_dataset):
+    """A dense network rewound to step k with its optimizer state sees the same batches and
+    learning rates, so it reproduces the uninterrupted run exactly."""
+    tr = make_trainer(tiny_dataset, OptimizerConfig(name="momentum", lr=0.05, momentum=0.9))
+    s0, keys = dense_states(tr)
+    final, _, captured = train_level(tr, s0, keys, start=0, end=50, eval_every=25, capture_at=17)
+    again = rewind_weights(s0, snapshot(captured), host(s0.mask), optimizer_state="rewound")
+    again, _ = tr.run(again, keys, 17, 33)
+    assert tree_equal(final.params, again.params)
+
+
+def test_replicates_are_independent_and_differ(tiny_dataset):
+    tr = make_trainer(tiny_dataset)
+    s2, k2 = dense_states(tr, replicates=2)
+    s1, k1 = dense_states(tr, replicates=1)
+    s2, _ = tr.run(s2, k2, 0, 25)
+    s1, _ = tr.run(s1, k1, 0, 25)
+    for x1, x2 in zip(jax.tree.leaves(host(s1.params)), jax.tree.leaves(host(s2.params))):
+        np.testing.assert_allclose(x1[0], x2[0], rtol=1e-5, atol=1e-6)  # replicate 0 is the same run
+        assert not np.allclose(x2[0], x2[1])  # replicate 1 has its own init and data order
+
+
+def test_evaluation_matches_a_direct_computation(tiny_dataset):
+    tr = make_trainer(tiny_dataset)
+    states, keys = dense_states(tr)
+    states, _ = tr.run(states, keys, 0, 30)
+    ev = tr.evaluate(states, "test")
+    p = jax.tree.map(lambda x: x[1], states.params)
+    logits = tr.model.apply({"params": p}, tiny_dataset.normalize(tiny_dataset.x_test))
+    acc = float(np.mean(np.argmax(np.asarray(logits), -1) == tiny_dataset.y_test))
+    assert float(ev["accuracy"][1]) == pytest.approx(acc, abs=1e-6)  # 200 test examples, batch 64: padding ignored
+
+
+def test_level_history_and_early_stop(tiny_dataset):
+    tr = make_trainer(tiny_dataset)
+    states, keys = dense_states(tr)
+    _, hist, _ = train_level(tr, states, keys, start=10, end=55, eval_every=20)
+    assert hist.eval_steps == [10, 20, 40, 55]
+    assert hist.train["loss"].shape == (45, 2)
+    es = hist.early_stop()
+    val = np.stack([e["val/loss"] for e in hist.evals])
+    for r in range(2):
+        b = int(np.argmin(val[:, r]))
+        assert es["early_stop_step"][r] == hist.eval_steps[b]
+        assert es["early_stop_test_accuracy"][r] == hist.evals[b]["test/accuracy"][r]
+
+
+def test_chunk_boundaries():
+    assert chunk_boundaries(0, 50, 20) == [20, 40, 50]
+    assert chunk_boundaries(7, 50, 20, extra=(30,)) == [20, 30, 40, 50]
+    assert chunk_boundaries(0, 40, 20, extra=(0, 40)) == [20, 40]
