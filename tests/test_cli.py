@@ -1,0 +1,110 @@
+"""The public command line: presets compose over the typed schema, bad input is refused clearly
+before anything is written, and `debug=fast` runs the whole pipeline."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lth.config import from_dict, validate
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = str(REPO / "conf")
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+def lottery(tmp_path, *overrides, timeout=300):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(REPO / "experiments" / "lottery.py"), f"paths.runs_dir={tmp_path / 'runs'}",
+                           "logger.progress=false", *overrides],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=timeout)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _register_schema():
+    from hydra.core.config_store import ConfigStore
+
+    from lth.config import Config
+
+    ConfigStore.instance().store(name="lth_schema", node=Config)
+    yield
+
+
+def compose_cfg(*overrides):
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=list(overrides))
+    return from_dict(OmegaConf.to_container(dcfg, resolve=True))
+
+
+def test_presets_exist():
+    assert {"lth_lenet_mnist", "mnist1d_mlp"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_validates(preset):
+    cfg = compose_cfg(f"experiment={preset}")
+    validate(cfg)
+    assert cfg.name == preset
+
+
+def test_lenet_preset_is_the_papers_protocol():
+    cfg = compose_cfg("experiment=lth_lenet_mnist")
+    assert (cfg.dataset.name, cfg.dataset.val_size, cfg.model.name, cfg.model.init) == ("mnist", 5000, "lenet_300_100", "glorot_normal")
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.train.batch_size, cfg.train.duration) == ("adam", 0.0012, 60, "50000it")
+    assert (cfg.pruning.scope, cfg.pruning.fraction, cfg.pruning.fractions) == ("layerwise", 0.2, {"head": 0.1})
+    assert cfg.rewind.point == "0it"
+
+
+def test_command_line_overrides_reach_the_config():
+    cfg = compose_cfg("dataset=mnist", "model=lenet_300_100", "levels=7", "replicates=3", "seed=5", "pruning.fraction=0.3",
+                      "pruning.scope=global", "rewind.point=2ep", "train.duration=40ep", "train.batch_size=128",
+                      "train.eval_every=1ep", "optimizer=momentum", "optimizer.lr=0.05", "logger.wandb.mode=disabled",
+                      "paths.runs_dir=/tmp/x", "paths.data_dir=/tmp/d")
+    assert (cfg.levels, cfg.replicates, cfg.seed, cfg.pruning.fraction, cfg.pruning.scope) == (7, 3, 5, 0.3, "global")
+    assert (cfg.rewind.point, cfg.train.duration, cfg.train.batch_size, cfg.train.eval_every) == ("2ep", "40ep", 128, "1ep")
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.logger.wandb.mode) == ("momentum", 0.05, "disabled")
+    assert (cfg.paths.runs_dir, cfg.paths.data_dir) == ("/tmp/x", "/tmp/d")
+
+
+def test_misspelt_key_fails_at_compose():
+    with pytest.raises(Exception, match="pruning.fractoin|fractoin"):
+        compose_cfg("pruning.fractoin=0.3")
+
+
+BAD = [
+    ("fraction", ["pruning.fraction=1.5"]),
+    ("fraction", ["pruning.fraction=0"]),
+    ("model", ["model=no_such_model"]),
+    ("dataset", ["dataset=no_such_dataset"]),
+    ("dataset", ["dataset.name=no_such_dataset"]),
+    ("rewind", ["rewind.point=999999it", "train.duration=100it"]),
+    ("levels", ["levels=-1"]),
+    ("replicates", ["replicates=0"]),
+    ("optimizer", ["optimizer=no_such_opt"]),
+    ("duration", ["train.duration=abc"]),
+    ("levels", ["levels=abc"]),
+]
+
+
+@pytest.mark.parametrize("word,overrides", BAD, ids=[" ".join(o) for _, o in BAD])
+def test_bad_input_is_refused_clearly_and_writes_nothing(tmp_path, word, overrides):
+    r = lottery(tmp_path, *overrides)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert word in out.lower(), out
+    assert "Traceback" not in out, out
+    assert not (tmp_path / "runs").exists()
+    assert os.listdir(tmp_path) == []  # not even a Hydra log or .hydra folder
+
+
+def test_debug_fast_runs_end_to_end(tmp_path):
+    r = lottery(tmp_path, "debug=fast", "model.widths=[32]")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "winning ticket" in r.stdout and "run directory:" in r.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    assert (run / "results.csv").exists() and (run / "summary.json").exists() and (run / "config.yaml").exists()
