@@ -161,3 +161,14 @@ def test_second_process_on_a_live_run_is_refused(tmp_path, data_dir):
             lottery.run(cfg, echo=lambda _: None)
     finally:
         held.close()
+
+
+def test_a_tfds_dataset_runs_end_to_end_under_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    cfg = small_config(tmp_path, dataset=DatasetConfig(name="mnist", source="tfds", val_size=20),
+                       model=ModelConfig(name="mlp", widths=[16]), levels=1, replicates=1,
+                       train=TrainConfig(duration="10it", batch_size=10, eval_every="5it"), rewind=RewindConfig(point="0it"))
+    with tfds.testing.mock_data(num_examples=100):
+        out = lottery.run(cfg, echo=lambda _: None)
+    assert len(out.results) == 2 and out.results.density.tolist() == pytest.approx([1.0, 0.8], abs=1e-3)
