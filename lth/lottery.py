@@ -83,10 +83,9 @@ def prepare(cfg: Config):
     model name, the data, the step plan, the model's parameters and the prunable tensors."""
     validate(cfg)
     from lth.data import load_dataset
-    from lth.models import MODELS, build_model
+    from lth.models import build_model
 
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"model.name={cfg.model.name!r} is not a known model; valid: {', '.join(sorted(MODELS))}")
+    build_model(cfg.model, num_classes=2)  # an unknown model name fails here, before the data loads
     dataset = load_dataset(cfg.dataset, data_dir(cfg))
     plan = make_plan(cfg, dataset.num_train)
     model = build_model(cfg.model, dataset.num_classes)
