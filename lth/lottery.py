@@ -161,18 +161,14 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
                 prev = None  # loaded lazily below, only if a later level needs training
                 echo(f"level {level:2d}: done already (density {done['summary']['density']:.4f}), skipped")
                 continue
-            if level > 0 and prev is None:
-                pdir = rd.level_dir(level - 1)
-                final = checkpoints.restore(os.path.join(pdir, "final"),
-                                            {"params": state_template["params"], "batch_stats": state_template["batch_stats"]})
-                prev = (checkpoints.restore(os.path.join(pdir, "mask"), _mask_template(state_template)), final["params"])
-            if level > 0 and rewind_saved is None:
-                rewind_saved = checkpoints.restore(rd.file("rewind"), state_template)
-
             if level == 0:
-                states = states0
-                start = 0
+                states, start = states0, 0
             else:
+                # Continuing a run: the previous level's mask and weights and the rewind point
+                # come back from disk.
+                prev = prev or _restore_level(rd, level - 1, state_template)
+                if rewind_saved is None:
+                    rewind_saved = checkpoints.restore(rd.file("rewind"), state_template)
                 mask_prev, final_prev = prev
                 new_masks = [pruning.prune(p, m, cfg.pruning, paths)
                              for p, m in zip(M.unstack(final_prev, R), M.unstack(mask_prev, R))]
@@ -219,8 +215,12 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
     return Outcome(rd.path, df, table)
 
 
-def _mask_template(state_template):
-    return jax.tree.map(lambda p: np.zeros(np.shape(p), bool), state_template["params"])
+def _restore_level(rd: RunDir, level: int, template) -> tuple[Any, Any]:
+    """(stacked mask, stacked final params) of a finished level, from its checkpoints."""
+    ldir = rd.level_dir(level)
+    mask = checkpoints.restore(os.path.join(ldir, "mask"), jax.tree.map(lambda p: np.zeros(np.shape(p), bool), template["params"]))
+    final = checkpoints.restore(os.path.join(ldir, "final"), {"params": template["params"], "batch_stats": template["batch_stats"]})
+    return mask, final["params"]
 
 
 def _level_summary(rows, per_tensor) -> dict[str, Any]:
