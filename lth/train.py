@@ -1,10 +1,14 @@
 """The trainer: jit-compiled, vmapped over replicates, many steps per compiled call.
 
-Data lives on the device. One call of `Trainer.run(states, start, n)` runs `n` steps with
-`lax.scan`; each step gathers every replicate's batch from its own per-epoch permutation
+Data lives on the device. One call of `Trainer.run(states, start, n)` runs `n` steps; each step
+gathers every replicate's batch from its own per-epoch permutation
 (`permutation(fold_in(data_key, epoch))`, recomputed only at epoch boundaries), optionally
-augments it on device, normalises it, and applies one `jax.vmap`-ed masked update. The Python loop
-(`train_level`) runs once per evaluation interval, not per step.
+augments it on device, normalises it, and applies the masked update. On an accelerator the `n`
+steps are one compiled `lax.scan` over a `jax.vmap`-ed step of all replicates, and the Python loop
+(`train_level`) runs once per evaluation interval. For convolutional models on a CPU, where XLA runs
+convolutions inside loop bodies ~20x slower (jax-ml/jax#12868) and vmapped convolutions as slow
+grouped ones, the same single-replicate step is compiled once and called per step and replicate
+from Python.
 
 Because the data order is a function of (data key, step), a level that rewinds to step k sees
 exactly the batches the dense run saw from step k on, and R = 1 is the same code path as R = 8.
@@ -73,10 +77,13 @@ class Trainer:
       batch_size, eval_batch_size: examples per step / per evaluation batch.
       augment: a function `(key, raw_batch) -> raw_batch` applied to training batches, or None.
       masked: False gives the dense baseline (no mask operations) for benchmarks.
+      scan: run the steps of one call in a compiled `lax.scan` (default on accelerators) or in a
+        Python loop of compiled single-replicate steps (default for convolutional models on a
+        CPU, see below).
     """
 
     def __init__(self, model, dataset, tx, lr_fn, *, batch_size: int, eval_batch_size: int = 1000,
-                 augment: Optional[Callable] = None, masked: bool = True):
+                 augment: Optional[Callable] = None, masked: bool = True, scan: Optional[bool] = None):
         self.model, self.dataset, self.tx, self.lr_fn = model, dataset, tx, lr_fn
         self.batch_size = batch_size
         self.steps_per_epoch = dataset.num_train // batch_size
@@ -94,7 +101,18 @@ class Trainer:
         }
         self.augment = augment
         self.masked = masked
+        # XLA:CPU runs convolutions inside loop bodies (lax.scan) about 20x slower than outside
+        # (jax-ml/jax#12868), so for convolutional models on a CPU the steps of a call are a Python
+        # loop of compiled steps; otherwise one compiled lax.scan runs them all. Both execute the
+        # same step function.
+        if scan is None:
+            shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *dataset.input_shape)), train=False))
+            has_conv = any(len(x.shape) > 2 for x in jax.tree.leaves(shapes))
+            scan = not (jax.default_backend() == "cpu" and has_conv)
+        self.scan = scan
         self._run = jax.jit(self._run_impl, static_argnames=("n",))
+        self._step1 = jax.jit(self._replica_step)
+        self._perms = jax.jit(self._epoch_perms)
         self._eval = jax.jit(self._eval_impl, static_argnames=("batch",))
 
     # -- state ---------------------------------------------------------------------------------
@@ -141,20 +159,27 @@ class Trainer:
         n = self.x_train.shape[0]
         return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(data_keys)
 
+    def _replica_step(self, state, perm, aug_key, x_all, y_all, step):
+        """One step of one replicate: batch `step % steps_per_epoch` of its epoch permutation
+        `perm`, augmented with `fold_in(aug_key, step)`, normalised, one masked update."""
+        bs = self.batch_size
+        idx = jax.lax.dynamic_slice_in_dim(perm, (step % self.steps_per_epoch) * bs, bs)
+        x, y = x_all[idx], y_all[idx]
+        if self.augment is not None:
+            x = self.augment(jax.random.fold_in(aug_key, step), x)
+        return self._train_step(state, self.dataset.normalize(x), y)
+
+    def _step_impl(self, states, perms, aug_keys, x_all, y_all, step):
+        """One step of every replicate (stacked states, perms (R, N), aug_keys (R, 2))."""
+        return jax.vmap(self._replica_step, in_axes=(0, 0, 0, None, None, None))(states, perms, aug_keys, x_all, y_all, step)
+
     def _run_impl(self, states, data_keys, aug_keys, x_all, y_all, start, n: int):
-        spe, bs = self.steps_per_epoch, self.batch_size
+        spe = self.steps_per_epoch
 
         def body(carry, step):
             states, perms = carry
-            epoch, pos = step // spe, step % spe
-            perms = jax.lax.cond(pos == 0, lambda: self._epoch_perms(data_keys, epoch), lambda: perms)
-            idx = jax.lax.dynamic_slice_in_dim(perms, pos * bs, bs, axis=1)  # (R, B)
-            x, y = x_all[idx], y_all[idx]
-            if self.augment is not None:
-                step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(aug_keys)
-                x = jax.vmap(self.augment)(step_keys, x)
-            x = self.dataset.normalize(x)
-            states, metrics = jax.vmap(self._train_step)(states, x, y)
+            perms = jax.lax.cond(step % spe == 0, lambda: self._epoch_perms(data_keys, step // spe), lambda: perms)
+            states, metrics = self._step_impl(states, perms, aug_keys, x_all, y_all, step)
             return (states, perms), metrics
 
         perms0 = self._epoch_perms(data_keys, start // spe)
@@ -165,9 +190,29 @@ class Trainer:
     def run(self, states: TrainState, keys: dict, start: int, n: int):
         """Run steps start .. start+n-1 for all replicates. Returns (states, per-step metrics as
         numpy arrays of shape (n, R))."""
-        states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train,
-                                    jnp.asarray(start, jnp.int32), n=n)
-        return states, jax.device_get(metrics)
+        if self.scan:
+            states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train,
+                                        jnp.asarray(start, jnp.int32), n=n)
+            return states, jax.device_get(metrics)
+        # CPU: a Python loop over steps and replicates of one compiled single-replicate step.
+        # (XLA:CPU turns vmapped convolutions into grouped ones, several times slower than one
+        # replicate after another.) The permutation is recomputed once per epoch.
+        R = keys["data"].shape[0]
+        reps = [jax.tree.map(lambda x: x[r], states) for r in range(R)]
+        out, epoch, perms = [], None, None
+        for step in range(start, start + n):
+            if step // self.steps_per_epoch != epoch:
+                epoch = step // self.steps_per_epoch
+                perms = self._perms(keys["data"], jnp.asarray(epoch, jnp.int32))
+            s = jnp.asarray(step, jnp.int32)
+            row = []
+            for r in range(R):
+                reps[r], m = self._step1(reps[r], perms[r], keys["aug"][r], self.x_train, self.y_train, s)
+                row.append(m)
+            out.append(row)
+        out = jax.device_get(out)
+        metrics = {k: np.array([[m[k] for m in row] for row in out]) for k in out[0][0]}
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *reps), metrics
 
     # -- evaluation ----------------------------------------------------------------------------
     def _eval_impl(self, params, batch_stats, x, y, w, batch: int):
