@@ -122,7 +122,7 @@ def _counts(params, paths) -> dict[str, Any]:
     return {
         "total_parameters": int(sum(np.size(v) for v in flat.values())),
         "prunable_weights": int(sum(np.size(flat[p]) for p in paths)),
-        "prunable_tensors": {p: int(np.size(flat[p])) for p in paths},
+        "tensor_sizes": {p: int(np.size(flat[p])) for p in paths},  # the prunable tensors
     }
 
 
