@@ -157,7 +157,7 @@ def test_level_history_and_early_stop(tiny_dataset):
     tr = make_trainer(tiny_dataset)
     states, keys = dense_states(tr)
     _, hist, _ = train_level(tr, states, keys, start=10, end=55, eval_every=20)
-    assert hist.eval_steps == [10, 20, 40, 55]
+    assert hist.eval_steps == [20, 40, 55]
     assert hist.train["loss"].shape == (45, 2)
     es = hist.early_stop()
     val = np.stack([e["val/loss"] for e in hist.evals])
