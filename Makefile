@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 export WANDB_SILENT := true
 
-.PHONY: run test test-slow test-all bench bench-data check clean
+.PHONY: run test test-slow test-all bench bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -34,6 +34,10 @@ test-all: $(STAMP)
 ## Masked vs dense training throughput of LeNet-300-100 (prints steps/s, ratio, GFLOP/s).
 bench: $(STAMP)
 	$(PY) scripts/bench_masked.py $(ARGS)
+
+## ResNet-20 training images/s: full on-device data pipeline vs a fixed pre-made batch.
+bench-pipeline: $(STAMP)
+	$(PY) scripts/bench_pipeline.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
