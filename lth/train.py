@@ -8,7 +8,7 @@ steps are one compiled `lax.scan` over a `jax.vmap`-ed step of all replicates, a
 (`train_level`) runs once per evaluation interval. For convolutional models on a CPU, where XLA runs
 convolutions inside loop bodies ~20x slower (jax-ml/jax#12868) and vmapped convolutions as slow
 grouped ones, the same single-replicate step is compiled once and called per step and replicate
-from Python.
+from Python, and so is evaluation.
 
 Because the data order is a function of (data key, step), a level that rewinds to step k sees
 exactly the batches the dense run saw from step k on, and R = 1 is the same code path as R = 8.
@@ -53,6 +53,10 @@ class EvalSet:
     w: jax.Array
     n: int
     batch: int
+
+    @property
+    def n_batches(self) -> int:
+        return self.x.shape[0] // self.batch
 
 
 def _pad_split(x: np.ndarray, y: np.ndarray, batch: int) -> EvalSet:
@@ -114,6 +118,7 @@ class Trainer:
         self._step1 = jax.jit(self._replica_step)
         self._perms = jax.jit(self._epoch_perms)
         self._eval = jax.jit(self._eval_impl, static_argnames=("batch",))
+        self._eval1 = jax.jit(self._eval_batch, static_argnames=("batch",))
 
     # -- state ---------------------------------------------------------------------------------
     def init_variables(self, keys: jax.Array) -> PyTree:
@@ -215,20 +220,21 @@ class Trainer:
         return jax.tree.map(lambda *xs: jnp.stack(xs), *reps), metrics
 
     # -- evaluation ----------------------------------------------------------------------------
+    def _eval_batch(self, params, batch_stats, x, y, w, i, batch: int):
+        """Summed loss and number correct of one replicate on evaluation batch `i` (padding has
+        weight 0)."""
+        xb = self.dataset.normalize(jax.lax.dynamic_slice_in_dim(x, i * batch, batch))
+        yb = jax.lax.dynamic_slice_in_dim(y, i * batch, batch)
+        wb = jax.lax.dynamic_slice_in_dim(w, i * batch, batch)
+        _, (logits, _) = self._loss(params, batch_stats, xb, yb, False)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+        return jnp.sum(losses * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
+
     def _eval_impl(self, params, batch_stats, x, y, w, batch: int):
         nb = x.shape[0] // batch
 
         def body(tot, i):
-            xb = jax.lax.dynamic_slice_in_dim(x, i * batch, batch)
-            yb = jax.lax.dynamic_slice_in_dim(y, i * batch, batch)
-            wb = jax.lax.dynamic_slice_in_dim(w, i * batch, batch)
-            xb = self.dataset.normalize(xb)
-
-            def one(p, bst):
-                _, (logits, _) = self._loss(p, bst, xb, yb, False)
-                losses = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-                return jnp.sum(losses * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
-
+            one = lambda p, bst: self._eval_batch(p, bst, x, y, w, i, batch)
             loss, correct = jax.vmap(one)(params, batch_stats)
             return (tot[0] + loss, tot[1] + correct), None
 
@@ -243,8 +249,18 @@ class Trainer:
         es = self.eval_sets[split]
         if es is None:
             return {}
-        loss, acc = self._eval(states.params, states.batch_stats, es.x, es.y, es.w, batch=es.batch)
-        return {"loss": np.asarray(loss), "accuracy": np.asarray(acc)}
+        if self.scan:
+            loss, acc = self._eval(states.params, states.batch_stats, es.x, es.y, es.w, batch=es.batch)
+            return {"loss": np.asarray(loss), "accuracy": np.asarray(acc)}
+        # CPU + convolutions: one compiled single-replicate batch at a time, as in `run`.
+        R = jax.tree.leaves(states.params)[0].shape[0]
+        sums = []
+        for r in range(R):
+            p, bst = jax.tree.map(lambda a: a[r], (states.params, states.batch_stats))
+            sums.append([self._eval1(p, bst, es.x, es.y, es.w, jnp.asarray(i, jnp.int32), batch=es.batch)
+                         for i in range(es.n_batches)])
+        sums = np.asarray(jax.device_get(sums), np.float64).sum(axis=1)  # (R, 2)
+        return {"loss": (sums[:, 0] / es.n).astype(np.float32), "accuracy": (sums[:, 1] / es.n).astype(np.float32)}
 
 
 @dataclasses.dataclass

@@ -176,7 +176,7 @@ def test_chunk_boundaries():
 def test_scan_and_python_loop_paths_agree(tiny_dataset):
     """Accelerators run a call's steps in one lax.scan, CPUs in a Python loop of compiled steps:
     the same step function, so the same training up to float reassociation."""
-    runs = {}
+    runs, trainers, final = {}, {}, {}
     for scan in (True, False):
         opt = OptimizerConfig(name="momentum", lr=0.05, momentum=0.9)
         model = build_model(ModelConfig(name="mlp", widths=[32, 16]), tiny_dataset.num_classes)
@@ -185,9 +185,15 @@ def test_scan_and_python_loop_paths_agree(tiny_dataset):
         states, keys = dense_states(tr)
         states, metrics = tr.run(states, keys, 5, 30)  # crosses two epoch boundaries
         runs[scan] = (host(states.params), metrics, tr.evaluate(states, "test"), tr.evaluate(states, "val"))
+        trainers[scan], final[scan] = tr, states
     for a, b in zip(jax.tree.leaves(runs[True][0]), jax.tree.leaves(runs[False][0])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(runs[True][1]["loss"], runs[False][1]["loss"], rtol=1e-4, atol=1e-5)
     for split in (2, 3):
         np.testing.assert_allclose(runs[True][split]["accuracy"], runs[False][split]["accuracy"], atol=1e-6)
         np.testing.assert_allclose(runs[True][split]["loss"], runs[False][split]["loss"], rtol=1e-5)
+    # The two evaluation paths on the very same states (test split: 200 examples in 4 batches of 64, the last padded).
+    a, b = trainers[True].evaluate(final[False], "test"), trainers[False].evaluate(final[False], "test")
+    np.testing.assert_array_equal(a["accuracy"], b["accuracy"])
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+    assert a["accuracy"].shape == b["accuracy"].shape == (final[False].step.shape[0],)
