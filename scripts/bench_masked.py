@@ -14,39 +14,16 @@ dense), and the achieved GFLOP/s (XLA's own FLOP count of the compiled program).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lth import masks as M  # noqa: E402
-from lth.config import ModelConfig, OptimizerConfig, PruningConfig  # noqa: E402
-from lth.data import Dataset  # noqa: E402
-from lth.models import build_model  # noqa: E402
-from lth.optim import make_optimizer, make_schedule  # noqa: E402
-from lth.pruning import prune  # noqa: E402
-from lth.train import Trainer, replicate_keys  # noqa: E402
-
-
-def mnist_sized() -> tuple[Dataset, str]:
-    from lth.config import DatasetConfig
-    from lth.data import DataError, load_dataset
-
-    d = os.environ.get("LTH_DATA_DIR")
-    if d:
-        try:
-            return load_dataset(DatasetConfig(name="mnist", val_size=5000), d), "real MNIST"
-        except DataError:
-            pass
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(60000, 28, 28, 1), dtype=np.uint8)
-    y = rng.integers(0, 10, size=60000).astype(np.int32)
-    one = np.array([0.5], np.float32)
-    return Dataset("random", x[:55000], y[:55000], x[55000:], y[55000:], x[:10000], y[:10000], 10, one, one * 0.5, 255.0), "random MNIST-shaped data"
+from bench_common import best_rate, device_line, fresh_states, real_or_random
+from lth import masks as M
+from lth.config import ModelConfig, OptimizerConfig, PruningConfig
+from lth.models import build_model
+from lth.optim import make_optimizer, make_schedule
+from lth.pruning import prune
+from lth.train import Trainer
 
 
 def step_flops(trainer: Trainer, states, batch_size: int) -> float:
@@ -62,15 +39,9 @@ def step_flops(trainer: Trainer, states, batch_size: int) -> float:
 
 def measure(trainer: Trainer, states, keys, steps: int, repeats: int) -> tuple[float, float]:
     """Best-of-`repeats` steps/s of `trainer.run` over `steps` steps (the path training takes on
-    this device: one lax.scan on accelerators, a loop of compiled steps on CPU), and FLOPs/step."""
+    this device: one lax.scan, or a loop of compiled steps for conv models on CPU), and FLOPs/step."""
     flops = step_flops(trainer, states, trainer.batch_size)
-    jax.block_until_ready(trainer.run(states, keys, 0, steps)[0])  # compile and warm up
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(trainer.run(states, keys, 0, steps)[0])
-        best = max(best, steps / (time.perf_counter() - t))
-    return best, flops
+    return best_rate(lambda: trainer.run(states, keys, 0, steps)[0], steps, repeats), flops
 
 
 def main() -> None:
@@ -81,24 +52,21 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, nargs="+", default=[1])
     args = ap.parse_args()
 
-    ds, what = mnist_sized()
+    ds, what = real_or_random("mnist", (28, 28, 1), 55000, 5000, 10000)
     model = build_model(ModelConfig(name="lenet_300_100", init="glorot_normal"), 10)
     opt = OptimizerConfig(name="sgd", lr=0.1)
     spe = ds.num_train // args.batch_size
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), data: {what}, "
-          f"LeNet-300-100, batch {args.batch_size}, SGD, {args.steps} steps per call, best of {args.repeats}, "
-          f"{'lax.scan' if jax.default_backend() != 'cpu' else 'loop of compiled steps'}")
+    print(f"{device_line()}, data: {what}, LeNet-300-100, batch {args.batch_size}, SGD, "
+          f"{args.steps} steps per call, best of {args.repeats}")
     base = None
     for R in args.replicates:
         rows = {}
         for masked in (False, True):
             tr = Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=args.steps, steps_per_epoch=spe),
                          batch_size=args.batch_size, masked=masked)
-            keys = replicate_keys(0, R)
-            v = tr.init_variables(keys["init"])
-            states = tr.create_states(v, jax.vmap(M.ones_like)(v["params"]))
+            states, keys = fresh_states(tr, R)
             if masked:  # a real 20%-density mask (global magnitude pruning, 7 levels at 20%)
-                paths = M.prunable_paths(jax.tree.map(lambda x: x[0], v["params"]), ["kernel$"])
+                paths = M.prunable_paths(jax.tree.map(lambda x: x[0], states.params), ["kernel$"])
                 cfg = PruningConfig(fraction=1 - 0.8**7, scope="global")
                 m = M.stack([prune(p, mm, cfg, paths) for p, mm in zip(M.unstack(states.params, R), M.unstack(states.mask, R))])
                 states = states.replace(mask=m)
@@ -107,7 +75,8 @@ def main() -> None:
         print(f"R={R}: dense {dense:9.1f} steps/s ({dense * fl_d / 1e9:6.1f} GFLOP/s)   "
               f"masked {masked_sps:9.1f} steps/s ({masked_sps * fl_m / 1e9:6.1f} GFLOP/s)   "
               f"masked/dense = {masked_sps / dense:.3f}   replicate-steps/s {R * masked_sps:9.1f}"
-              + (f" ({R * masked_sps / base:.2f}x one replicate)" if base else ""))
+              + (f" ({R * masked_sps / base:.2f}x one replicate)" if base else "")
+              + f"   [{'one lax.scan per call' if tr.scan else 'Python loop of compiled steps'}]")
         base = base or R * masked_sps
 
 

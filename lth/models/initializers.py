@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from lth.config import ConfigError
+from lth.config import ConfigError, ModelConfig
 
 Initializer = Callable[..., jax.Array]
 
@@ -69,3 +69,13 @@ def bn_scale_initializer(name: str) -> Initializer:
     if name not in BN_SCALE_INITIALIZERS:
         raise ConfigError(f"model.bn_scale_init={name!r} is not one of {', '.join(sorted(BN_SCALE_INITIALIZERS))}")
     return BN_SCALE_INITIALIZERS[name]
+
+
+def bn_model_fields(cfg: ModelConfig) -> dict:
+    """The constructor fields the BatchNorm models (CIFAR ResNets, VGGs, ImageNet ResNets) take
+    from `cfg`: width multiplier, kernel initialiser and BatchNorm scale initialiser."""
+    return {
+        "width_multiplier": cfg.width_multiplier,
+        "kernel_init": kernel_initializer(cfg.init),
+        "bn_scale_init": bn_scale_initializer(cfg.bn_scale_init),
+    }

@@ -21,7 +21,7 @@ from flax import linen as nn
 
 from lth.config import ConfigError, ModelConfig
 from lth.models.batch_norm import batch_norm
-from lth.models.initializers import Initializer, bias_init, bn_scale_initializer, kernel_initializer
+from lth.models.initializers import Initializer, bias_init, bn_model_fields
 from lth.models.resnet_blocks import BasicBlock, Stage, conv
 
 STAGE_FILTERS = (16, 32, 64)
@@ -63,9 +63,7 @@ def _resnet_cifar(depth: int):
         return CifarResNet(
             depth=depth,
             num_classes=num_classes,
-            width_multiplier=cfg.width_multiplier,
-            kernel_init=kernel_initializer(cfg.init),
-            bn_scale_init=bn_scale_initializer(cfg.bn_scale_init),
+            **bn_model_fields(cfg),
         )
 
     build.__name__ = f"resnet{depth}"

@@ -21,7 +21,7 @@ from flax import linen as nn
 
 from lth.config import ModelConfig
 from lth.models.batch_norm import batch_norm
-from lth.models.initializers import Initializer, bias_init, bn_scale_initializer, kernel_initializer
+from lth.models.initializers import Initializer, bias_init, bn_model_fields
 from lth.models.resnet_blocks import BasicBlock, Bottleneck, Stage, conv
 
 STAGE_FILTERS = (64, 128, 256, 512)
@@ -63,9 +63,7 @@ def _build(cfg: ModelConfig, num_classes: int, depth: int, block: Any) -> ImageN
         stage_sizes=STAGE_SIZES[depth],
         block=block,
         num_classes=num_classes,
-        width_multiplier=cfg.width_multiplier,
-        kernel_init=kernel_initializer(cfg.init),
-        bn_scale_init=bn_scale_initializer(cfg.bn_scale_init),
+        **bn_model_fields(cfg),
     )
 
 

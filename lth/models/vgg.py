@@ -20,7 +20,7 @@ from flax import linen as nn
 
 from lth.config import ModelConfig
 from lth.models.batch_norm import batch_norm
-from lth.models.initializers import Initializer, bias_init, bn_scale_initializer, kernel_initializer
+from lth.models.initializers import Initializer, bias_init, bn_model_fields
 
 M = "M"
 VGG_PLANS: dict[int, tuple[Union[int, str], ...]] = {
@@ -66,9 +66,7 @@ def _vgg(depth: int):
         return VGG(
             plan=VGG_PLANS[depth],
             num_classes=num_classes,
-            width_multiplier=cfg.width_multiplier,
-            kernel_init=kernel_initializer(cfg.init),
-            bn_scale_init=bn_scale_initializer(cfg.bn_scale_init),
+            **bn_model_fields(cfg),
         )
 
     build.__name__ = f"vgg{depth}"

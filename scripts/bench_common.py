@@ -1,0 +1,60 @@
+"""Shared pieces of the benchmark scripts: the dataset (real when $LTH_DATA_DIR has it, else random
+data of the same shape), fresh stacked train states, and a best-of-N timer."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lth import masks as M  # noqa: E402
+from lth.config import DatasetConfig  # noqa: E402
+from lth.data import DataError, Dataset, load_dataset  # noqa: E402
+from lth.train import Trainer, replicate_keys  # noqa: E402
+
+
+def real_or_random(name: str, shape: tuple[int, ...], n_train: int, n_val: int, n_test: int) -> tuple[Dataset, str]:
+    """Dataset `name` from $LTH_DATA_DIR (with an `n_val` validation split) or, when it is not
+    there, uniformly random uint8 pixels and labels of 10 classes with the same sizes."""
+    d = os.environ.get("LTH_DATA_DIR")
+    if d:
+        try:
+            return load_dataset(DatasetConfig(name=name, val_size=n_val), d), f"real {name}"
+        except DataError:
+            pass
+    rng = np.random.default_rng(0)
+    n = n_train + n_val + n_test
+    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    y = rng.integers(0, 10, size=n).astype(np.int32)
+    mean, std = np.full(shape[-1], 0.5, np.float32), np.full(shape[-1], 0.25, np.float32)
+    a, b = n_train, n_train + n_val
+    return Dataset("random", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 10, mean, std, 255.0), f"random {name}-shaped data"
+
+
+def fresh_states(trainer: Trainer, replicates: int):
+    """(states, keys) of `replicates` stacked replicates at step 0 with all-ones masks."""
+    keys = replicate_keys(0, replicates)
+    v = trainer.init_variables(keys["init"])
+    return trainer.create_states(v, jax.vmap(M.ones_like)(v["params"])), keys
+
+
+def best_rate(fn: Callable[[], object], steps: int, repeats: int) -> float:
+    """Best-of-`repeats` steps/s of `fn()`, which runs `steps` steps (after one warm-up call that
+    also compiles)."""
+    jax.block_until_ready(fn())
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = max(best, steps / (time.perf_counter() - t))
+    return best
+
+
+def device_line() -> str:
+    return f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})"
