@@ -396,3 +396,41 @@ def test_real_cifar10_resnet20_learns_far_above_chance(data_dir):
                    steps=300, batch_size=128, augment=True)
     assert ev["test/accuracy"][0] > 0.35
 
+
+
+# ----------------------------------------------------------------------------- ImageNet-style ResNets through TFDS
+
+
+def test_resnet18_runs_on_a_tfds_image_dataset_under_mock_data(tmp_path):
+    """ResNet-18 on a variable-size TFDS image dataset (imagenette, mocked: nothing is downloaded),
+    resized to 32x32 and augmented, through a whole two-level IMP run."""
+    import json
+
+    import pandas as pd
+    import tensorflow_datasets as tfds
+
+    from lth import lottery
+    from lth.config import Config, PathsConfig, RewindConfig, TrainConfig
+
+    cfg = Config(
+        levels=1, replicates=1, seed=0,
+        dataset=DatasetConfig(name="imagenette/160px", source="tfds", val_size=4, image_size=32, augment=True,
+                              download=False),
+        model=ModelConfig(name="resnet18"),
+        optimizer=OptimizerConfig(name="momentum", lr=0.01, momentum=0.9),
+        pruning=PruningConfig(fraction=0.2, scope="global"),
+        rewind=RewindConfig(point="0it"),
+        train=TrainConfig(duration="2it", batch_size=8, eval_every="2it", eval_batch_size=16),
+        paths=PathsConfig(runs_dir=str(tmp_path / "runs")),
+    )
+    cfg.logger.progress = False
+    cfg.logger.wandb.mode = "disabled"
+    with tfds.testing.mock_data(num_examples=20):
+        out = lottery.run(cfg, echo=lambda _: None)
+    results = pd.read_csv(next((tmp_path / "runs").rglob("results.csv")))
+    assert results.level.tolist() == [0, 1] and len(out.results) == 2
+    assert results.density.tolist() == pytest.approx([1.0, 0.8], abs=1e-6)
+    assert results.test_accuracy.between(0, 1).all()
+    summary = json.loads(next((tmp_path / "runs").rglob("summary.json")).read_text())
+    # torchvision ResNet-18 kernels with a 10-way head (11,678,912 with 1,000 classes, test_models)
+    assert summary["parameters"]["prunable_weights"] == 11_678_912 - 512 * 990
