@@ -37,6 +37,7 @@ class DatasetConfig:
     normalize: bool = True  # per-channel standardisation with the dataset's statistics
     augment: bool = False  # random 4-pixel-padded crop + horizontal flip on training images
     tfds_data_dir: Optional[str] = None  # TFDS's data_dir (None: TFDS default)
+    tfds_manual_dir: Optional[str] = None  # where manually downloaded archives are (imagenet2012's tars)
     train_split: str = "train"
     test_split: str = "test"
     image_size: Optional[int] = None  # TFDS images: resize the shorter side and centre-crop
@@ -157,7 +158,7 @@ class Config:
 # Settings whose values change results: the content hash of a run covers exactly these sections.
 HASHED_SECTIONS = ("dataset", "model", "optimizer", "pruning", "rewind", "train", "replicates", "seed")
 # Dataset settings that only say where data lives or whether it may be fetched.
-UNHASHED_DATASET_KEYS = ("tfds_data_dir", "download")
+UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -263,6 +264,8 @@ def validate(cfg: Config) -> None:
     _choice("dataset.source", d.source, DATA_SOURCES)
     if d.val_size < 0:
         raise ConfigError(f"dataset.val_size={d.val_size!r}: must be >= 0")
+    if d.image_size is not None and d.image_size < 1:
+        raise ConfigError(f"dataset.image_size={d.image_size!r}: must be a side length in pixels >= 1 (or null: keep the images' size)")
     m = cfg.model
     _choice("model.init", m.init, INITS)
     _choice("model.bn_scale_init", m.bn_scale_init, BN_SCALE_INITS)

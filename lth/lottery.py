@@ -87,6 +87,11 @@ def prepare(cfg: Config):
 
     build_model(cfg.model, num_classes=2)  # an unknown model name fails here, before the data loads
     dataset = load_dataset(cfg.dataset, data_dir(cfg))
+    if cfg.dataset.augment and len(dataset.input_shape) != 3:
+        raise ConfigError(
+            f"dataset.augment=true: random crop + flip needs images (height, width, channels), but dataset "
+            f"{dataset.name!r} has examples of shape {dataset.input_shape}; set dataset.augment=false"
+        )
     plan = make_plan(cfg, dataset.num_train)
     model = build_model(cfg.model, dataset.num_classes)
     lr_fn = make_schedule(cfg.optimizer, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)

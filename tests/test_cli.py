@@ -88,6 +88,9 @@ BAD = [
     ("optimizer", ["optimizer=no_such_opt"]),
     ("duration", ["train.duration=abc"]),
     ("levels", ["levels=abc"]),
+    ("augment", ["dataset.augment=true"]),  # MNIST-1D examples are not images
+    ("image_size", ["dataset=tfds", "dataset.name=mnist", "dataset.image_size=0"]),
+    ("tfds_manual_dir", ["dataset=tfds", "dataset.name=mnist", "dataset.tfds_manual_dir=/no/such/dir"]),
 ]
 
 

@@ -337,6 +337,29 @@ def test_tfds_variable_size_images_need_image_size(tmp_path):
             load_dataset(DatasetConfig(name="imagenette/160px", val_size=2), str(tmp_path))
 
 
+def test_tfds_manual_dir_reaches_the_download_config(tmp_path, monkeypatch):
+    """imagenet2012 is prepared from archives downloaded by hand: dataset.tfds_manual_dir is where
+    TFDS looks for them (its DownloadConfig.manual_dir), for every split lth opens."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    seen = []
+    real = tfds.data_source
+
+    def spy(name, **kw):
+        seen.append(kw.get("download_and_prepare_kwargs"))
+        return real(name, **kw)
+
+    monkeypatch.setattr(tfds, "data_source", spy)
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    with tfds.testing.mock_data(num_examples=6):
+        load_dataset(DatasetConfig(name="mnist", source="tfds", val_size=2, tfds_manual_dir=str(manual)), str(tmp_path))
+        load_dataset(DatasetConfig(name="mnist", source="tfds", val_size=2), str(tmp_path))
+    assert [s["download_config"].manual_dir for s in seen[:2]] == [str(manual)] * 2
+    assert seen[2:] == [None, None]
+    with pytest.raises(DataError, match="tfds_manual_dir"):
+        load_dataset(DatasetConfig(name="mnist", source="tfds", tfds_manual_dir=str(tmp_path / "nope")), str(tmp_path))
+
+
 def test_center_crop_resize():
     from lth.data.tfds import center_crop_resize
 

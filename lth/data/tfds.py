@@ -7,6 +7,7 @@ splits into arrays. `tensorflow_datasets` is imported only when this path is use
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -97,6 +98,19 @@ def read_split(source, name: str, split: str, image_size=None) -> tuple[np.ndarr
     return x, y
 
 
+def _prepare_kwargs(tfds, cfg: "DatasetConfig"):
+    """How TFDS prepares a dataset it has not prepared yet: from `dataset.tfds_manual_dir` for
+    datasets whose archives must be downloaded by hand (imagenet2012's ILSVRC2012_img_*.tar);
+    otherwise TFDS's default (`<data_dir>/downloads/manual`)."""
+    if not cfg.tfds_manual_dir:
+        return None
+    manual = os.path.abspath(os.path.expanduser(cfg.tfds_manual_dir))
+    if not os.path.isdir(manual):
+        raise DataError(f"dataset.tfds_manual_dir={cfg.tfds_manual_dir!r}: no such directory ({manual}); it must hold the "
+                        f"archives TFDS asks for when preparing {cfg.name!r} by hand")
+    return {"download_config": tfds.download.DownloadConfig(manual_dir=manual)}
+
+
 def load_tfds(cfg: "DatasetConfig") -> RawSplits:
     """Train and test splits of TFDS dataset `cfg.name`; per-channel stats over the train split."""
     tfds = _import_tfds()
@@ -108,10 +122,12 @@ def load_tfds(cfg: "DatasetConfig") -> RawSplits:
         raise DataError(f"dataset.name={name!r}: a TFDS image-classification dataset needs 'image' and 'label' features; it has {keys}")
     num_classes = int(features["label"].num_classes)
     where = f"looked in {builder.data_dir}"
+    prepare_kwargs = _prepare_kwargs(tfds, cfg)
     arrays = []
     for split in (cfg.train_split, cfg.test_split):
         try:
-            source = tfds.data_source(name, split=split, data_dir=cfg.tfds_data_dir, download=cfg.download)
+            source = tfds.data_source(name, split=split, data_dir=cfg.tfds_data_dir, download=cfg.download,
+                                      download_and_prepare_kwargs=prepare_kwargs)
         except Exception as e:
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             hint = (
