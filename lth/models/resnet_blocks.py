@@ -16,6 +16,7 @@ import jax
 from flax import linen as nn
 
 from lth.models.batch_norm import batch_norm
+from lth.models.cpu_conv import conv_general_dilated
 from lth.models.initializers import Initializer
 
 
@@ -29,6 +30,7 @@ def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name
         padding=((pad, pad), (pad, pad)),
         use_bias=False,
         kernel_init=kernel_init,
+        conv_general_dilated=conv_general_dilated,
         name=name,
     )
 
