@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 export WANDB_SILENT := true
 
-.PHONY: run test test-slow test-all bench bench-pipeline clean
+.PHONY: run test test-slow test-all bench bench-pipeline bench-cpu-conv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -38,6 +38,10 @@ bench: $(STAMP)
 ## ResNet-20 training images/s: full on-device data pipeline vs a fixed pre-made batch.
 bench-pipeline: $(STAMP)
 	$(PY) scripts/bench_pipeline.py $(ARGS)
+
+## CPU convolution routes vs plain lax.conv: per-shape GFLOP/s, per-model train/eval images/s.
+bench-cpu-conv: $(STAMP)
+	$(PY) scripts/bench_cpu_conv.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
