@@ -14,9 +14,8 @@ with lth's routes, and their ratio. Only meaningful on a CPU (elsewhere both are
 from __future__ import annotations
 
 import argparse
-import time
 
-from bench_common import device_line, fresh_states  # (also puts the repo on sys.path)
+from bench_common import best_rate, device_line, fresh_states  # (also puts the repo on sys.path)
 
 import jax
 import jax.numpy as jnp
@@ -33,15 +32,9 @@ SHAPES = [(32, 3, 16), (32, 16, 16), (16, 32, 32), (8, 64, 64), (32, 64, 64), (1
 
 
 def seconds(fn, *args, repeats: int) -> float:
-    """Best-of-`repeats` wall time of the compiled `fn(*args)` (after a compiling call)."""
+    """Best-of-`repeats` wall time of the compiled `fn(*args)` (`bench_common.best_rate` of one call)."""
     fn = jax.jit(fn)
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
+    return 1.0 / best_rate(lambda: fn(*args), 1, repeats)
 
 
 def per_shape(batch: int, repeats: int) -> None:
@@ -83,8 +76,8 @@ def per_model(name: str, repeats: int) -> None:
                      make_schedule(opt, total_steps=10, steps_per_epoch=7), batch_size=128)
         states, _ = fresh_states(tr, 1)
         state = jax.tree.map(lambda a: a[0], states)
-        train = seconds(lambda s: tr._train_step(s, xb, yb)[0], state, repeats=repeats)
-        evaluate = seconds(lambda s: tr._loss(s.params, s.batch_stats, xe, ye, False)[0], state, repeats=repeats)
+        train = seconds(lambda s, x, y: tr._train_step(s, x, y)[0], state, xb, yb, repeats=repeats)
+        evaluate = seconds(lambda s, x, y: tr._loss(s.params, s.batch_stats, x, y, False)[0], state, xe, ye, repeats=repeats)
         rates[routed] = (128 / train, n / evaluate)
     cpu_conv.ROUTED = True
     (t0, e0), (t1, e1) = rates[False], rates[True]

@@ -18,7 +18,7 @@ import jax
 from flax import linen as nn
 
 from lth.config import ModelConfig
-from lth.models.cpu_conv import conv_general_dilated
+from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer, bias_init, kernel_initializer
 
 CONV_PLANS: dict[int, tuple[int, ...]] = {2: (64,), 4: (64, 128), 6: (64, 128, 256)}
@@ -41,8 +41,7 @@ class ConvNet(nn.Module):
         for f in self.filters:
             for _ in range(2):
                 index += 1
-                x = nn.Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init, bias_init=bias_init,
-                            conv_general_dilated=conv_general_dilated, name=f"conv{index}")(x)
+                x = Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init, bias_init=bias_init, name=f"conv{index}")(x)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)

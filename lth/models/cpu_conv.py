@@ -23,7 +23,7 @@ So, on a CPU only:
 
 Every route computes the same convolution; they differ only in the order of floating-point sums
 (tests compare outputs and gradients with `lax.conv_general_dilated`). The parameters are
-untouched: models pass this function to `flax.linen.Conv(conv_general_dilated=...)`, so kernels
+untouched: models build `Conv` below (`flax.linen.Conv(conv_general_dilated=...)`), so kernels
 keep their (kh, kw, in, out) shape and names, and checkpoints do not depend on the device.
 """
 
@@ -34,6 +34,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 from jax import lax
 
 TINY_OUTPUT = 4  # output pixels (H x W) at or below which im2col + dot is used
@@ -45,13 +46,12 @@ LARGE_CHANNELS = 64 * 64  # ... and in x out channels at or above which the kern
 # Read when a function is traced: set it before compiling.
 ROUTED = True
 
-_DIMS = ("NHWC", "HWIO", "NHWC")
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
 def _native(x, w, strides: tuple[int, int], padding: Padding):
-    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DIMS)
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
 
 
 def patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int], padding: Padding) -> jax.Array:
@@ -146,3 +146,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if which == "fast_kernel_grad":
         return conv_fast_kernel_grad(lhs, rhs, strides, pads)
     return _native(lhs, rhs, strides, pads)
+
+
+# The convolution layer every lth model builds: Flax's, computed by `conv_general_dilated` above.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)

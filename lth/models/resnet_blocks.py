@@ -16,21 +16,20 @@ import jax
 from flax import linen as nn
 
 from lth.models.batch_norm import batch_norm
-from lth.models.cpu_conv import conv_general_dilated
+from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer
 
 
 def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name: str) -> nn.Conv:
     """A bias-free k x k convolution padded as PyTorch's `padding=k // 2`."""
     pad = kernel // 2
-    return nn.Conv(
+    return Conv(
         filters,
         (kernel, kernel),
         strides=(strides, strides),
         padding=((pad, pad), (pad, pad)),
         use_bias=False,
         kernel_init=kernel_init,
-        conv_general_dilated=conv_general_dilated,
         name=name,
     )
 

@@ -20,7 +20,7 @@ from flax import linen as nn
 
 from lth.config import ModelConfig
 from lth.models.batch_norm import batch_norm
-from lth.models.cpu_conv import conv_general_dilated
+from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer, bias_init, bn_model_fields
 
 M = "M"
@@ -49,13 +49,12 @@ class VGG(nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
                 continue
             index += 1
-            x = nn.Conv(
+            x = Conv(
                 int(spec) * self.width_multiplier,
                 (3, 3),
                 padding=((1, 1), (1, 1)),
                 kernel_init=self.kernel_init,
                 bias_init=bias_init,
-                conv_general_dilated=conv_general_dilated,
                 name=f"conv{index}",
             )(x)
             x = nn.relu(batch_norm(train, self.bn_scale_init, f"bn{index}")(x))
