@@ -30,6 +30,7 @@ from lth import masks as M
 from lth.train_state import TrainState, learning_rate
 
 PyTree = Any
+PERMS_BYTES = 256 << 20  # precomputed permutations of one call larger than this are computed in the loop
 
 
 def replicate_keys(seed: int, replicates: int) -> dict[str, jax.Array]:
@@ -84,10 +85,20 @@ class Trainer:
       scan: run the steps of one call in a compiled `lax.scan` (default on accelerators) or in a
         Python loop of compiled single-replicate steps (default for convolutional models on a
         CPU, see below).
+      perms: how a scanned call finds each step's epoch permutation. `"precomputed"` (default on
+        accelerators): the permutations of every epoch the call touches are computed before the
+        loop, so the loop body has no conditional (XLA:GPU runs a conditional by copying its
+        predicate to the host and waiting, every step). `"in_loop"` (default on a CPU, where a
+        conditional is cheap and a wasted permutation is not): recomputed inside the loop at epoch
+        boundaries, also used when a call's permutations would take more than `PERMS_BYTES`.
+        Both give identical results.
+      unroll: steps per iteration of the compiled loop (`lax.scan(unroll=...)`); more steps per
+        iteration means fewer loop-condition round trips on a GPU. Results are identical.
     """
 
     def __init__(self, model, dataset, tx, lr_fn, *, batch_size: int, eval_batch_size: int = 1000,
-                 augment: Optional[Callable] = None, masked: bool = True, scan: Optional[bool] = None):
+                 augment: Optional[Callable] = None, masked: bool = True, scan: Optional[bool] = None,
+                 perms: Optional[str] = None, unroll: int = 1):
         self.model, self.dataset, self.tx, self.lr_fn = model, dataset, tx, lr_fn
         self.batch_size = batch_size
         self.steps_per_epoch = dataset.num_train // batch_size
@@ -114,9 +125,17 @@ class Trainer:
             has_conv = any(len(x.shape) > 2 for x in jax.tree.leaves(shapes))
             scan = not (jax.default_backend() == "cpu" and has_conv)
         self.scan = scan
-        self._run = jax.jit(self._run_impl, static_argnames=("n",))
+        if perms is None:
+            perms = "in_loop" if jax.default_backend() == "cpu" else "precomputed"
+        if perms not in ("precomputed", "in_loop"):
+            raise ValueError(f"perms={perms!r}: must be 'precomputed' or 'in_loop'")
+        if unroll < 1:
+            raise ValueError(f"unroll={unroll}: must be >= 1")
+        self.perms, self.unroll = perms, int(unroll)
+        self._run = jax.jit(self._run_impl, static_argnames=("n", "precompute"))
         self._step1 = jax.jit(self._replica_step)
         self._perms = jax.jit(self._epoch_perms)
+        self._idx = jax.jit(lambda perms, step: self._batch_indices(perms[None], step // self.steps_per_epoch, step))
         self._eval = jax.jit(self._eval_impl, static_argnames=("batch",))
         self._eval1 = jax.jit(self._eval_batch, static_argnames=("batch",))
 
@@ -164,40 +183,59 @@ class Trainer:
         n = self.x_train.shape[0]
         return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(data_keys)
 
-    def _replica_step(self, state, perm, aug_key, x_all, y_all, step):
-        """One step of one replicate: batch `step % steps_per_epoch` of its epoch permutation
-        `perm`, augmented with `fold_in(aug_key, step)`, normalised, one masked update."""
-        bs = self.batch_size
-        idx = jax.lax.dynamic_slice_in_dim(perm, (step % self.steps_per_epoch) * bs, bs)
+    def _batch_indices(self, perms, first_epoch, step):
+        """Every replicate's batch indices (R, batch) at `step`, from the permutations `perms`
+        (E, R, N) of epochs first_epoch .. first_epoch + E - 1."""
+        bs, spe = self.batch_size, self.steps_per_epoch
+        R = perms.shape[1]
+        return jax.lax.dynamic_slice(perms, (step // spe - first_epoch, 0, (step % spe) * bs), (1, R, bs))[0]
+
+    def _replica_step(self, state, idx, aug_key, x_all, y_all, step):
+        """One step of one replicate on the examples `idx` of its epoch permutation, augmented
+        with `fold_in(aug_key, step)`, normalised, one masked update."""
         x, y = x_all[idx], y_all[idx]
         if self.augment is not None:
             x = self.augment(jax.random.fold_in(aug_key, step), x)
         return self._train_step(state, self.dataset.normalize(x), y)
 
-    def _step_impl(self, states, perms, aug_keys, x_all, y_all, step):
-        """One step of every replicate (stacked states, perms (R, N), aug_keys (R, 2))."""
-        return jax.vmap(self._replica_step, in_axes=(0, 0, 0, None, None, None))(states, perms, aug_keys, x_all, y_all, step)
+    def _step_impl(self, states, idx, aug_keys, x_all, y_all, step):
+        """One step of every replicate (stacked states, idx (R, batch), aug_keys (R, 2))."""
+        return jax.vmap(self._replica_step, in_axes=(0, 0, 0, None, None, None))(states, idx, aug_keys, x_all, y_all, step)
 
-    def _run_impl(self, states, data_keys, aug_keys, x_all, y_all, start, n: int):
+    def _run_impl(self, states, data_keys, aug_keys, x_all, y_all, start, n: int, precompute: bool):
         spe = self.steps_per_epoch
+        first = start // spe
+        steps = start + jnp.arange(n, dtype=jnp.int32)
+        if precompute:
+            # Every epoch n steps from any start can touch, computed once before the loop (at most
+            # one permutation per replicate more than needed).
+            epochs = first + jnp.arange((n - 1) // spe + 2, dtype=jnp.int32)
+            perms = jax.vmap(lambda e: self._epoch_perms(data_keys, e))(epochs)  # (E, R, N)
 
-        def body(carry, step):
+            def body(states, step):
+                return self._step_impl(states, self._batch_indices(perms, first, step), aug_keys, x_all, y_all, step)
+
+            return jax.lax.scan(body, states, steps, unroll=self.unroll)
+
+        def body_in_loop(carry, step):
             states, perms = carry
             perms = jax.lax.cond(step % spe == 0, lambda: self._epoch_perms(data_keys, step // spe), lambda: perms)
-            states, metrics = self._step_impl(states, perms, aug_keys, x_all, y_all, step)
+            idx = self._batch_indices(perms[None], step // spe, step)
+            states, metrics = self._step_impl(states, idx, aug_keys, x_all, y_all, step)
             return (states, perms), metrics
 
-        perms0 = self._epoch_perms(data_keys, start // spe)
-        steps = start + jnp.arange(n, dtype=jnp.int32)
-        (states, _), metrics = jax.lax.scan(body, (states, perms0), steps)
+        (states, _), metrics = jax.lax.scan(body_in_loop, (states, self._epoch_perms(data_keys, first)), steps,
+                                            unroll=self.unroll)
         return states, metrics  # metrics: each (n, R)
 
     def run(self, states: TrainState, keys: dict, start: int, n: int):
         """Run steps start .. start+n-1 for all replicates. Returns (states, per-step metrics as
         numpy arrays of shape (n, R))."""
         if self.scan:
+            R, N = keys["data"].shape[0], self.x_train.shape[0]
+            precompute = self.perms == "precomputed" and ((n - 1) // self.steps_per_epoch + 2) * R * N * 4 <= PERMS_BYTES
             states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train,
-                                        jnp.asarray(start, jnp.int32), n=n)
+                                        jnp.asarray(start, jnp.int32), n=n, precompute=precompute)
             return states, jax.device_get(metrics)
         # CPU: a Python loop over steps and replicates of one compiled single-replicate step.
         # (XLA:CPU turns vmapped convolutions into grouped ones, several times slower than one
@@ -211,8 +249,9 @@ class Trainer:
                 perms = self._perms(keys["data"], jnp.asarray(epoch, jnp.int32))
             s = jnp.asarray(step, jnp.int32)
             row = []
+            idx = self._idx(perms, s)
             for r in range(R):
-                reps[r], m = self._step1(reps[r], perms[r], keys["aug"][r], self.x_train, self.y_train, s)
+                reps[r], m = self._step1(reps[r], idx[r], keys["aug"][r], self.x_train, self.y_train, s)
                 row.append(m)
             out.append(row)
         out = jax.device_get(out)

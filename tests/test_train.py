@@ -197,3 +197,36 @@ def test_scan_and_python_loop_paths_agree(tiny_dataset):
     np.testing.assert_array_equal(a["accuracy"], b["accuracy"])
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
     assert a["accuracy"].shape == b["accuracy"].shape == (final[False].step.shape[0],)
+
+
+@pytest.mark.parametrize("start,n", [(5, 30), (0, 12), (11, 1), (3, 40)])
+def test_precomputed_permutations_and_unrolling_change_nothing(tiny_dataset, start, n):
+    """The scanned call's variants (permutations before the loop or at epoch boundaries inside it,
+    1 or several steps per loop iteration) train on the very same batches: identical results,
+    also for calls that start mid-epoch, end on a boundary, or span several epochs."""
+    opt = OptimizerConfig(name="momentum", lr=0.05, momentum=0.9)
+    model = build_model(ModelConfig(name="mlp", widths=[32, 16]), tiny_dataset.num_classes)
+    runs = {}
+    for perms, unroll in [("in_loop", 1), ("precomputed", 1), ("precomputed", 4), ("in_loop", 3)]:
+        tr = Trainer(model, tiny_dataset, make_optimizer(opt), make_schedule(opt, total_steps=60, steps_per_epoch=12),
+                     batch_size=50, eval_batch_size=64, scan=True, perms=perms, unroll=unroll)
+        assert tr.steps_per_epoch == 12
+        states, keys = dense_states(tr)
+        states, metrics = tr.run(states, keys, start, n)
+        runs[perms, unroll] = (host(states.params), metrics["loss"])
+    ref = runs["in_loop", 1]
+    for key, (params, loss) in runs.items():
+        for a, b in zip(jax.tree.leaves(ref[0]), jax.tree.leaves(params)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=str(key))
+        np.testing.assert_allclose(ref[1], loss, rtol=1e-6, err_msg=str(key))
+
+
+def test_trainer_refuses_unknown_loop_variants(tiny_dataset):
+    model = build_model(ModelConfig(name="mlp", widths=[8]), tiny_dataset.num_classes)
+    opt = OptimizerConfig(name="sgd", lr=0.1)
+    with pytest.raises(ValueError, match="perms='sometimes'"):
+        Trainer(model, tiny_dataset, make_optimizer(opt), make_schedule(opt, total_steps=1, steps_per_epoch=1),
+                batch_size=50, perms="sometimes")
+    with pytest.raises(ValueError, match="unroll=0"):
+        Trainer(model, tiny_dataset, make_optimizer(opt), make_schedule(opt, total_steps=1, steps_per_epoch=1),
+                batch_size=50, unroll=0)
