@@ -1,8 +1,10 @@
 """Shared pieces of the benchmark scripts: the dataset (real when $LTH_DATA_DIR has it, else random
-data of the same shape), fresh stacked train states, and a best-of-N timer."""
+data of the same shape), fresh stacked train states, a best-of-N timer, and the JSON record each
+script can write (`--json PATH`) for `scripts/gpu_report.py`."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -28,13 +30,19 @@ def real_or_random(name: str, shape: tuple[int, ...], n_train: int, n_val: int, 
             return load_dataset(DatasetConfig(name=name, val_size=n_val), d), f"real {name}"
         except DataError:
             pass
+    return random_dataset(shape, n_train, n_val, n_test), f"random {name}-shaped data"
+
+
+def random_dataset(shape: tuple[int, ...], n_train: int, n_val: int, n_test: int, num_classes: int = 10) -> Dataset:
+    """Uniformly random uint8 pixels and labels: the throughput of a step does not depend on the
+    pixels, so this stands in for a dataset too large to carry to the machine being measured."""
     rng = np.random.default_rng(0)
     n = n_train + n_val + n_test
     x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    y = rng.integers(0, 10, size=n).astype(np.int32)
+    y = rng.integers(0, num_classes, size=n).astype(np.int32)
     mean, std = np.full(shape[-1], 0.5, np.float32), np.full(shape[-1], 0.25, np.float32)
     a, b = n_train, n_train + n_val
-    return Dataset("random", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], 10, mean, std, 255.0), f"random {name}-shaped data"
+    return Dataset("random", x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], num_classes, mean, std, 255.0)
 
 
 def fresh_states(trainer: Trainer, replicates: int):
@@ -58,3 +66,14 @@ def best_rate(fn: Callable[[], object], steps: int, repeats: int) -> float:
 
 def device_line() -> str:
     return f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})"
+
+
+def write_record(path: str | None, bench: str, rows: list[dict], **info) -> None:
+    """Write `{"bench": ..., "device": ..., "rows": [...], **info}` to `path` (if given), the
+    machine-readable twin of what the script printed."""
+    if not path:
+        return
+    rec = {"bench": bench, "device": jax.devices()[0].device_kind, "backend": jax.default_backend(), **info, "rows": rows}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(rec, f, indent=1)

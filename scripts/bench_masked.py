@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Benchmark: masked vs dense training throughput, measured in the same run.
+"""Benchmark: masked vs dense training throughput, and R vmapped replicates vs one, in the same run.
 
 LeNet-300-100 on MNIST-sized data (55,000 x 28 x 28, real MNIST when $LTH_DATA_DIR has it, else
-random pixels of the same shape), batch 128, plain SGD, the trainer's compiled multi-step call.
-Prints steps/s for the dense step (no mask operations) and for the masked step (gradient masked,
-weights re-masked after the update; mask at 20% density), their ratio (goal: masked >= 0.95 x
-dense), and the achieved GFLOP/s (XLA's own FLOP count of the compiled program). With
-`--replicates 1 4` it also shows how R vmapped replicates scale against one.
+random pixels of the same shape), the trainer's compiled multi-step call (`Trainer.run`, the path
+training takes on this device). For each number of replicates R it prints steps/s of the dense step
+(no mask operations) and of the masked step (gradient masked, weights re-masked after the update;
+mask at 20% density), their ratio (goal: masked >= 0.95 x dense), replicate-steps/s and their
+scaling against the first R measured, and the achieved FLOP rate (XLA's own FLOP count of the
+compiled step; cost analysis counts a pruned weight's zero multiplications too).
 
     python scripts/bench_masked.py [--steps 2000] [--repeats 5] [--replicates 1 4]
+    python scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 8 32 128   # Frankle & Carbin's setting
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import argparse
 
 import jax
 
-from bench_common import best_rate, device_line, fresh_states, real_or_random
+from bench_common import best_rate, device_line, fresh_states, real_or_random, write_record
 from lth import masks as M
 from lth.config import ModelConfig, OptimizerConfig, PruningConfig
 from lth.models import build_model
@@ -37,47 +39,67 @@ def step_flops(trainer: Trainer, states, batch_size: int) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def measure(trainer: Trainer, states, keys, steps: int, repeats: int) -> tuple[float, float]:
-    """Best-of-`repeats` steps/s of `trainer.run` over `steps` steps (the path training takes on
-    this device: one lax.scan, or a loop of compiled steps for conv models on CPU), and FLOPs/step."""
+def measure(trainer: Trainer, states, keys, steps: int, chunk: int, repeats: int) -> tuple[float, float]:
+    """Best-of-`repeats` steps/s of `steps` steps run as calls of `chunk` steps each (the metrics
+    of every call fetched to the host, as `train_level` does), and FLOPs/step."""
     flops = step_flops(trainer, states, trainer.batch_size)
-    return best_rate(lambda: trainer.run(states, keys, 0, steps)[0], steps, repeats), flops
+
+    def go():
+        s = states
+        for start in range(0, steps, chunk):
+            s, metrics = trainer.run(s, keys, start, min(chunk, steps - start))
+        return s
+
+    return best_rate(go, steps, repeats), flops
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=2000, help="steps per timed run")
+    ap.add_argument("--chunk", type=int, default=0, help="steps per compiled call (default: all of --steps in one call)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="sgd (lr 0.1) or adam (lr 1.2e-3)")
     ap.add_argument("--replicates", type=int, nargs="+", default=[1])
+    ap.add_argument("--unroll", type=int, default=1, help="steps per iteration of the compiled loop")
+    ap.add_argument("--perms", default=None, choices=["precomputed", "in_loop"], help="default: the device's")
+    ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args()
+    chunk = args.chunk or args.steps
 
     ds, what = real_or_random("mnist", (28, 28, 1), 55000, 5000, 10000)
     model = build_model(ModelConfig(name="lenet_300_100", init="glorot_normal"), 10)
-    opt = OptimizerConfig(name="sgd", lr=0.1)
+    opt = OptimizerConfig(name="sgd", lr=0.1) if args.optimizer == "sgd" else OptimizerConfig(name="adam", lr=1.2e-3)
     spe = ds.num_train // args.batch_size
-    print(f"{device_line()}, data: {what}, LeNet-300-100, batch {args.batch_size}, SGD, "
-          f"{args.steps} steps per call, best of {args.repeats}")
-    base = None
+    print(f"{device_line()}, data: {what}, LeNet-300-100, batch {args.batch_size}, {args.optimizer}, "
+          f"{args.steps} steps as calls of {chunk}, best of {args.repeats}", flush=True)
+    base, rows = None, []
     for R in args.replicates:
-        rows = {}
+        res = {}
         for masked in (False, True):
             tr = Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=args.steps, steps_per_epoch=spe),
-                         batch_size=args.batch_size, masked=masked)
+                         batch_size=args.batch_size, masked=masked, perms=args.perms, unroll=args.unroll)
             states, keys = fresh_states(tr, R)
             if masked:  # a real 20%-density mask (global magnitude pruning, 7 levels at 20%)
                 paths = M.prunable_paths(jax.tree.map(lambda x: x[0], states.params), ["kernel$"])
                 cfg = PruningConfig(fraction=1 - 0.8**7, scope="global")
                 m = M.stack([prune(p, mm, cfg, paths) for p, mm in zip(M.unstack(states.params, R), M.unstack(states.mask, R))])
                 states = states.replace(mask=m)
-            rows[masked] = measure(tr, states, keys, args.steps, args.repeats)
-        (dense, fl_d), (masked_sps, fl_m) = rows[False], rows[True]
-        print(f"R={R}: dense {dense:9.1f} steps/s ({dense * fl_d / 1e9:6.1f} GFLOP/s)   "
-              f"masked {masked_sps:9.1f} steps/s ({masked_sps * fl_m / 1e9:6.1f} GFLOP/s)   "
-              f"masked/dense = {masked_sps / dense:.3f}   replicate-steps/s {R * masked_sps:9.1f}"
-              + (f" ({R * masked_sps / base:.2f}x one replicate)" if base else "")
-              + f"   [{'one lax.scan per call' if tr.scan else 'Python loop of compiled steps'}]")
-        base = base or R * masked_sps
+            res[masked] = measure(tr, states, keys, args.steps, chunk, args.repeats)
+        (dense, fl_d), (masked_sps, fl_m) = res[False], res[True]
+        base = base or (args.replicates[0], args.replicates[0] * masked_sps)
+        row = {"replicates": R, "dense_steps_per_s": dense, "masked_steps_per_s": masked_sps,
+               "masked_over_dense": masked_sps / dense, "replicate_steps_per_s": R * masked_sps,
+               "scaling": R * masked_sps / base[1], "scaling_base_replicates": base[0],
+               "dense_tflops": dense * fl_d / 1e12, "masked_tflops": masked_sps * fl_m / 1e12,
+               "path": "one lax.scan per call" if tr.scan else "Python loop of compiled steps"}
+        rows.append(row)
+        print(f"R={R}: dense {dense:9.1f} steps/s ({row['dense_tflops'] * 1e3:8.1f} GFLOP/s)   "
+              f"masked {masked_sps:9.1f} steps/s ({row['masked_tflops'] * 1e3:8.1f} GFLOP/s)   "
+              f"masked/dense = {row['masked_over_dense']:.3f}   replicate-steps/s {R * masked_sps:10.1f} "
+              f"({row['scaling']:.2f}x R={base[0]})   [{row['path']}]", flush=True)
+    write_record(args.json, "masked", rows, data=what, batch_size=args.batch_size, optimizer=args.optimizer,
+                 steps=args.steps, chunk=chunk, unroll=args.unroll, perms=tr.perms)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench_common import best_rate, device_line, fresh_states, real_or_random
+from bench_common import best_rate, device_line, fresh_states, real_or_random, write_record
 from lth.config import ModelConfig, OptimizerConfig
 from lth.data.augment import random_crop_flip
 from lth.models import build_model
@@ -48,7 +48,7 @@ def fixed_batch_program(trainer: Trainer, steps: int):
                 states, metrics = jax.vmap(trainer._train_step)(states, x, y)
                 return states, metrics["loss"]
 
-            return jax.lax.scan(body, states, None, length=steps)[0]
+            return jax.lax.scan(body, states, None, length=steps, unroll=trainer.unroll)[0]
 
         return jax.jit(run)
     step = jax.jit(trainer._train_step)
@@ -70,17 +70,21 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--replicates", type=int, nargs="+", default=[1], help="numbers of vmapped replicates to measure")
     ap.add_argument("--model", default="resnet20", help="registry model (default resnet20)")
+    ap.add_argument("--unroll", type=int, default=1, help="steps per iteration of the compiled loop (both programs)")
+    ap.add_argument("--n-train", type=int, default=45000, help="training images of the random stand-in data")
+    ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args()
 
-    ds, what = real_or_random("cifar10", (32, 32, 3), 45000, 5000, 10000)
+    ds, what = real_or_random("cifar10", (32, 32, 3), args.n_train, 5000, 10000)
     model = build_model(ModelConfig(name=args.model, init="kaiming_normal", bn_scale_init="uniform"), ds.num_classes)
     opt = OptimizerConfig(name="momentum", lr=0.1, momentum=0.9, weight_decay=1e-4)
     spe = ds.num_train // args.batch_size
     print(f"{device_line()}, data: {what} ({ds.num_train} train), {args.model}, batch {args.batch_size}, "
           f"SGD momentum, crop+flip, {args.steps} steps per call, best of {args.repeats}")
+    rows = []
     for R in args.replicates:
         tr = Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=args.steps, steps_per_epoch=spe),
-                     batch_size=args.batch_size, augment=random_crop_flip)
+                     batch_size=args.batch_size, augment=random_crop_flip, unroll=args.unroll)
         states, keys = fresh_states(tr, R)
 
         # The full pipeline: the trainer's multi-step call, started mid-epoch as in training.
@@ -99,9 +103,13 @@ def main() -> None:
         imgs = R * args.batch_size
         fixed_ips = imgs * best_rate(fixed, args.steps, args.repeats)
         pipe_ips = imgs * best_rate(pipeline, args.steps, args.repeats)
+        rows.append({"replicates": R, "fixed_images_per_s": fixed_ips, "pipeline_images_per_s": pipe_ips,
+                     "pipeline_over_fixed": pipe_ips / fixed_ips, "pipeline_steps_per_s": pipe_ips / imgs,
+                     "path": "one lax.scan per call" if tr.scan else "Python loop of compiled steps"})
         print(f"R={R}: fixed batch {fixed_ips:10.1f} images/s   full pipeline {pipe_ips:10.1f} images/s   "
               f"pipeline/fixed = {pipe_ips / fixed_ips:.3f} (goal >= 0.9)   "
               f"[{'one lax.scan per call' if tr.scan else 'Python loop of compiled steps'}]", flush=True)
+    write_record(args.json, "pipeline", rows, data=what, model=args.model, batch_size=args.batch_size, steps=args.steps)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""The results table of `scripts/gpu_bench.sh`: reads the JSON records the benchmarks wrote into a
+folder and prints Markdown, one table per benchmark and the speed goals, each met or not.
+
+    python scripts/gpu_report.py bench-out/records > results.md
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+GOALS = {
+    "scaling": "8 vmapped LeNet-300-100 replicates >= 6x the throughput of one (Adam, batch 60)",
+    "figure": "whole Frankle & Carbin LeNet-300-100 figure (5 replicates x 21 levels x 50,000 it, eval every 100 it) <= 10 min",
+    "lmc": "one LMC ResNet-20 level (63,000 it, batch 128, crop + flip) <= 5 min",
+    "pipeline": "full data pipeline >= 0.9x a fixed pre-made batch (ResNet-20)",
+    "masked": "masked training >= 0.95x dense",
+}
+
+
+def load(folder: str) -> dict[str, dict]:
+    recs = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        with open(path) as f:
+            recs[os.path.splitext(os.path.basename(path))[0]] = json.load(f)
+    return recs
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def verdict(ok) -> str:
+    return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+
+def main() -> None:
+    recs = load(sys.argv[1] if len(sys.argv) > 1 else "bench-out/records")
+    if not recs:
+        sys.exit("no records found")
+    dev = next(iter(recs.values()))
+    print(f"Device: **{dev['device']}** ({dev['backend']})\n")
+    goals: dict[str, tuple] = {}
+
+    m = recs.get("masked")
+    if m:
+        print(f"**LeNet-300-100, masked vs dense and R replicates** ({m['data']}, {m['optimizer']}, batch {m['batch_size']}, "
+              f"{m['steps']} steps per call; `scripts/bench_masked.py`)\n")
+        print(table(["R", "dense steps/s", "masked steps/s", "masked/dense", "replicate-steps/s", "vs R=1",
+                     "dense TFLOP/s", "masked TFLOP/s"],
+                    [[r["replicates"], f"{r['dense_steps_per_s']:.0f}", f"{r['masked_steps_per_s']:.0f}",
+                      f"{r['masked_over_dense']:.3f}", f"{r['replicate_steps_per_s']:.0f}", f"{r['scaling']:.2f}x",
+                      f"{r['dense_tflops']:.3f}", f"{r['masked_tflops']:.3f}"] for r in m["rows"]]))
+        print()
+        r8 = [r for r in m["rows"] if r["replicates"] == 8 and r["scaling_base_replicates"] == 1]
+        goals["scaling"] = (r8[0]["scaling"] >= 6 if r8 else None, f"{r8[0]['scaling']:.2f}x" if r8 else "")
+        worst = min(r["masked_over_dense"] for r in m["rows"])
+        goals["masked"] = (worst >= 0.95, f"worst {worst:.3f} (LeNet)")
+
+    loops = {k: v for k, v in recs.items() if k.startswith("loop-")}
+    if loops:
+        any_ = next(iter(loops.values()))
+        print(f"**The compiled loop** (LeNet-300-100, R={any_['rows'][0]['replicates']}, calls of {any_['chunk']} steps as in "
+              f"the figure protocol, metrics fetched after each call)\n")
+        print(table(["permutations", "steps per loop iteration", "masked steps/s", "dense steps/s"],
+                    [[v["perms"], v["unroll"], f"{v['rows'][0]['masked_steps_per_s']:.0f}",
+                      f"{v['rows'][0]['dense_steps_per_s']:.0f}"] for v in loops.values()]))
+        print()
+
+    p = recs.get("pipeline")
+    if p:
+        print(f"**ResNet-20 data pipeline** ({p['data']}, batch {p['batch_size']}, crop + flip; `scripts/bench_pipeline.py`)\n")
+        print(table(["R", "fixed batch images/s", "full pipeline images/s", "pipeline/fixed"],
+                    [[r["replicates"], f"{r['fixed_images_per_s']:.0f}", f"{r['pipeline_images_per_s']:.0f}",
+                      f"{r['pipeline_over_fixed']:.3f}"] for r in p["rows"]]))
+        print()
+        worst = min(r["pipeline_over_fixed"] for r in p["rows"])
+        goals["pipeline"] = (worst >= 0.9, f"worst {worst:.3f}")
+
+    for key, goal, limit in (("figure", "figure", 600), ("lmc", "lmc", 300)):
+        f = recs.get(key)
+        if not f:
+            continue
+        print(f"**Preset {f['preset']}** ({f['data']}, {f['replicates']} replicates, {f['total_steps']} steps per level"
+              + (f", scaled to {f['full_steps']}" if f["full_steps"] != f["total_steps"] else "")
+              + f"; `scripts/bench_protocol.py`)\n")
+        print(table(["level", "density", "steps", "wall s", "training + eval s", "steps/s", "wall s at full length"],
+                    [[r["level"], f"{r['density']:.3f}", r["steps"], f"{r['wall_s']:.1f}", f"{r['train_s']:.1f}",
+                      f"{r['steps_per_s']:.0f}", f"{r['wall_s_full']:.1f}"] for r in f["rows"]]))
+        print()
+        if key == "figure":
+            print(f"Extrapolated: {f['seconds_per_level']:.1f} s per level, level 0 {f['seconds_level0']:.1f} s; "
+                  f"{f['figure_levels']} levels = {f['figure_seconds']:.0f} s ({f['figure_seconds'] / 60:.1f} min)\n")
+            goals[goal] = (f["figure_seconds"] <= limit, f"{f['figure_seconds'] / 60:.1f} min with {f['replicates']} replicates")
+        else:
+            print(f"Extrapolated: one {f['full_steps']}-iteration level = {f['seconds_per_level']:.0f} s "
+                  f"({f['seconds_per_level'] / 60:.1f} min) with {f['replicates']} replicates\n")
+            goals[goal] = (f["seconds_per_level"] <= limit, f"{f['seconds_per_level'] / 60:.1f} min with {f['replicates']} replicates")
+
+    print("**Goals**\n")
+    print(table(["goal", "measured", "status"],
+                [[text, goals.get(k, (None, ""))[1], verdict(goals.get(k, (None,))[0])] for k, text in GOALS.items()]))
+
+
+if __name__ == "__main__":
+    main()
