@@ -34,7 +34,7 @@ def step_flops(trainer: Trainer, states, batch_size: int) -> float:
     R = jax.tree.leaves(states.params)[0].shape[0]
     x = jax.numpy.zeros((R, batch_size, *trainer.dataset.input_shape), jax.numpy.float32)
     y = jax.numpy.zeros((R, batch_size), jax.numpy.int32)
-    cost = jax.jit(jax.vmap(trainer._train_step)).lower(states, x, y).compile().cost_analysis()
+    cost = jax.jit(trainer.train_step_all).lower(states, x, y).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
 
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, nargs="+", default=[1])
     ap.add_argument("--unroll", type=int, default=1, help="steps per iteration of the compiled loop")
     ap.add_argument("--perms", default=None, choices=["precomputed", "in_loop"], help="default: the device's")
+    ap.add_argument("--replicates-as", default=None, choices=["vmap", "loop"], help="default: the trainer's for this model and device")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args()
     chunk = args.chunk or args.steps
@@ -78,7 +79,8 @@ def main() -> None:
         res = {}
         for masked in (False, True):
             tr = Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=args.steps, steps_per_epoch=spe),
-                         batch_size=args.batch_size, masked=masked, perms=args.perms, unroll=args.unroll)
+                         batch_size=args.batch_size, masked=masked, perms=args.perms, unroll=args.unroll,
+                         replicates_as=args.replicates_as)
             states, keys = fresh_states(tr, R)
             if masked:  # a real 20%-density mask (global magnitude pruning, 7 levels at 20%)
                 paths = M.prunable_paths(jax.tree.map(lambda x: x[0], states.params), ["kernel$"])
@@ -92,7 +94,7 @@ def main() -> None:
                "masked_over_dense": masked_sps / dense, "replicate_steps_per_s": R * masked_sps,
                "scaling": R * masked_sps / base[1], "scaling_base_replicates": base[0],
                "dense_tflops": dense * fl_d / 1e12, "masked_tflops": masked_sps * fl_m / 1e12,
-               "path": "one lax.scan per call" if tr.scan else "Python loop of compiled steps"}
+               "path": ("one lax.scan per call" if tr.scan else "Python loop of compiled steps") + f", replicates by {tr.replicates_as}"}
         rows.append(row)
         print(f"R={R}: dense {dense:9.1f} steps/s ({row['dense_tflops'] * 1e3:8.1f} GFLOP/s)   "
               f"masked {masked_sps:9.1f} steps/s ({row['masked_tflops'] * 1e3:8.1f} GFLOP/s)   "

@@ -5,8 +5,9 @@ ResNet-20 on CIFAR-10 (real CIFAR-10 when $LTH_DATA_DIR has it, else random pixe
 shape: 45,000 x 32 x 32 x 3 uint8), batch 128, SGD with momentum 0.9 and weight decay, every
 replicate's mask all-ones (the masked step, as in a level-0 run). Both programs run the trainer's
 train step (`Trainer._train_step`) `--steps` times, on the path training takes on this device
-(one compiled `lax.scan` of the vmapped step per call on accelerators; for conv models on a CPU a
-Python loop of compiled single-replicate steps, see `lth.train`):
+(one compiled `lax.scan` per call of the step of all replicates on accelerators, replicates one
+after another inside it (`replicates_as="loop"`) unless `--replicates-as vmap`; for conv models on
+a CPU a Python loop of compiled single-replicate steps, see `lth.train`):
 
 - pipeline: the trainer's own multi-step call (`Trainer.run`): per-epoch permutation of every
   replicate's data order, gather of the batch from the uint8 training set on the device, random
@@ -16,7 +17,7 @@ Python loop of compiled single-replicate steps, see `lth.train`):
 
 Prints training images/s (replicates x batch x steps / seconds, best of `--repeats`) for both and
 their ratio (goal: pipeline >= 0.9 x fixed, i.e. the pipeline is not the bottleneck). With
-`--replicates 1 8` it measures 1 and 8 vmapped replicates.
+`--replicates 1 8` it measures 1 and 8 replicates.
 
     python scripts/bench_pipeline.py [--steps 200] [--repeats 3] [--batch-size 128] [--replicates 1 8]
 """
@@ -39,13 +40,13 @@ from lth.train import Trainer
 
 def fixed_batch_program(trainer: Trainer, steps: int):
     """`steps` applications of the trainer's step to one pre-made, normalised batch per replicate,
-    on the trainer's path: a compiled lax.scan of the vmapped step, or a Python loop of the
+    on the trainer's path: a compiled lax.scan of the step of all replicates, or a Python loop of the
     compiled single-replicate step."""
     if trainer.scan:
 
         def run(states, x, y):
             def body(states, _):
-                states, metrics = jax.vmap(trainer._train_step)(states, x, y)
+                states, metrics = trainer.train_step_all(states, x, y)
                 return states, metrics["loss"]
 
             return jax.lax.scan(body, states, None, length=steps, unroll=trainer.unroll)[0]
@@ -68,7 +69,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="steps per timed call")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per program (the best counts)")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--replicates", type=int, nargs="+", default=[1], help="numbers of vmapped replicates to measure")
+    ap.add_argument("--replicates", type=int, nargs="+", default=[1], help="numbers of replicates to measure")
+    ap.add_argument("--replicates-as", default=None, choices=["vmap", "loop"], help="default: the trainer's for this model and device")
     ap.add_argument("--model", default="resnet20", help="registry model (default resnet20)")
     ap.add_argument("--unroll", type=int, default=1, help="steps per iteration of the compiled loop (both programs)")
     ap.add_argument("--n-train", type=int, default=45000, help="training images of the random stand-in data")
@@ -84,7 +86,8 @@ def main() -> None:
     rows = []
     for R in args.replicates:
         tr = Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=args.steps, steps_per_epoch=spe),
-                     batch_size=args.batch_size, augment=random_crop_flip, unroll=args.unroll)
+                     batch_size=args.batch_size, augment=random_crop_flip, unroll=args.unroll,
+                     replicates_as=args.replicates_as)
         states, keys = fresh_states(tr, R)
 
         # The full pipeline: the trainer's multi-step call, started mid-epoch as in training.
@@ -105,10 +108,11 @@ def main() -> None:
         pipe_ips = imgs * best_rate(pipeline, args.steps, args.repeats)
         rows.append({"replicates": R, "fixed_images_per_s": fixed_ips, "pipeline_images_per_s": pipe_ips,
                      "pipeline_over_fixed": pipe_ips / fixed_ips, "pipeline_steps_per_s": pipe_ips / imgs,
-                     "path": "one lax.scan per call" if tr.scan else "Python loop of compiled steps"})
+                     "path": ("one lax.scan per call" if tr.scan else "Python loop of compiled steps")
+                     + f", replicates by {tr.replicates_as}"})
         print(f"R={R}: fixed batch {fixed_ips:10.1f} images/s   full pipeline {pipe_ips:10.1f} images/s   "
               f"pipeline/fixed = {pipe_ips / fixed_ips:.3f} (goal >= 0.9)   "
-              f"[{'one lax.scan per call' if tr.scan else 'Python loop of compiled steps'}]", flush=True)
+              f"[{rows[-1]['path']}]", flush=True)
     write_record(args.json, "pipeline", rows, data=what, model=args.model, batch_size=args.batch_size, steps=args.steps)
 
 

@@ -3,7 +3,8 @@
 # OUT/results.md (the table for the README, with each goal met or not), OUT/log.txt (everything
 # printed) and OUT/records.tar.gz (one JSON per measurement).
 #
-#   scripts/gpu_bench.sh [--smoke] [OUT]        (OUT defaults to bench-out/)
+#   scripts/gpu_bench.sh [--smoke] [--only masked,loop,figure,pipeline,lmc,lmc1] [OUT]
+#                                               (OUT defaults to bench-out/)
 #
 # Stages (each under its own time limit, so one that fails or overruns does not lose the others):
 #   1 masked     LeNet-300-100, Adam, batch 60: R = 1, 8, 32, 128 replicates, masked vs dense
@@ -11,15 +12,22 @@
 #                permutations in or before the loop, 1 or 8 steps per loop iteration
 #   3 figure     Frankle & Carbin LeNet-300-100 preset, 5 replicates, levels 0 and 1 at the full
 #                50,000 iterations (real MNIST from $LTH_DATA_DIR), extrapolated to 21 levels
-#   4 pipeline   ResNet-20 images/s, R = 1 and 8, on-device pipeline vs a fixed batch (random CIFAR-sized data)
-#   5 lmc        LMC ResNet-20 preset (3 replicates) for 2,000 iterations (random CIFAR-sized
-#                data), extrapolated to a 63,000-iteration level
+#   4 pipeline   ResNet-20 images/s, R = 1 and 8, on-device pipeline vs a fixed batch (random CIFAR-sized data);
+#                pipeline-vmap: R = 8 as one vmapped program (grouped convolutions), the baseline of replicates_as="loop"
+#   5 lmc, lmc1  LMC ResNet-20 preset (its 3 replicates, then 1) for 2,000 iterations (random
+#                CIFAR-sized data), extrapolated to a 63,000-iteration level
 # --smoke runs every stage at tiny sizes (a CPU test of the script itself, not a measurement).
 # Needs: jax, flax, optax, orbax-checkpoint, numpy, pandas, tqdm, hydra-core + omegaconf (stages 4-5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-SMOKE=0
-if [[ "${1:-}" == "--smoke" ]]; then SMOKE=1; shift; fi
+SMOKE=0 ONLY=""
+while [[ "${1:-}" == --* ]]; do
+  case "$1" in
+    --smoke) SMOKE=1; shift ;;
+    --only) ONLY=",$2,"; shift 2 ;;
+    *) echo "gpu_bench.sh: unknown option $1 (allowed: --smoke, --only STAGE[,STAGE...])" >&2; exit 2 ;;
+  esac
+done
 OUT="${1:-bench-out}"
 mkdir -p "$OUT/records"
 PY="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}"
@@ -30,6 +38,7 @@ FAILED=0
 
 stage() {  # stage NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
+  if [[ -n "$ONLY" && "$ONLY" != *",${name%%-*},"* ]]; then return; fi
   echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$LOG"
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
@@ -60,8 +69,11 @@ else
   done
   stage figure 150 $PY scripts/bench_protocol.py --preset lth_lenet_mnist --levels 1 --figure-levels 21 --json "$R/figure.json"
   stage pipeline 110 $PY scripts/bench_pipeline.py --replicates 1 8 --steps 100 --repeats 2 --json "$R/pipeline.json"
+  stage pipeline-vmap 80 $PY scripts/bench_pipeline.py --replicates 8 --replicates-as vmap --steps 100 --repeats 2 --json "$R/pipeline-vmap.json"
   stage lmc 110 $PY scripts/bench_protocol.py --preset lmc_resnet20_cifar10 --levels 1 --figure-levels 1 --full-steps 63000 \
     --synthetic --json "$R/lmc.json" train.duration=2000it
+  stage lmc1 90 $PY scripts/bench_protocol.py --preset lmc_resnet20_cifar10 --levels 1 --figure-levels 1 --full-steps 63000 \
+    --synthetic --json "$R/lmc1.json" train.duration=2000it replicates=1
 fi
 $PY scripts/gpu_report.py "$R" >"$OUT/results.md" 2>>"$LOG" || FAILED=$((FAILED + 1))
 tar -czf "$OUT/records.tar.gz" -C "$OUT" records && rm -rf "$R"
