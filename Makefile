@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 export WANDB_SILENT := true
 
-.PHONY: run test test-slow test-all bench bench-pipeline bench-cpu-conv clean
+.PHONY: run test test-slow test-all bench bench-pipeline bench-cpu-conv gpu-bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -42,6 +42,10 @@ bench-pipeline: $(STAMP)
 ## CPU convolution routes vs plain lax.conv: per-shape GFLOP/s, per-model train/eval images/s.
 bench-cpu-conv: $(STAMP)
 	$(PY) scripts/bench_cpu_conv.py $(ARGS)
+
+## Every speed measurement in one call, for a GPU (writes bench-out/results.md; ARGS="--smoke" to try it).
+gpu-bench: $(STAMP)
+	PYTHON=$(PY) bash scripts/gpu_bench.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -52,11 +52,10 @@ $PY -c 'import jax; print("jax", jax.__version__, jax.devices())' 2>&1 | tee -a 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$LOG"
 if [[ $SMOKE == 1 ]]; then
   stage masked 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 2 --steps 20 --repeats 1 --json "$R/masked.json"
-  for v in "in_loop 1" "precomputed 4"; do set -- $v
-    stage "loop-$1-$2" 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 2 --steps 20 --chunk 10 \
-      --repeats 1 --perms "$1" --unroll "$2" --json "$R/loop-$1-$2.json"
-  done
-  stage pipeline 300 $PY scripts/bench_pipeline.py --replicates 1 --steps 2 --repeats 1 --batch-size 8 --n-train 256 --json "$R/pipeline.json"
+  stage loop-precomputed-4 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 2 --steps 20 --chunk 10 \
+    --repeats 1 --perms precomputed --unroll 4 --json "$R/loop-precomputed-4.json"
+  stage pipeline 300 $PY scripts/bench_pipeline.py --model conv2 --replicates 1 --steps 2 --repeats 1 --batch-size 8 --n-train 256 \
+    --json "$R/pipeline.json"
   stage figure 300 $PY scripts/bench_protocol.py --preset lth_lenet_mnist --levels 1 --figure-levels 21 --full-steps 50000 \
     --synthetic --synthetic-sizes 6000 1000 --json "$R/figure.json" replicates=2 train.duration=20it train.eval_every=10it dataset.val_size=500
   stage lmc 300 $PY scripts/bench_protocol.py --preset lmc_resnet20_cifar10 --levels 1 --figure-levels 1 --full-steps 63000 \
