@@ -12,10 +12,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def data_dir() -> str:
-    """The offline datasets beside the checkout (`<repo>/../shared/datasets`); skip when absent."""
-    path = (Path(__file__).resolve().parent.parent / ".." / "shared" / "datasets").resolve()
+    """The offline datasets: `$LTH_DATA_DIR` as the library reads it, else the ones beside the
+    checkout (`<repo>/../shared/datasets`); skip (saying where it looked) when neither exists.
+    Tests that only need MNIST-1D do not use this: the library generates MNIST-1D offline."""
+    env = os.environ.get("LTH_DATA_DIR")
+    path = Path(env) if env else (Path(__file__).resolve().parent.parent / ".." / "shared" / "datasets").resolve()
     if not path.is_dir():
-        pytest.skip(f"offline datasets not found at {path}")
+        pytest.skip(f"offline datasets not found at {path} (set LTH_DATA_DIR or put ../shared beside the checkout)")
     return str(path)
 
 

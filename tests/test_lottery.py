@@ -34,7 +34,7 @@ def small_config(tmp_path, **changes) -> Config:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory, data_dir):
+def first_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lottery")
     cfg = small_config(tmp)
     cfg.logger.wandb.mode = "offline"
@@ -98,8 +98,14 @@ def test_wandb_offline_run_is_written_under_the_run_dir(first_run):
     assert len(files) == 3 + 1  # one W&B run per level plus the summary run
 
 
-def test_rerun_skips_finished_levels_and_more_levels_extend(first_run):
-    cfg, out, _ = first_run
+def test_rerun_skips_finished_levels_and_more_levels_extend(first_run, tmp_path):
+    import shutil
+
+    # On a copy of the module's run, so that extending it changes nothing the other tests read.
+    cfg0, out0, _ = first_run
+    shutil.copytree(os.path.dirname(out0.run_dir), tmp_path / "runs")
+    cfg = dataclasses.replace(cfg0, paths=PathsConfig(runs_dir=str(tmp_path / "runs")))
+    out = dataclasses.replace(out0, run_dir=os.path.join(tmp_path / "runs", os.path.basename(out0.run_dir)))
     lines = []
     again = lottery.run(dataclasses.replace(cfg, logger=dataclasses.replace(cfg.logger, wandb=dataclasses.replace(cfg.logger.wandb, mode="disabled"))), echo=lines.append)
     assert again.run_dir == out.run_dir
@@ -133,7 +139,7 @@ def test_hash_ignores_paths_logging_levels_and_stays_stable(tmp_path):
     assert content_hash(Config()) == "e6f78db1bb8d"
 
 
-def test_bad_values_fail_before_anything_is_written(tmp_path, data_dir):
+def test_bad_values_fail_before_anything_is_written(tmp_path):
     bad = [
         dict(levels=-1), dict(replicates=0),
         dict(pruning=PruningConfig(fraction=1.0)), dict(pruning=PruningConfig(fraction=0.0)),
@@ -148,7 +154,7 @@ def test_bad_values_fail_before_anything_is_written(tmp_path, data_dir):
         assert not os.path.exists(tmp_path / "runs"), change
 
 
-def test_second_process_on_a_live_run_is_refused(tmp_path, data_dir):
+def test_second_process_on_a_live_run_is_refused(tmp_path):
     from lth.run_dir import RunLocked
 
     cfg = small_config(tmp_path)
