@@ -92,10 +92,53 @@ def test_summary_json_has_counts_and_per_tensor_densities(first_run):
     assert set(td) == {"fc1/kernel", "fc2/kernel", "head/kernel"} and len(td["fc1/kernel"]) == 2
 
 
-def test_wandb_offline_run_is_written_under_the_run_dir(first_run):
+def wandb_records(path: str) -> list[dict]:
+    """The records of an offline run's .wandb log, through W&B's own reader (`wandb leet inspect`)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", path], capture_output=True, text=True,
+                       timeout=120, check=True)
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+def test_wandb_offline_runs_record_the_results(first_run):
+    """What W&B recorded offline, read back: one run per level (job type `level`) and one summary
+    run, all in the experiment's group; each level's last evaluation logged per replicate and as
+    their mean, equal to results.csv; the summary run's table holds every results row."""
     _, out, _ = first_run
-    files = glob.glob(os.path.join(out.run_dir, "wandb", "offline-run-*", "*.wandb"))
+    df = out.results
+    files = sorted(glob.glob(os.path.join(out.run_dir, "wandb", "offline-run-*", "*.wandb")))
     assert len(files) == 3 + 1  # one W&B run per level plus the summary run
+    runs = {}
+    for f in files:
+        recs = wandb_records(f)
+        run = next(r["run"] for r in recs if r["type"] == "run")
+        history = [r["history"]["item"] for r in recs if r["type"] == "history"]
+        runs[run["display_name"]] = (run, history, os.path.dirname(f))
+    label = os.path.basename(out.run_dir)
+    assert sorted(runs) == [f"{label}-L00", f"{label}-L01", f"{label}-L02", f"{label}-summary"]
+    assert {r[0]["run_group"] for r in runs.values()} == {label}
+    for level in range(3):
+        run, history, _ = runs[f"{label}-L{level:02d}"]
+        assert run["job_type"] == "level"
+        last = [h for h in history if "test/accuracy" in h][-1]
+        assert last["_step"] == 100
+        rows = df[df.level == level].sort_values("replicate")
+        for r, acc in enumerate(rows.test_accuracy):
+            assert last[f"test/accuracy_r{r}"] == pytest.approx(acc, abs=1e-7)
+        assert last["test/accuracy"] == pytest.approx(rows.test_accuracy.mean(), abs=1e-6)
+        assert any("train/loss" in h for h in history)
+    _, history, folder = runs[f"{label}-summary"]
+    per_level = {h["level"]: h for h in history if "level" in h}
+    assert sorted(per_level) == [0, 1, 2]
+    for level, h in per_level.items():
+        assert h["density"] == pytest.approx(out.summary.loc[level, "density"])
+    tables = glob.glob(os.path.join(folder, "files", "media", "table", "results_*.table.json"))
+    assert len(tables) == 1
+    with open(tables[0]) as f:
+        table = json.load(f)
+    assert len(table["data"]) == len(df) and "test_accuracy" in table["columns"]
 
 
 def test_rerun_skips_finished_levels_and_more_levels_extend(first_run, tmp_path):
