@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 export WANDB_SILENT := true
 
-.PHONY: run test test-slow test-all bench bench-pipeline bench-cpu-conv gpu-bench clean
+.PHONY: run test test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -30,6 +30,16 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+## Mutation testing (mutmut) of pruning, masks, rewinding, results and durations with the tests
+## that cover them ([tool.mutmut] in pyproject.toml); ends with "K killed / N". Slow: not in `make test`.
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet 'mutmut>=3.8,<4'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run > mutants.log 2>&1 || (tail -c 2000 mutants.log; exit 1)
+	$(VENV)/bin/mutmut export-cicd-stats >/dev/null 2>&1
+	@$(VENV)/bin/mutmut results 2>/dev/null | grep -v "^ *$$" || true
+	@$(PY) -c 'import json; s = json.load(open("mutants/mutmut-cicd-stats.json")); print(s["killed"], "killed /", s["total"])'
 
 ## Masked vs dense training throughput of LeNet-300-100 (prints steps/s, ratio, GFLOP/s).
 bench: $(STAMP)

@@ -316,3 +316,62 @@ def test_the_run_hash_covers_the_resolved_step_counts():
     other = {**plan, "total_steps": 120, "steps_per_epoch": 60}
     assert content_hash(cfg, plan) != content_hash(cfg, other)
     assert content_hash(cfg, plan) != content_hash(cfg, {**plan, "rewind_step": 5})
+
+
+# -- result rows and the printed summary ----------------------------------------------------------
+
+def _history(with_val: bool) -> LevelHistory:
+    h = LevelHistory(seconds=12.34567)
+    for step, acc, vloss in ((50, [0.5, 0.6], [0.9, 0.7]), (100, [0.7, 0.8], [0.8, 0.75])):
+        ev = {"test/accuracy": np.array(acc), "test/loss": np.array([1.0 - a for a in acc])}
+        if with_val:
+            ev.update({"val/accuracy": np.array([a - 0.1 for a in acc]), "val/loss": np.array(vloss)})
+        h.eval_steps.append(step)
+        h.evals.append(ev)
+    h.train = {"loss": np.array([[2.0, 3.0], [1.5, 2.5]]), "accuracy": np.zeros((2, 2)), "lr": np.zeros((2, 2))}
+    return h
+
+
+def test_level_rows_take_the_last_evaluation_and_the_early_stop():
+    rows = results.level_rows(3, "ticket", np.array([0.5, 0.25]), _history(True), start=20, end=100)
+    assert [r["replicate"] for r in rows] == [0, 1]
+    r0, r1 = rows
+    assert (r0["level"], r0["kind"], r0["density"], r1["density"]) == (3, "ticket", 0.5, 0.25)
+    assert (r0["test_accuracy"], r1["test_accuracy"]) == (0.7, 0.8)  # the last evaluation, not an earlier one
+    assert r0["test_loss"] == pytest.approx(0.3) and r1["val_accuracy"] == pytest.approx(0.7)
+    assert (r0["val_loss"], r1["val_loss"]) == (0.8, 0.75)
+    assert (r0["train_loss"], r1["train_loss"]) == (1.5, 2.5)  # the last step's
+    assert (r0["early_stop_step"], r1["early_stop_step"]) == (100, 50)
+    assert (r0["early_stop_test_accuracy"], r1["early_stop_test_accuracy"]) == (0.7, 0.6)
+    assert r1["early_stop_val_accuracy"] == pytest.approx(0.5) and r1["min_val_loss"] == 0.7
+    assert (r0["start_step"], r0["end_step"], r0["steps"], r0["seconds"]) == (20, 100, 80, 12.346)
+    assert list(results.to_frame(rows).columns[:len(results.COLUMNS)]) == results.COLUMNS
+
+
+def test_level_rows_without_validation_have_nan_there():
+    rows = results.level_rows(0, "ticket", np.array([1.0, 1.0]), _history(False), start=0, end=100)
+    for r in rows:
+        assert math.isnan(r["val_accuracy"]) and math.isnan(r["val_loss"]) and math.isnan(r["min_val_loss"])
+        assert r["early_stop_step"] == 100
+    assert rows[1]["test_accuracy"] == 0.8 and rows[1]["early_stop_test_accuracy"] == 0.8
+
+
+def test_summary_prints_percentages_and_verdicts():
+    df = _table({0: [(0.90, 0.95, 400), (0.92, 0.95, 400)], 1: [(0.91, 0.96, 300), (0.91, 0.96, 300)],
+                 2: [(0.80, 0.90, 500), (0.80, 0.90, 500)]})
+    text = results.format_summary(results.summarize(df))
+    lines = text.splitlines()
+    assert lines[0].split() == ["density", "test", "acc", "%", "(final)", "early-stop", "step", "early-stop", "acc", "%",
+                                "replicates", "winning", "ticket", "matching"]
+    assert lines[1].split() == ["level"]
+    assert lines[2].split() == ["0", "100.0%", "91.00", "±", "1.00", "400", "95.00", "2", "-", "-"]
+    assert lines[3].split() == ["1", "80.0%", "91.00", "±", "0.00", "300", "96.00", "2", "yes", "yes"]
+    assert lines[4].split() == ["2", "64.0%", "80.00", "±", "0.00", "500", "90.00", "2", "no", "no"]
+
+
+def test_is_subset():
+    old = {"a": np.array([True, True, False]), "b": np.array([True])}
+    assert M.is_subset({"a": np.array([True, False, False]), "b": np.array([False])}, old)
+    assert M.is_subset(old, old)
+    assert not M.is_subset({"a": np.array([True, False, True]), "b": np.array([True])}, old)
+    assert not M.is_subset({"a": np.array([False, False, False]), "b": np.array([True])}, {"a": old["a"], "b": np.array([False])})
