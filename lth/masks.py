@@ -24,17 +24,13 @@ PyTree = Any
 
 
 def flatten(tree: PyTree) -> dict[str, Any]:
-    """`{"fc1/kernel": leaf, ...}` for a nested dict of params (sorted by path)."""
-    flat = traverse_util.flatten_dict(_unfreeze(tree), sep="/")
+    """`{"fc1/kernel": leaf, ...}` for a nested dict (or Flax FrozenDict) of params, sorted by path."""
+    flat = traverse_util.flatten_dict(tree, sep="/")
     return dict(sorted(flat.items()))
 
 
 def unflatten(flat: dict[str, Any]) -> PyTree:
     return traverse_util.unflatten_dict(flat, sep="/")
-
-
-def _unfreeze(tree):
-    return tree.unfreeze() if hasattr(tree, "unfreeze") else tree
 
 
 def prunable_paths(params: PyTree, prunable: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:

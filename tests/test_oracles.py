@@ -375,3 +375,66 @@ def test_is_subset():
     assert M.is_subset(old, old)
     assert not M.is_subset({"a": np.array([True, False, True]), "b": np.array([True])}, old)
     assert not M.is_subset({"a": np.array([False, False, False]), "b": np.array([True])}, {"a": old["a"], "b": np.array([False])})
+
+
+def test_a_level_without_training_steps_has_no_train_loss_and_empty_tables_keep_the_columns():
+    h = _history(True)
+    h.train = {"loss": np.zeros((0, 0)), "accuracy": np.zeros((0, 0)), "lr": np.zeros((0, 0))}
+    rows = results.level_rows(1, "ticket", np.array([0.8, 0.8]), h, start=100, end=100)
+    assert all(math.isnan(r["train_loss"]) for r in rows) and rows[0]["steps"] == 0
+    empty = results.to_frame([])
+    assert list(empty.columns) == results.COLUMNS and len(empty) == 0
+
+
+def test_verdict_columns_are_nullable_booleans_and_need_the_dense_level():
+    s = results.summarize(_table({0: [(0.9, 0.95, 400)], 1: [(0.9, 0.96, 300)]}))
+    assert str(s["winning_ticket"].dtype) == "boolean" and str(s["matching"].dtype) == "boolean"
+    dense_only = results.summarize(_table({0: [(0.9, 0.95, 400), (0.91, 0.95, 400)]}))
+    assert "winning_ticket" in dense_only and pd.isna(dense_only.loc[0, "winning_ticket"])
+    no_dense = results.summarize(_table({1: [(0.9, 0.95, 400)], 2: [(0.8, 0.9, 500)]}))  # nothing to compare with
+    assert "winning_ticket" not in no_dense and "matching" not in no_dense
+
+
+def test_masks_given_as_numbers_come_back_boolean_and_density_of_nothing_is_one():
+    w = {"a": {"kernel": np.array([3.0, 1.0, 2.0, 4.0], np.float32)}}
+    w["a"]["bias"] = np.zeros(2, np.float32)
+    given = {"a": {"kernel": np.array([1.0, 1.0, 0.0, 1.0], np.float32), "bias": np.ones(2, np.float32)}}
+    mask = prune(w, given, PruningConfig(fraction=0.34, scope="global"), ["a/kernel"])
+    out = np.asarray(mask["a"]["kernel"])
+    assert out.dtype == bool and out.tolist() == [True, False, False, True]  # 1 of the 3 alive goes: the 1.0
+    assert np.asarray(mask["a"]["bias"]).dtype == bool and np.asarray(mask["a"]["bias"]).all()  # not prunable: kept
+    assert M.density(mask, []) == 1.0 and M.density(mask, ["a/kernel"]) == 0.5
+
+
+def test_flatten_reads_frozen_dicts_too():
+    import flax
+
+    tree = {"a": {"kernel": np.ones(2), "sub": {"bias": np.zeros(1)}}}
+    assert list(M.flatten(flax.core.freeze(tree))) == list(M.flatten(tree)) == ["a/kernel", "a/sub/bias"]
+
+
+def test_rewinding_keeps_the_model_and_the_saved_batchnorm_statistics():
+    """Stacked states for the next level carry the template's model function and schedule, and the
+    BatchNorm statistics saved at the rewind point, not fresh ones."""
+    from lth.rewind import rewind_weights, snapshot
+    from lth.train import Trainer, replicate_keys
+
+    from conftest import make_tiny_dataset
+
+    ds = make_tiny_dataset()
+    opt = OptimizerConfig(name="sgd", lr=0.1)
+    tr = Trainer(build_model_mlp(), ds, make_optimizer(opt), make_schedule(opt, total_steps=5, steps_per_epoch=12), batch_size=50)
+    keys = replicate_keys(0, 2)
+    v = tr.init_variables(keys["init"])
+    states = tr.create_states(v, jax.vmap(M.ones_like)(v["params"]))
+    saved = jax.device_get(snapshot(states))
+    saved["batch_stats"] = {"bn": {"mean": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+    out = rewind_weights(states, saved, states.mask, optimizer_state="reset")
+    assert out.apply_fn is states.apply_fn and out.lr_fn is states.lr_fn and out.tx is states.tx
+    np.testing.assert_array_equal(np.asarray(out.batch_stats["bn"]["mean"]), saved["batch_stats"]["bn"]["mean"])
+
+
+def build_model_mlp():
+    from lth.models import build_model
+
+    return build_model(ModelConfig(name="mlp", widths=[8]), 4)
