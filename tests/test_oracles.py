@@ -429,8 +429,10 @@ def test_rewinding_keeps_the_model_and_the_saved_batchnorm_statistics():
     states = tr.create_states(v, jax.vmap(M.ones_like)(v["params"]))
     saved = jax.device_get(snapshot(states))
     saved["batch_stats"] = {"bn": {"mean": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+    saved["step"] = np.array([7, 7], np.int64)  # as a checkpoint may hold it
     out = rewind_weights(states, saved, states.mask, optimizer_state="reset")
     assert out.apply_fn is states.apply_fn and out.lr_fn is states.lr_fn and out.tx is states.tx
+    assert out.step.dtype == jnp.int32 and out.step.tolist() == [7, 7]
     np.testing.assert_array_equal(np.asarray(out.batch_stats["bn"]["mean"]), saved["batch_stats"]["bn"]["mean"])
 
 
