@@ -146,9 +146,8 @@ class Trainer:
             raise ValueError(f"unroll={unroll}: must be >= 1")
         self.perms, self.unroll = perms, int(unroll)
         self._run = jax.jit(self._run_impl, static_argnames=("n", "precompute"))
-        self._step1 = jax.jit(self._replica_step)
+        self._step1 = jax.jit(self._replica_step_in_epoch)
         self._perms = jax.jit(self._epoch_perms)
-        self._idx = jax.jit(lambda perms, step: self._batch_indices(perms[None], step // self.steps_per_epoch, step))
         self._eval = jax.jit(self._eval_impl, static_argnames=("batch",))
         self._eval1 = jax.jit(self._eval_batch, static_argnames=("batch",))
 
@@ -211,6 +210,11 @@ class Trainer:
             x = self.augment(jax.random.fold_in(aug_key, step), x)
         return self._train_step(state, self.dataset.normalize(x), y)
 
+    def _replica_step_in_epoch(self, state, perm, aug_key, x_all, y_all, step):
+        """`_replica_step` on the batch of `step` in one replicate's epoch permutation `perm` (N,)."""
+        idx = self._batch_indices(perm[None, None], step // self.steps_per_epoch, step)[0]
+        return self._replica_step(state, idx, aug_key, x_all, y_all, step)
+
     def _step_impl(self, states, idx, aug_keys, x_all, y_all, step):
         """One step of every replicate (stacked states, idx (R, batch), aug_keys (R, 2))."""
         return self.over_replicates(lambda st, i, k: self._replica_step(st, i, k, x_all, y_all, step), states, idx, aug_keys)
@@ -266,16 +270,17 @@ class Trainer:
         # replicate after another.) The permutation is recomputed once per epoch.
         R = keys["data"].shape[0]
         reps = [jax.tree.map(lambda x: x[r], states) for r in range(R)]
+        aug = [keys["aug"][r] for r in range(R)]
         out, epoch, perms = [], None, None
         for step in range(start, start + n):
             if step // self.steps_per_epoch != epoch:
                 epoch = step // self.steps_per_epoch
-                perms = self._perms(keys["data"], jnp.asarray(epoch, jnp.int32))
+                stacked = self._perms(keys["data"], jnp.asarray(epoch, jnp.int32))
+                perms = [stacked[r] for r in range(R)]  # sliced once per epoch, not per step
             s = jnp.asarray(step, jnp.int32)
             row = []
-            idx = self._idx(perms, s)
             for r in range(R):
-                reps[r], m = self._step1(reps[r], idx[r], keys["aug"][r], self.x_train, self.y_train, s)
+                reps[r], m = self._step1(reps[r], perms[r], aug[r], self.x_train, self.y_train, s)
                 row.append(m)
             out.append(row)
         out = jax.device_get(out)

@@ -56,3 +56,28 @@ def make_tiny_dataset(n_train=600, n_val=100, n_test=200, features=20, classes=4
 @pytest.fixture
 def tiny_dataset():
     return make_tiny_dataset()
+
+
+def small_config(tmp_path, **changes):
+    """A small MNIST-1D lottery run under `tmp_path/runs` (MNIST-1D is generated offline: no data
+    folder needed), W&B and progress bars off; `changes` replace top-level settings."""
+    import dataclasses
+
+    from lth.config import (Config, DatasetConfig, ModelConfig, OptimizerConfig, PathsConfig, PruningConfig,
+                            RewindConfig, TrainConfig)
+
+    cfg = Config(
+        levels=2, replicates=2, seed=0,
+        dataset=DatasetConfig(name="mnist1d", val_size=500),
+        model=ModelConfig(name="mlp", widths=[64, 64]),
+        optimizer=OptimizerConfig(name="adam", lr=2e-3),
+        pruning=PruningConfig(fraction=0.2, scope="global"),
+        rewind=RewindConfig(point="20it"),
+        train=TrainConfig(duration="100it", batch_size=100, eval_every="50it"),
+        paths=PathsConfig(runs_dir=str(tmp_path / "runs")),
+    )
+    cfg.logger.progress = False
+    cfg.logger.wandb.mode = "disabled"
+    for k, v in changes.items():
+        cfg = dataclasses.replace(cfg, **{k: v})
+    return cfg

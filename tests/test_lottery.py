@@ -14,23 +14,7 @@ from lth import checkpoints, lottery, masks as M
 from lth.config import Config, ConfigError, DatasetConfig, ModelConfig, OptimizerConfig, PathsConfig, PruningConfig, RewindConfig, TrainConfig
 from lth.run_dir import RunDir, content_hash
 
-
-def small_config(tmp_path, **changes) -> Config:
-    cfg = Config(
-        levels=2, replicates=2, seed=0,
-        dataset=DatasetConfig(name="mnist1d", val_size=500),
-        model=ModelConfig(name="mlp", widths=[64, 64]),
-        optimizer=OptimizerConfig(name="adam", lr=2e-3),
-        pruning=PruningConfig(fraction=0.2, scope="global"),
-        rewind=RewindConfig(point="20it"),
-        train=TrainConfig(duration="100it", batch_size=100, eval_every="50it"),
-        paths=PathsConfig(runs_dir=str(tmp_path / "runs")),
-    )
-    cfg.logger.progress = False
-    cfg.logger.wandb.mode = "disabled"
-    for k, v in changes.items():
-        cfg = dataclasses.replace(cfg, **{k: v})
-    return cfg
+from conftest import small_config
 
 
 @pytest.fixture(scope="module")

@@ -18,33 +18,30 @@ import pandas as pd
 import pytest
 
 from lth import checkpoints, lottery, masks as M, results
-from lth.config import (Config, ConfigError, DatasetConfig, ModelConfig, OptimizerConfig, PathsConfig,
+from lth.config import (Config, ConfigError, DatasetConfig, ModelConfig, OptimizerConfig,
                         PruningConfig, RewindConfig, ScheduleConfig, TrainConfig)
 from lth.optim import make_optimizer, make_schedule
 from lth.pruning import prune
+from lth.run_dir import RunDir
 from lth.train import LevelHistory
+
+from conftest import small_config
 
 
 def mnist1d_config(tmp_path, **changes) -> Config:
-    """A small MNIST-1D lottery run (MNIST-1D is generated offline: no data folder needed)."""
-    cfg = Config(
-        levels=1, replicates=2, seed=0,
-        dataset=DatasetConfig(name="mnist1d", val_size=500),
-        model=ModelConfig(name="mlp", widths=[32, 32]),
+    """The shared small MNIST-1D run, one level, with a step schedule and momentum (so that
+    rewinding the step or the optimizer state shows in the results)."""
+    settings = dict(
+        levels=1, model=ModelConfig(name="mlp", widths=[32, 32]),
         optimizer=OptimizerConfig(name="momentum", lr=0.05, momentum=0.9,
                                   schedule=ScheduleConfig(name="step", milestones=["50it"], gamma=0.1)),
-        pruning=PruningConfig(fraction=0.2, scope="global"),
-        rewind=RewindConfig(point="20it"),
         train=TrainConfig(duration="80it", batch_size=100, eval_every="20it"),
-        paths=PathsConfig(runs_dir=str(tmp_path / "runs")),
     )
-    cfg.logger.progress = False
-    cfg.logger.wandb.mode = "disabled"
-    return dataclasses.replace(cfg, **changes)
+    return small_config(tmp_path, **{**settings, **changes})
 
 
 def level_dir(run_dir, level):
-    return os.path.join(run_dir, f"level_{level:02d}")
+    return RunDir(run_dir, "").level_dir(level)
 
 
 def restore_final(run_dir, level, like):
