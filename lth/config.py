@@ -98,15 +98,45 @@ class PruningConfig:
 
 @dataclass
 class RewindConfig:
-    """Where the surviving weights go back to after pruning.
+    """Where the survivors of a pruning step start their next training (`lth.rewind`).
 
-    `point` is the rewind step k (`0it` = the initialisation, `500it`, `2ep`). `optimizer_state`
-    says whether the optimizer state (momentum, Adam moments) is `reset` to a fresh state at the
-    rewind point (as OpenLTH does) or `rewound` to the state saved at step k.
+    `mode` (Renda et al. 2020): `weights` rewinds the weights to θk and the step to k; `lr` keeps
+    the previous level's final weights and restarts the step (hence the LR schedule) at k;
+    `finetune` keeps the final weights and trains at the schedule's final learning rate. Every mode
+    retrains T - k steps per level. `point` is the rewind step k (`0it` = the initialisation,
+    `500it`, `2ep`). `optimizer_state` says whether the optimizer state (momentum, Adam moments)
+    is `reset` to a fresh state (as OpenLTH does) or `rewound` to the state saved at step k.
     """
 
+    mode: str = "weights"  # weights | lr | finetune
     point: str = "0it"
     optimizer_state: str = "reset"  # reset | rewound
+
+
+@dataclass
+class InitConfig:
+    """Where level 0 starts (`lth.pretrained`): a random initialisation (`checkpoint: null`) or
+    saved weights, either a finished run's `level_NN/final` checkpoint (`replicate` picks one of
+    its replicates) or a file of named arrays (`.npz`, `.safetensors`; layout in the README).
+    Parameters whose path matches a pattern of `reinit_patterns` (the task head) are drawn fresh.
+    The checkpoint's content hash, not its path, is part of the run hash."""
+
+    checkpoint: Optional[str] = None
+    replicate: int = 0
+    reinit_patterns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BranchConfig:
+    """A branch (`experiments/branch.py`, `lth.branch`): train the masks of finished levels of the
+    lottery run `source` under other settings. `weights`: `rewind` (the source's θk), `reinit`
+    (fresh from the initialiser) or `final` (the level's final weights); `mask`: `ticket` or
+    `shuffle_layerwise` (each tensor's mask randomly permuted: same per-tensor density)."""
+
+    source: Optional[str] = None
+    levels: list[int] = field(default_factory=list)
+    weights: str = "rewind"  # rewind | reinit | final
+    mask: str = "ticket"  # ticket | shuffle_layerwise
 
 
 @dataclass
@@ -150,13 +180,20 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     rewind: RewindConfig = field(default_factory=RewindConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    controls: list[str] = field(default_factory=list)  # reinit | random_prune | random_prune_global (lth.controls)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    branch: BranchConfig = field(default_factory=BranchConfig)  # read by experiments/branch.py only
 
 
 # Settings whose values change results: the content hash of a run covers exactly these sections.
-HASHED_SECTIONS = ("dataset", "model", "optimizer", "pruning", "rewind", "train", "replicates", "seed")
+HASHED_SECTIONS = ("dataset", "model", "optimizer", "pruning", "rewind", "init", "train", "replicates", "seed")
+# Settings added after runs existed: left out of the hash while at these defaults, so the runs made
+# before them keep their directories. (`controls` is not hashed at all: adding a control to a run
+# trains the missing members in the same directory.)
+HASH_OMITTED_AT_DEFAULT = {("rewind", "mode"): "weights", ("init",): None}
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
@@ -164,6 +201,10 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("global", "layerwise")
 OPTIMIZER_STATE_MODES = ("reset", "rewound")
+REWIND_MODES = ("weights", "lr", "finetune")
+CONTROLS = ("reinit", "random_prune", "random_prune_global")
+BRANCH_WEIGHTS = ("rewind", "reinit", "final")
+BRANCH_MASKS = ("ticket", "shuffle_layerwise")
 WANDB_MODES = ("offline", "online", "disabled")
 INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal")
 BN_SCALE_INITS = ("ones", "uniform")
@@ -236,6 +277,23 @@ def validate(cfg: Config) -> None:
             except re.error as e:
                 raise ConfigError(f"{setting}: {pattern!r} is not a valid regular expression ({e})") from None
     _choice("rewind.optimizer_state", cfg.rewind.optimizer_state, OPTIMIZER_STATE_MODES)
+    _choice("rewind.mode", cfg.rewind.mode, REWIND_MODES)
+    for i, c in enumerate(cfg.controls):
+        _choice(f"controls[{i}]", c, CONTROLS)
+    if len(set(cfg.controls)) != len(cfg.controls):
+        raise ConfigError(f"controls={cfg.controls!r}: a control is listed twice")
+    if cfg.init.replicate < 0:
+        raise ConfigError(f"init.replicate={cfg.init.replicate!r}: must be >= 0 (which replicate of a run's checkpoint)")
+    for pattern in cfg.init.reinit_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"init.reinit_patterns: {pattern!r} is not a valid regular expression ({e})") from None
+    if cfg.init.checkpoint is not None and not os.path.exists(os.path.expanduser(cfg.init.checkpoint)):
+        raise ConfigError(f"init.checkpoint={cfg.init.checkpoint!r}: no such file or directory "
+                          "(a run's level_NN/final checkpoint, an .npz or a .safetensors file)")
+    _choice("branch.weights", cfg.branch.weights, BRANCH_WEIGHTS)
+    _choice("branch.mask", cfg.branch.mask, BRANCH_MASKS)
     o = cfg.optimizer
     _choice("optimizer.name", o.name, OPTIMIZERS)
     if not o.lr > 0:

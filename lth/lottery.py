@@ -1,10 +1,17 @@
 """Iterative magnitude pruning with rewinding: one lottery-ticket run, level by level.
 
-Level 0 trains the dense network from θ0 to the end, keeping the states at the rewind point k.
-Level L >= 1 prunes a fraction of the remaining weights of level L-1's final weights (a subset of
-its mask), rewinds the survivors to θk (and the step to k) and trains to the end again. Every
-level writes its mask, final weights and result rows before the next starts, so an interrupted run
-loses at most the level in progress, and re-running the same command skips what is done.
+Level 0 trains the dense network from θ0 (a random initialisation, or pre-trained weights:
+`lth.pretrained`) to the end, keeping the states at the rewind point k. Level L >= 1 prunes a
+fraction of the remaining weights of level L-1's final weights (a subset of its mask), restarts
+the survivors as the rewinding mode says (`lth.rewind`: θk and step k, or the final weights with
+the LR schedule restarted or at its final rate) and trains steps k .. T-1 again, together with
+the controls listed in `controls` (`lth.controls`), all members in one compiled program
+(`lth.members`).
+
+The loop is handed the mode, the controls and the starting point as data; it only decides what
+is left to train. Every level writes each kind's mask, final weights and result rows before the
+next starts, so an interrupted run loses at most the level in progress; re-running the same command
+skips what is done, and adding a control trains just the missing members.
 
 `run(cfg)` is the whole experiment; `experiments/lottery.py` is its Hydra front end.
 """
@@ -19,14 +26,14 @@ import time
 from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lth import checkpoints, masks as M, pruning, results
+from lth import checkpoints, controls as C, masks as M, members, pretrained, pruning, results, rewind
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
 from lth.optim import make_optimizer, make_schedule
-from lth.rewind import rewind_weights, snapshot
 from lth.run_dir import RunDir, write_atomic, write_json
 from lth.train import Trainer, replicate_keys, stacked_density, train_level
 
@@ -105,6 +112,12 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     dataset, plan, trainer = prepare(cfg)
     keys = replicate_keys(cfg.seed, cfg.replicates)
     variables = trainer.init_variables(keys["init"])
+    inputs, notes = {}, []
+    if cfg.init.checkpoint is not None:
+        # Loaded and checked against the model before anything is written.
+        loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate)
+        variables, notes = pretrained.apply(variables, loaded, cfg.init.reinit_patterns)
+        inputs["init_checkpoint"] = pretrained.content_hash(cfg.init.checkpoint)
     one_params = jax.tree.map(lambda x: x[0], variables["params"])
     paths = M.prunable_paths(one_params, cfg.pruning.prunable, cfg.pruning.exclude)
     if not paths:
@@ -113,11 +126,13 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     ones = jax.vmap(M.ones_like)(variables["params"])
     states0 = trainer.create_states(variables, ones)
 
-    rd = RunDir.for_config(cfg, plan.as_dict())
+    rd = RunDir.for_config(cfg, plan.as_dict(), inputs or None)
     rd.create()
     lock = rd.lock()
     try:
-        return _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_params, echo)
+        for note in notes:
+            echo(f"init.checkpoint: {note}")
+        return _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_params, echo, inputs)
     finally:
         lock.close()
 
@@ -131,12 +146,73 @@ def _counts(params, paths) -> dict[str, Any]:
     }
 
 
-def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_params, echo) -> Outcome:
+class _Sources:
+    """What later levels start from, read from disk only when a level has something to train: the
+    states at the rewind point and each finished level's ticket mask and final weights."""
+
+    def __init__(self, rd: RunDir, template):
+        self.rd, self.template = rd, template
+        self.saved = None  # host tree of the states at the rewind point
+        self.levels: dict[int, dict[str, Any]] = {}  # level -> {"mask", "params", "batch_stats"}
+
+    def rewind_point(self):
+        if self.saved is None:
+            self.saved = checkpoints.restore(self.rd.file("rewind"), self.template)
+        return self.saved
+
+    def level(self, level: int) -> dict[str, Any]:
+        if level not in self.levels:
+            self.levels = {level: restore_members(self.rd, level, "ticket", self.template)}
+        return self.levels[level]
+
+    def keep(self, level: int, host) -> None:
+        self.levels = {level: {"mask": host.mask, "params": host.params, "batch_stats": host.batch_stats}}
+
+
+def restore_members(rd: RunDir, level: int, kind: str, template) -> dict[str, Any]:
+    """{"mask", "params", "batch_stats"} (stacked, host) of a finished level's members of one kind."""
+    d = rd.member_dir(level, kind)
+    mask = checkpoints.restore(os.path.join(d, "mask"), jax.tree.map(lambda p: np.zeros(np.shape(p), bool), template["params"]))
+    final = checkpoints.restore(os.path.join(d, "final"), {"params": template["params"], "batch_stats": template["batch_stats"]})
+    return {"mask": mask, **final}
+
+
+def _level_groups(cfg, level, todo, sources, trainer, states0, paths, plan, lr_fn) -> list[members.Group]:
+    """The members a level still has to train, as groups of stacked states at their start."""
+    if level == 0:
+        return [members.Group("ticket", states0)]
+    R, mode = cfg.replicates, rewind.MODES[cfg.rewind.mode]
+    saved = sources.rewind_point()
+    prev = sources.level(level - 1) if (mode.weights_from == "final" or "ticket" in todo) else None
+    if "ticket" in todo:
+        ticket_mask = M.stack([pruning.prune(p, m, cfg.pruning, paths)
+                               for p, m in zip(M.unstack(prev["params"], R), M.unstack(prev["mask"], R))])
+    else:
+        ticket_mask = restore_members(sources.rd, level, "ticket", sources.template)["mask"]
+    start = rewind.start_weights(mode, saved, prev)
+    groups = []
+    for kind in todo:
+        if kind == "ticket":
+            masks, weights, opt = ticket_mask, start, cfg.rewind.optimizer_state
+        else:
+            control = C.CONTROLS[kind]
+            masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level))
+                             for r, m in enumerate(M.unstack(ticket_mask, R))])
+            weights, opt = start, cfg.rewind.optimizer_state
+            if control.fresh_weights:
+                fresh = trainer.init_variables(jnp.stack([C.control_key(cfg.seed, r, kind, level) for r in range(R)]))
+                weights, opt = {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}, "reset"
+        st = rewind.restart(states0, weights["params"], weights["batch_stats"], saved, masks, optimizer_state=opt, lr_fn=lr_fn)
+        groups.append(members.Group(kind, st))
+    return groups
+
+
+def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_params, echo, inputs) -> Outcome:
     from omegaconf import OmegaConf
 
     R = cfg.replicates
     write_atomic(rd.file("config.yaml"), OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-    summary = {"run_dir": rd.path, "hash": rd.hash, "config": to_dict(cfg), "plan": plan.as_dict(),
+    summary = {"run_dir": rd.path, "hash": rd.hash, "config": to_dict(cfg), "plan": plan.as_dict(), "inputs": inputs,
                "dataset": {"name": dataset.name, "train": int(dataset.num_train), "val": int(len(dataset.x_val)),
                            "test": int(len(dataset.x_test)), "num_classes": int(dataset.num_classes)},
                "parameters": _counts(one_params, paths), "levels": {}}
@@ -148,67 +224,56 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
                          config={**to_dict(cfg), "run_hash": rd.hash, "run_dir": rd.path, "plan": plan.as_dict()},
                          directory=rd.path, log_every=plan.log_every, label=label)
     rows: list[dict] = []
-    rewind_saved = None  # host tree of the states at the rewind point
-    prev = None  # (mask, final params) of the last finished level, stacked, host
-    state_template = jax.device_get(snapshot(states0))
+    template = jax.device_get(rewind.snapshot(states0))
+    sources = _Sources(rd, template)
     T, k = plan.total_steps, plan.rewind_step
+    mode = rewind.MODES[cfg.rewind.mode]
+    lr_fn = mode.lr_fn(states0.lr_fn, T)  # levels >= 1; built once (a static part of the states)
+    ctl = f", controls {', '.join(cfg.controls)}" if cfg.controls else ""
     echo(f"run {rd.path}\n  {cfg.model.name} on {dataset.name} ({dataset.num_train} train / {len(dataset.x_val)} val / "
          f"{len(dataset.x_test)} test), {summary['parameters']['prunable_weights']:,} prunable weights, "
-         f"{R} replicate(s), levels 0..{cfg.levels}, {T} steps per level, rewind to step {k}")
+         f"{R} replicate(s), levels 0..{cfg.levels}, {T} steps per level, {cfg.rewind.mode} rewinding to step {k}{ctl}")
     try:
         for level in range(cfg.levels + 1):
-            ldir = rd.level_dir(level)
-            if rd.level_done(level):
-                with open(os.path.join(ldir, "result.json")) as f:
-                    done = json.load(f)
-                rows.extend(done["rows"])
-                summary["levels"][str(level)] = done["summary"]
-                prev = None  # loaded lazily below, only if a later level needs training
-                echo(f"level {level:2d}: done already (density {done['summary']['density']:.4f}), skipped")
-                continue
-            if level == 0:
-                states, start = states0, 0
+            kinds = ["ticket"] + (list(cfg.controls) if level > 0 else [])
+            todo = [kind for kind in kinds if not rd.level_done(level, kind)]
+            done = {kind: _read_result(rd, level, kind) for kind in kinds if kind not in todo}
+            if todo:
+                groups = _level_groups(cfg, level, todo, sources, trainer, states0, paths, plan, lr_fn)
+                states, member_keys = members.stack(groups, keys)
+                start = 0 if level == 0 else k
+                dens = stacked_density(states.mask, paths)
+                logger.start_level(level, float(dens[:R].mean()), members=[(g.kind, g.size) for g in groups])
+                desc = f"level {level} ({100 * dens[:R].mean():.1f}%)" + (f" +{len(groups) - 1 if 'ticket' in todo else len(groups)} control(s)" if level else "")
+                progress = _progress(cfg, total=T - start, desc=desc)
+                try:
+                    states, hist, captured = train_level(
+                        trainer, states, member_keys, start=start, end=T, eval_every=plan.eval_every,
+                        capture_at=k if level == 0 else None, on_eval=logger.log_eval, on_train=logger.log_train,
+                        progress=progress)
+                finally:
+                    if progress is not None:
+                        progress.close()
+                if level == 0:
+                    sources.saved = jax.device_get(rewind.snapshot(captured))
+                    checkpoints.save(rd.file("rewind"), sources.saved)
+                for g, sl in zip(groups, members.slices(groups)):
+                    host = jax.device_get(members.take(states, sl))
+                    done[g.kind] = _save_members(rd, level, g.kind, host, hist.select(sl), paths, start, T)
+                    if g.kind == "ticket":
+                        sources.keep(level, host)
+                seconds = hist.seconds
             else:
-                # Continuing a run: the previous level's mask and weights and the rewind point
-                # come back from disk.
-                prev = prev or _restore_level(rd, level - 1, state_template)
-                if rewind_saved is None:
-                    rewind_saved = checkpoints.restore(rd.file("rewind"), state_template)
-                mask_prev, final_prev = prev
-                new_masks = [pruning.prune(p, m, cfg.pruning, paths)
-                             for p, m in zip(M.unstack(final_prev, R), M.unstack(mask_prev, R))]
-                states = rewind_weights(states0, rewind_saved, M.stack(new_masks), optimizer_state=cfg.rewind.optimizer_state)
-                start = k
-            dens = stacked_density(states.mask, paths)
-            logger.start_level(level, float(dens.mean()))
-            desc = f"level {level} ({100 * dens.mean():.1f}%)"
-            progress = _progress(cfg, total=T - start, desc=desc)
-            try:
-                states, hist, captured = train_level(
-                    trainer, states, keys, start=start, end=T, eval_every=plan.eval_every,
-                    capture_at=k if level == 0 else None, on_eval=logger.log_eval, on_train=logger.log_train,
-                    progress=progress)
-            finally:
-                if progress is not None:
-                    progress.close()
-            host = jax.device_get(states)
-            checkpoints.save(os.path.join(ldir, "mask"), host.mask)
-            checkpoints.save(os.path.join(ldir, "final"), {"params": host.params, "batch_stats": host.batch_stats})
-            if level == 0:
-                rewind_saved = jax.device_get(snapshot(captured))
-                checkpoints.save(rd.file("rewind"), rewind_saved)
-            level_rows = results.level_rows(level, "ticket", dens, hist, start=start, end=T)
-            per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, R)] for p in paths}
-            lsum = _level_summary(level_rows, per_tensor)
-            write_json(os.path.join(ldir, "result.json"), {
-                "rows": level_rows, "summary": lsum,
-                "history": {"eval_steps": hist.eval_steps, "evals": [{k2: v.tolist() for k2, v in e.items()} for e in hist.evals]},
-            })
+                seconds = None
+            lsum = _level_summary(done)
+            level_rows = [r for kind in kinds for r in done[kind]["rows"]]
             rows.extend(level_rows)
             summary["levels"][str(level)] = lsum
-            prev = (host.mask, host.params)
-            logger.end_level({k2: v for k2, v in lsum.items() if k2 != "tensor_densities"})
-            echo(_level_line(level, lsum, hist.seconds))
+            if todo:
+                logger.end_level(_flat_summary(lsum))
+                echo(_level_line(level, lsum, seconds))
+            else:
+                echo(f"level {level:2d}: done already (density {lsum['density']:.4f}), skipped")
             _write_tables(rd, rows, summary)
         df = results.to_frame(rows)
         table = results.summarize(df)
@@ -220,15 +285,29 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
     return Outcome(rd.path, df, table)
 
 
-def _restore_level(rd: RunDir, level: int, template) -> tuple[Any, Any]:
-    """(stacked mask, stacked final params) of a finished level, from its checkpoints."""
-    ldir = rd.level_dir(level)
-    mask = checkpoints.restore(os.path.join(ldir, "mask"), jax.tree.map(lambda p: np.zeros(np.shape(p), bool), template["params"]))
-    final = checkpoints.restore(os.path.join(ldir, "final"), {"params": template["params"], "batch_stats": template["batch_stats"]})
-    return mask, final["params"]
+def _read_result(rd: RunDir, level: int, kind: str) -> dict[str, Any]:
+    with open(os.path.join(rd.member_dir(level, kind), "result.json")) as f:
+        return json.load(f)
 
 
-def _level_summary(rows, per_tensor) -> dict[str, Any]:
+def _save_members(rd: RunDir, level: int, kind: str, host, hist, paths, start: int, end: int) -> dict[str, Any]:
+    """Write one kind's mask, final weights and result.json for a trained level; returns the result."""
+    d = rd.member_dir(level, kind)
+    checkpoints.save(os.path.join(d, "mask"), host.mask)
+    checkpoints.save(os.path.join(d, "final"), {"params": host.params, "batch_stats": host.batch_stats})
+    dens = stacked_density(host.mask, paths)
+    n = len(dens)
+    level_rows = results.level_rows(level, kind, dens, hist, start=start, end=end)
+    per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, n)] for p in paths}
+    result = {
+        "rows": level_rows, "summary": _kind_summary(level_rows, per_tensor),
+        "history": {"eval_steps": hist.eval_steps, "evals": [{k2: v.tolist() for k2, v in e.items()} for e in hist.evals]},
+    }
+    write_json(os.path.join(d, "result.json"), result)
+    return result
+
+
+def _kind_summary(rows, per_tensor) -> dict[str, Any]:
     mean = lambda key: float(np.mean([r[key] for r in rows]))
     return {
         "density": mean("density"), "test_accuracy": mean("test_accuracy"),
@@ -238,10 +317,30 @@ def _level_summary(rows, per_tensor) -> dict[str, Any]:
     }
 
 
+def _level_summary(done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The ticket's summary, plus per control its accuracy and the ticket-minus-control gap."""
+    out = dict(done["ticket"]["summary"])
+    ctl = {kind: results.compare_to_control(done["ticket"]["rows"], r["rows"]) for kind, r in done.items() if kind != "ticket"}
+    if ctl:
+        out["controls"] = ctl
+    return out
+
+
+def _flat_summary(lsum: dict[str, Any]) -> dict[str, Any]:
+    """A level's summary for W&B: scalars only, controls as `<kind>/<metric>`."""
+    out = {k: v for k, v in lsum.items() if k not in ("tensor_densities", "controls")}
+    for kind, c in lsum.get("controls", {}).items():
+        out.update({f"{kind}/{k}": v for k, v in c.items()})
+    return out
+
+
 def _level_line(level, s, seconds) -> str:
-    return (f"level {level:2d}: density {100 * s['density']:6.2f}%  test acc {100 * s['test_accuracy']:.2f} "
+    line = (f"level {level:2d}: density {100 * s['density']:6.2f}%  test acc {100 * s['test_accuracy']:.2f} "
             f"± {100 * s['test_accuracy_std']:.2f}  early stop at {s['early_stop_step']:.0f} "
             f"({100 * s['early_stop_test_accuracy']:.2f})  {seconds:.1f}s")
+    for kind, c in s.get("controls", {}).items():
+        line += f"\n          {kind}: test acc {100 * c['test_accuracy']:.2f}  ticket gap {100 * c['gap']:+.2f}"
+    return line
 
 
 def _write_tables(rd: RunDir, rows, summary) -> None:

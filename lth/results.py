@@ -1,7 +1,8 @@
 """Results are data: one tidy row per level x replicate x kind, and per-level outcomes.
 
-`results.csv` is what plots, notebooks and W&B read. `kind` is `ticket` for the IMP network (the
-controls of later experiments, `reinit` and `random_prune`, land in the same table).
+`results.csv` is what plots, notebooks and W&B read. `kind` is `ticket` for the IMP network and
+the control's name for the controls trained beside it (`reinit`, `random_prune`,
+`random_prune_global`; `lth.controls`), `branch` in a branch's table (`lth.branch`).
 
 Definitions (DESIGN.md §1):
 - early-stop step: the step of minimum validation loss; early-stop accuracy: test accuracy there.
@@ -9,6 +10,9 @@ Definitions (DESIGN.md §1):
   in no more steps (compared on means over replicates).
 - matching (Frankle et al. 2020): final test accuracy within one standard deviation (across
   replicates) of the dense network's, or within `tolerance` when that is larger.
+- against a control (paired by replicate: control r is trained beside ticket r): the gap is the
+  mean over replicates of ticket − control final test accuracy (`gap`, with `es_gap` for the
+  early-stop accuracy); the ticket is winning against the control when that gap is > 0.
 """
 
 from __future__ import annotations
@@ -56,9 +60,30 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df[[c for c in COLUMNS if c in df.columns] + extra].sort_values(["level", "kind", "replicate"], kind="stable").reset_index(drop=True)
 
 
+def compare_to_control(ticket_rows: list[dict[str, Any]], control_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level's control against its tickets, paired by replicate: the control's density and
+    accuracies, the ticket-minus-control gaps (mean and std over replicates) and whether the
+    ticket is winning against it (gap > 0)."""
+    t = {r["replicate"]: r for r in ticket_rows}
+    c = {r["replicate"]: r for r in control_rows}
+    reps = sorted(set(t) & set(c))
+    diff = np.array([t[r]["test_accuracy"] - c[r]["test_accuracy"] for r in reps])
+    es_diff = np.array([t[r]["early_stop_test_accuracy"] - c[r]["early_stop_test_accuracy"] for r in reps])
+    acc = np.array([c[r]["test_accuracy"] for r in reps])
+    return {
+        "density": float(np.mean([c[r]["density"] for r in reps])),
+        "test_accuracy": float(acc.mean()), "test_accuracy_std": float(acc.std()),
+        "early_stop_test_accuracy": float(np.mean([c[r]["early_stop_test_accuracy"] for r in reps])),
+        "gap": float(diff.mean()), "gap_std": float(diff.std()), "es_gap": float(es_diff.mean()),
+        "winning": bool(diff.mean() > 0), "replicates": len(reps),
+    }
+
+
 def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0) -> pd.DataFrame:
     """Per level (one kind): density, mean and std of final and early-stop test accuracy, mean
-    early-stop step, and whether the level is a winning ticket / matching."""
+    early-stop step, and whether the level is a winning ticket / matching. For the tickets, each
+    control in `df` adds its mean final test accuracy (`<control>_acc`), the paired gap
+    (`gap_<control>`) and whether the ticket wins against it (`wins_<control>`)."""
     t = df[df.kind == kind]
     g = t.groupby("level")
     out = pd.DataFrame({
@@ -76,6 +101,19 @@ def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0)
         # Undefined for the dense network itself (pandas' nullable boolean holds the NA).
         out["winning_ticket"] = win.astype("boolean").mask(out.index == 0)
         out["matching"] = match.astype("boolean").mask(out.index == 0)
+    if kind == "ticket":
+        for control in [k for k in dict.fromkeys(df.kind) if k != "ticket"]:
+            cols = {}
+            for level in out.index:
+                rows = lambda k: df[(df.level == level) & (df.kind == k)].to_dict("records")
+                c = rows(control)
+                if c:
+                    cmp = compare_to_control(rows("ticket"), c)
+                    cols[level] = (cmp["test_accuracy"], cmp["gap"], cmp["winning"])
+            idx = out.index
+            out[f"{control}_acc"] = [cols[lv][0] if lv in cols else np.nan for lv in idx]
+            out[f"gap_{control}"] = [cols[lv][1] if lv in cols else np.nan for lv in idx]
+            out[f"wins_{control}"] = pd.array([cols[lv][2] if lv in cols else pd.NA for lv in idx], dtype="boolean")
     return out
 
 
@@ -87,7 +125,12 @@ def format_summary(summary: pd.DataFrame) -> str:
     s["es_test_acc"] = (100 * s.es_test_acc).map("{:.2f}".format)
     s["es_step"] = s.es_step.map("{:.0f}".format)
     s = s.drop(columns=["test_acc_std"])
-    for c in ("winning_ticket", "matching"):
+    for c in s.columns:
+        if c.endswith("_acc") and c not in ("test_acc", "es_test_acc"):
+            s[c] = [("-" if pd.isna(v) else f"{100 * v:.2f}") for v in summary[c]]
+        elif c.startswith("gap_"):
+            s[c] = [("-" if pd.isna(v) else f"{100 * v:+.2f}") for v in summary[c]]
+    for c in [c for c in s.columns if c in ("winning_ticket", "matching") or c.startswith("wins_")]:
         if c in s:
             s[c] = [("-" if pd.isna(v) else ("yes" if v else "no")) for v in summary[c]]
     s = s.rename(columns={"test_acc": "test acc % (final)", "es_step": "early-stop step", "es_test_acc": "early-stop acc %",

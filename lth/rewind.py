@@ -1,17 +1,31 @@
-"""Rewinding: where the survivors of a pruning step start their next training.
+"""Rewinding modes: where the survivors of a pruning step start their next training.
 
-Weight rewinding (Frankle & Carbin 2019 with k = 0; Frankle et al. 2020 with k > 0): the weights
-become mask ⊙ θk, BatchNorm statistics and the step counter (hence the LR schedule and the data
-order) go back to those at step k, and the optimizer state is either a fresh one (`reset`, as
+With rewind point k, total steps T, the level-L mask m and θ_{L-1} the previous level's final
+weights, every mode retrains the T - k steps k .. T-1 (equal budgets, the same data order):
+
+- `weights` (Frankle & Carbin 2019 with k = 0; Frankle et al. 2020 with k > 0):
+      θ ← m ⊙ θk,  step ← k (so lr_t = schedule(t) from t = k on),  BatchNorm statistics ← those of k.
+- `lr`, learning-rate rewinding (Renda et al. 2020; `rewind.point=0it` is their full LR rewinding):
+      θ ← m ⊙ θ_{L-1},  step ← k (lr_t = schedule(t) again from t = k),  BatchNorm statistics of θ_{L-1}.
+- `finetune` (Han et al. 2015, as Renda et al. compare it):
+      θ ← m ⊙ θ_{L-1},  lr_t = schedule(T - 1) for every step (the schedule's final rate),
+      BatchNorm statistics of θ_{L-1}; the step counter still runs k .. T-1 (so does the data order).
+
+In every mode the optimizer state (momentum, Adam moments) is either a fresh one (`reset`, as
 OpenLTH does) or the one saved at step k (`rewound`), per `rewind.optimizer_state`.
+
+The modes are data (`MODES`): the level loop asks a mode which weights a level starts from and
+which learning-rate function it trains with, and `restart` builds the states.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from lth.masks import apply_mask
 from lth.train_state import TrainState
@@ -19,23 +33,62 @@ from lth.train_state import TrainState
 PyTree = Any
 
 
+@dataclasses.dataclass(frozen=True)
+class RewindMode:
+    """One rewinding mode. `weights_from`: `rewind` (θk) or `final` (the previous level's final
+    weights); `final_lr`: train at the schedule's final learning rate instead of the schedule."""
+
+    name: str
+    weights_from: str
+    final_lr: bool
+
+    def lr_fn(self, schedule: Callable, total_steps: int) -> Callable:
+        """The learning-rate function of levels >= 1: the schedule itself, or for `finetune` the
+        constant schedule(T - 1). Build it once per run: it is a static part of the train state."""
+        if not self.final_lr:
+            return schedule
+        return optax.constant_schedule(float(schedule(max(0, total_steps - 1))))
+
+
+MODES: dict[str, RewindMode] = {
+    "weights": RewindMode("weights", weights_from="rewind", final_lr=False),
+    "lr": RewindMode("lr", weights_from="final", final_lr=False),
+    "finetune": RewindMode("finetune", weights_from="final", final_lr=True),
+}
+
+
 def snapshot(states: TrainState) -> dict[str, PyTree]:
     """What is kept of (stacked) states at the rewind point, as a plain tree for checkpoints."""
     return {"params": states.params, "batch_stats": states.batch_stats, "opt_state": states.opt_state, "step": states.step}
 
 
-def rewind_weights(template: TrainState, saved: dict[str, PyTree], masks: PyTree, *, optimizer_state: str) -> TrainState:
-    """Stacked states for the next level: weights mask ⊙ θk, step k, BatchNorm statistics of step
-    k, and a fresh (`reset`) or the saved (`rewound`) optimizer state. `template` supplies the
-    static parts (model, optimizer, schedule)."""
+def restart(template: TrainState, weights: PyTree, batch_stats: PyTree, saved: dict[str, PyTree], masks: PyTree, *,
+            optimizer_state: str, lr_fn: Callable | None = None) -> TrainState:
+    """Stacked states that start a level: params mask ⊙ `weights`, the given BatchNorm statistics,
+    step k (`saved["step"]`), and a fresh (`reset`) or the saved (`rewound`) optimizer state.
+    `template` supplies the static parts (model, optimizer); `lr_fn` replaces its schedule."""
+    lr_fn = lr_fn or template.lr_fn
 
-    def one(params, batch_stats, opt_state, step, mask):
+    def one(params, bstats, opt_state, step, mask):
         params = apply_mask(params, mask)
         fresh = template.tx.init(params)
         return TrainState(
             step=jnp.asarray(step, jnp.int32), apply_fn=template.apply_fn, params=params, tx=template.tx,
             opt_state=opt_state if optimizer_state == "rewound" else fresh, mask=mask,
-            batch_stats=batch_stats, lr_fn=template.lr_fn,
+            batch_stats=bstats, lr_fn=lr_fn,
         )
 
-    return jax.jit(jax.vmap(one))(saved["params"], saved["batch_stats"], saved["opt_state"], saved["step"], masks)
+    return jax.jit(jax.vmap(one))(weights, batch_stats, saved["opt_state"], saved["step"], masks)
+
+
+def rewind_weights(template: TrainState, saved: dict[str, PyTree], masks: PyTree, *, optimizer_state: str) -> TrainState:
+    """Weight rewinding: stacked states with weights mask ⊙ θk, step k, BatchNorm statistics of k,
+    and a fresh (`reset`) or the saved (`rewound`) optimizer state."""
+    return restart(template, saved["params"], saved["batch_stats"], saved, masks, optimizer_state=optimizer_state)
+
+
+def start_weights(mode: RewindMode, saved: dict[str, PyTree], final: dict[str, PyTree]) -> dict[str, PyTree]:
+    """The weights and BatchNorm statistics a level starts from under `mode`: those of the rewind
+    point (`saved`) or the previous level's final ones (`final`, {"params", "batch_stats"})."""
+    src = saved if mode.weights_from == "rewind" else final
+    return {"params": src["params"], "batch_stats": src["batch_stats"]}

@@ -12,7 +12,7 @@ Layout of a run directory:
         results.csv          one row per level x replicate x kind
         rewind/              orbax: the stacked train states at the rewind point
         level_00/            orbax `mask/`, `final/` (weights at the end), and `result.json`
-        level_01/ ...
+        level_01/ ...        the same, plus controls/<kind>/{mask,final,result.json} per control
         wandb/               W&B runs (offline by default)
 """
 
@@ -26,22 +26,36 @@ import os
 import tempfile
 from typing import Any
 
-from lth.config import HASHED_SECTIONS, UNHASHED_DATASET_KEYS, Config, to_dict
+from lth.config import HASH_OMITTED_AT_DEFAULT, HASHED_SECTIONS, UNHASHED_DATASET_KEYS, Config, to_dict
 
 
-def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The settings that change results, with durations resolved to steps (`steps`), so `2ep` and
-    the equivalent `Nit` name the same run."""
+def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that change results, with the resolved step counts (`steps`) and anything else
+    that identifies the run's inputs (`extra`: the content hash of a pre-trained checkpoint, the
+    source of a branch). `init` enters only with a checkpoint, as that checkpoint's content (the
+    caller passes `extra={"init_checkpoint": sha256}`), not its path."""
     d = to_dict(cfg)
     out = {k: d[k] for k in HASHED_SECTIONS}
     out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in UNHASHED_DATASET_KEYS}
+    if cfg.init.checkpoint is None:
+        out["init"] = None
+    else:
+        out["init"] = {k: v for k, v in out["init"].items() if k != "checkpoint"}
+    for path, default in HASH_OMITTED_AT_DEFAULT.items():
+        parent = out
+        for key in path[:-1]:
+            parent = parent[key]
+        if parent.get(path[-1], default) == default:
+            parent.pop(path[-1], None)
     if steps:
         out["steps"] = dict(steps)
+    if extra:
+        out["inputs"] = dict(extra)
     return out
 
 
-def content_hash(cfg: Config, steps: dict[str, Any] | None = None) -> str:
-    blob = json.dumps(hashed_settings(cfg, steps), sort_keys=True, default=str)
+def content_hash(cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> str:
+    blob = json.dumps(hashed_settings(cfg, steps, extra), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -88,9 +102,10 @@ class RunDir:
     hash: str
 
     @classmethod
-    def for_config(cls, cfg: Config, steps: dict[str, Any] | None = None) -> "RunDir":
-        h = content_hash(cfg, steps)
-        name = f"{cfg.model.name}-{cfg.dataset.name.replace('/', '_')}-{h}"
+    def for_config(cls, cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                   prefix: str = "") -> "RunDir":
+        h = content_hash(cfg, steps, extra)
+        name = f"{prefix}{cfg.model.name}-{cfg.dataset.name.replace('/', '_')}-{h}"
         return cls(os.path.abspath(os.path.join(os.path.expanduser(cfg.paths.runs_dir), name)), h)
 
     def create(self) -> None:
@@ -102,8 +117,13 @@ class RunDir:
     def level_dir(self, level: int) -> str:
         return self.file(f"level_{level:02d}")
 
-    def level_done(self, level: int) -> bool:
-        return os.path.exists(os.path.join(self.level_dir(level), "result.json"))
+    def member_dir(self, level: int, kind: str = "ticket") -> str:
+        """Where a level's members of one kind keep `mask/`, `final/` and `result.json`: the level
+        folder itself for the tickets, `level_NN/controls/<kind>/` for a control."""
+        return self.level_dir(level) if kind == "ticket" else os.path.join(self.level_dir(level), "controls", kind)
+
+    def level_done(self, level: int, kind: str = "ticket") -> bool:
+        return os.path.exists(os.path.join(self.member_dir(level, kind), "result.json"))
 
     def lock(self):
         """Hold an exclusive lock on the run for the life of the returned file object."""

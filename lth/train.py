@@ -341,6 +341,12 @@ class LevelHistory:
     train: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {"loss": [], "accuracy": [], "lr": []})
     seconds: float = 0.0
 
+    def select(self, members: slice) -> "LevelHistory":
+        """The history of some members only (a slice of the member axis of every array)."""
+        return LevelHistory(
+            eval_steps=list(self.eval_steps), evals=[{k: v[members] for k, v in e.items()} for e in self.evals],
+            train={k: (v[:, members] if np.ndim(v) == 2 else v) for k, v in self.train.items()}, seconds=self.seconds)
+
     def early_stop(self) -> dict[str, np.ndarray]:
         """Per replicate: the step of minimum validation loss (first of ties), the test accuracy
         there, and that loss. Without a validation split, the final step."""

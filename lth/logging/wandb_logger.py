@@ -7,7 +7,10 @@ invocation holding the results table (a `wandb.Table`) and accuracy-vs-density s
 Logged per level: training loss/accuracy/learning rate (mean over windows of `log_every` steps),
 validation and test loss/accuracy at every evaluation, each as the mean over replicates and per
 replicate (`..._r0`, `..._r1`), against the training step; and the level's summary (density,
-final and early-stop accuracy, early-stop step, winning ticket). `mode` is `offline` by default
+final and early-stop accuracy, early-stop step, winning ticket). Controls trained beside the
+tickets log the same metrics under their name (`reinit/test/accuracy`, `reinit/train/loss_r0`),
+and the level summary gains each control's accuracy and the ticket-minus-control gap
+(`reinit/gap`). `mode` is `offline` by default
 (written under the run directory, `wandb sync`-able later, no account needed), `online` or
 `disabled`. A run is always finished, with a failing exit code when training raised.
 """
@@ -27,6 +30,7 @@ class WandbLogger:
         self.tags, self.config, self.dir, self.log_every, self.label = list(tags), config, directory, max(1, log_every), label
         self.run = None
         self.enabled = mode != "disabled"
+        self.members: list[tuple[str, int]] = []  # (kind, count) along the member axis of the metrics
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _init(self, name: str, job_type: str, extra: dict[str, Any]):
@@ -41,7 +45,10 @@ class WandbLogger:
             settings=wandb.Settings(silent=True, console="off"), reinit="create_new",
         )
 
-    def start_level(self, level: int, density: float) -> None:
+    def start_level(self, level: int, density: float, members: Optional[list[tuple[str, int]]] = None) -> None:
+        """A W&B run for one level; `members` names the slices of the member axis (default: all
+        tickets)."""
+        self.members = list(members or [])
         self.finish()
         self.run = self._init(f"{self.label}-L{level:02d}", "level", {"level": level, "density": density})
 
@@ -51,28 +58,42 @@ class WandbLogger:
             self.run = None
 
     # -- metrics ------------------------------------------------------------------------------
+    def _parts(self, n: int):
+        """(prefix, slice) per kind along a member axis of length n; tickets have no prefix."""
+        if not self.members:
+            return [("", slice(0, n))]
+        out, start = [], 0
+        for kind, size in self.members:
+            out.append(("" if kind == "ticket" else f"{kind}/", slice(start, start + size)))
+            start += size
+        return out
+
     def log_train(self, start: int, metrics: dict[str, np.ndarray]) -> None:
-        """Per-step metrics (n, R) of steps start..start+n-1, logged as window means."""
+        """Per-step metrics (n, members) of steps start..start+n-1, logged as window means."""
         if self.run is None:
             return
-        n = len(next(iter(metrics.values())))
+        first = next(iter(metrics.values()))
+        n = len(first)
         for lo in range(0, n, self.log_every):
             hi = min(n, lo + self.log_every)
             data = {}
-            for k, v in metrics.items():
-                w = v[lo:hi].mean(axis=0)  # (R,)
-                data[f"train/{k}"] = float(w.mean())
-                if k != "lr":
-                    data.update({f"train/{k}_r{r}": float(x) for r, x in enumerate(w)})
+            for prefix, sl in self._parts(first.shape[1]):
+                for k, v in metrics.items():
+                    w = v[lo:hi, sl].mean(axis=0)  # (R,)
+                    data[f"{prefix}train/{k}"] = float(w.mean())
+                    if k != "lr":
+                        data.update({f"{prefix}train/{k}_r{r}": float(x) for r, x in enumerate(w)})
             self.run.log(data, step=int(start + hi))
 
     def log_eval(self, step: int, metrics: dict[str, np.ndarray]) -> None:
         if self.run is None:
             return
         data = {}
-        for k, v in metrics.items():
-            data[k] = float(np.mean(v))
-            data.update({f"{k}_r{r}": float(x) for r, x in enumerate(v)})
+        for prefix, sl in self._parts(len(next(iter(metrics.values())))):
+            for k, v in metrics.items():
+                v = np.asarray(v)[sl]
+                data[f"{prefix}{k}"] = float(np.mean(v))
+                data.update({f"{prefix}{k}_r{r}": float(x) for r, x in enumerate(v)})
         self.run.log(data, step=int(step))
 
     def end_level(self, summary: dict[str, Any]) -> None:
