@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Train the tickets of a finished lottery run under other settings (`lth.branch`).
+
+    python experiments/branch.py branch.source=runs/mlp-mnist1d-<hash> branch.levels=[2,4]
+    python experiments/branch.py branch.source=RUN branch.levels=[3] dataset=fashion_mnist   # ticket transfer
+    python experiments/branch.py branch.source=RUN branch.levels=[3] branch.mask=shuffle_layerwise seed=1
+    python experiments/branch.py branch.source=RUN branch.levels=[3] branch.weights=final optimizer.lr=1e-4
+
+The branch starts from the source run's own `config.yaml`; the overrides on this command line (a
+config group such as `dataset=fashion_mnist`, or a key such as `train.duration=2ep`) replace what
+they name and nothing else. Its run directory goes beside the source run unless
+`paths.runs_dir` is given. Bad values end with one line naming the setting, exit status 2, and
+nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from lth.config import Config, ConfigError, from_dict, to_dict  # noqa: E402
+
+ConfigStore.instance().store(name="lth_schema", node=Config)
+CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+NOT_IN_A_BRANCH = ("experiment", "debug")
+
+
+def branch_config(composed: DictConfig, overrides: list[str]) -> Config:
+    """The source run's config with the command line's overrides applied: a group override takes
+    the composed group wholesale, a key override the composed value of that key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lth.branch import source_config
+
+    source = composed.branch.source
+    if not source:
+        raise ConfigError("branch.source=null: name the lottery run directory to branch from (branch.source=RUN_DIR)")
+    merged = OmegaConf.create(to_dict(source_config(source)))
+    groups = {d for d in os.listdir(CONF) if os.path.isdir(os.path.join(CONF, d))}
+    runs_dir_given = False
+    for ov in OverridesParser.create().parse_overrides(overrides):
+        key = ov.key_or_group
+        if key in NOT_IN_A_BRANCH:
+            raise ConfigError(f"{key}={ov.value()}: presets do not apply to a branch, which starts from its source's "
+                              "config; override the keys themselves (e.g. train.duration=200it)")
+        if ov.is_delete() or ov.is_add() or ov.is_force_add():
+            raise ConfigError(f"{ov.input_line}: a branch takes plain overrides (key=value or group=option)")
+        runs_dir_given |= key in ("paths", "paths.runs_dir")
+        OmegaConf.update(merged, key, OmegaConf.select(composed, key), merge=False)
+    if not runs_dir_given:
+        merged.paths.runs_dir = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
+    cfg = from_dict(OmegaConf.to_container(merged, resolve=True))
+    return cfg
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from lth.data import DataError
+    from lth.run_dir import RunLocked
+
+    try:
+        cfg = branch_config(dcfg, list(HydraConfig.get().overrides.task))
+        from lth import branch, results
+
+        outcome = branch.run(cfg)
+    except (ConfigError, DataError, RunLocked) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print()
+    print(outcome.results.groupby("level")[["density", "test_accuracy"]].agg(["mean", "std"]).to_string())
+    print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")
+    print(f"run directory: {outcome.run_dir}")
+
+
+if __name__ == "__main__":
+    main()
