@@ -145,6 +145,10 @@ class TrainConfig:
     batch_size: int = 100
     eval_every: str = "100it"
     eval_batch_size: int = 1000
+    # How one compiled step covers the members (replicates × kinds): `vmap` (one batched program),
+    # `loop` (one member after another inside it: bit-identical whatever the number of members),
+    # `auto` (vmap for dense models, loop for convolutional ones on accelerators; lth.train.Trainer).
+    replicates_as: str = "auto"
 
 
 @dataclass
@@ -193,7 +197,7 @@ HASHED_SECTIONS = ("dataset", "model", "optimizer", "pruning", "rewind", "init",
 # Settings added after runs existed: left out of the hash while at these defaults, so the runs made
 # before them keep their directories. (`controls` is not hashed at all: adding a control to a run
 # trains the missing members in the same directory.)
-HASH_OMITTED_AT_DEFAULT = {("rewind", "mode"): "weights", ("init",): None}
+HASH_OMITTED_AT_DEFAULT = {("rewind", "mode"): "weights", ("init",): None, ("train", "replicates_as"): "auto"}
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
@@ -314,6 +318,7 @@ def validate(cfg: Config) -> None:
     if parse_duration(t.eval_every, setting="train.eval_every").value <= 0:
         raise ConfigError(f"train.eval_every={t.eval_every!r}: must be at least one step")
     parse_duration(cfg.rewind.point, setting="rewind.point")
+    _choice("train.replicates_as", t.replicates_as, ("auto", "vmap", "loop"))
     if t.batch_size < 1:
         raise ConfigError(f"train.batch_size={t.batch_size!r}: must be >= 1")
     if t.eval_batch_size < 1:

@@ -103,7 +103,8 @@ def prepare(cfg: Config):
     model = build_model(cfg.model, dataset.num_classes)
     lr_fn = make_schedule(cfg.optimizer, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     trainer = Trainer(model, dataset, make_optimizer(cfg.optimizer), lr_fn, batch_size=cfg.train.batch_size,
-                      eval_batch_size=cfg.train.eval_batch_size, augment=_augmenter(cfg))
+                      eval_batch_size=cfg.train.eval_batch_size, augment=_augmenter(cfg),
+                      replicates_as=None if cfg.train.replicates_as == "auto" else cfg.train.replicates_as)
     return dataset, plan, trainer
 
 

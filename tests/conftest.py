@@ -81,3 +81,17 @@ def small_config(tmp_path, **changes):
     for k, v in changes.items():
         cfg = dataclasses.replace(cfg, **{k: v})
     return cfg
+
+
+def mnist1d_config(tmp_path, **changes):
+    """The shared small MNIST-1D run, one level, with a step schedule and momentum (so that
+    rewinding the step or the optimizer state shows in the results)."""
+    from lth.config import ModelConfig, OptimizerConfig, ScheduleConfig, TrainConfig
+
+    settings = dict(
+        levels=1, model=ModelConfig(name="mlp", widths=[32, 32]),
+        optimizer=OptimizerConfig(name="momentum", lr=0.05, momentum=0.9,
+                                  schedule=ScheduleConfig(name="step", milestones=["50it"], gamma=0.1)),
+        train=TrainConfig(duration="80it", batch_size=100, eval_every="20it"),
+    )
+    return small_config(tmp_path, **{**settings, **changes})

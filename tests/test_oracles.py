@@ -25,19 +25,7 @@ from lth.pruning import prune
 from lth.run_dir import RunDir
 from lth.train import LevelHistory
 
-from conftest import small_config
-
-
-def mnist1d_config(tmp_path, **changes) -> Config:
-    """The shared small MNIST-1D run, one level, with a step schedule and momentum (so that
-    rewinding the step or the optimizer state shows in the results)."""
-    settings = dict(
-        levels=1, model=ModelConfig(name="mlp", widths=[32, 32]),
-        optimizer=OptimizerConfig(name="momentum", lr=0.05, momentum=0.9,
-                                  schedule=ScheduleConfig(name="step", milestones=["50it"], gamma=0.1)),
-        train=TrainConfig(duration="80it", batch_size=100, eval_every="20it"),
-    )
-    return small_config(tmp_path, **{**settings, **changes})
+from conftest import mnist1d_config, small_config
 
 
 def level_dir(run_dir, level):

@@ -1,0 +1,165 @@
+"""Controls (lth.controls) and members trained together (lth.members): exact densities of the
+random masks, reinitialised weights that are fresh draws of the same initialiser, every member
+starting at the ticket's step, controls trained with the tickets giving exactly what they give
+trained apart, and an extended run training only the members it lacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lth import controls as C, lottery, masks as M, results
+from lth.config import ConfigError, PruningConfig, RewindConfig, TrainConfig
+from lth.run_dir import RunDir
+from lth.train import replicate_keys
+
+from conftest import mnist1d_config
+from test_rewind_modes import assert_trees_equal, masked, on_disk, spy  # noqa: F401 (fixture)
+
+PATHS = ["a/kernel", "b/kernel"]
+
+
+def a_mask(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"a": {"kernel": rng.random((20, 30)) < 0.3, "bias": np.ones(30, bool)},
+            "b": {"kernel": rng.random((30, 5)) < 0.7, "bias": np.ones(5, bool)}}
+
+
+def counts(mask):
+    flat = M.flatten(mask)
+    return {p: int(np.asarray(flat[p]).sum()) for p in PATHS}
+
+
+def test_random_prune_keeps_every_tensors_count_and_global_keeps_the_total():
+    ticket = a_mask()
+    per = C.random_mask(ticket, PATHS, np.random.default_rng(1), per_tensor=True)
+    glob = C.random_mask(ticket, PATHS, np.random.default_rng(1), per_tensor=False)
+    assert counts(per) == counts(ticket)
+    assert sum(counts(glob).values()) == sum(counts(ticket).values())
+    assert counts(glob) != counts(ticket)  # the global draw spreads survivors by tensor size
+    for m in (per, glob):
+        assert M.flatten(m)["a/bias"].all() and M.flatten(m)["b/bias"].all()  # not prunable: untouched
+        assert not np.array_equal(M.flatten(m)["a/kernel"], M.flatten(ticket)["a/kernel"])
+    again = C.random_mask(ticket, PATHS, np.random.default_rng(1), per_tensor=True)
+    assert_trees_equal(per, again)
+    shuffled = C.shuffle_layerwise(ticket, PATHS, np.random.default_rng(2))
+    assert counts(shuffled) == counts(ticket)
+
+
+def test_random_masks_are_uniform_over_positions():
+    """Every position survives with probability (survivors / size): 4,000 draws of 3 of 10."""
+    ticket = {"k": np.array([True] * 3 + [False] * 7)}
+    rng = np.random.default_rng(0)
+    freq = np.mean([C.random_mask(ticket, ["k"], rng, per_tensor=True)["k"] for _ in range(4000)], axis=0)
+    assert np.abs(freq - 0.3).max() < 0.04
+
+
+def test_control_keys_depend_on_replicate_kind_and_level_only():
+    k = C.control_key(0, 1, "reinit", 2)
+    assert np.array_equal(k, C.control_key(0, 1, "reinit", 2))
+    others = [C.control_key(0, 0, "reinit", 2), C.control_key(0, 1, "reinit", 3), C.control_key(1, 1, "reinit", 2),
+              C.control_key(0, 1, "random_prune", 2), replicate_keys(0, 2)["init"][1]]
+    assert all(not np.array_equal(k, o) for o in others)
+
+
+ALL = ["reinit", "random_prune", "random_prune_global"]
+
+
+def test_controls_start_beside_the_ticket_as_defined(tmp_path, spy):
+    """Level 1 trains tickets + the three controls as one stacked program (8 members), all from
+    step k, each control differing from the ticket in exactly its one thing."""
+    cfg = mnist1d_config(tmp_path, controls=list(ALL), rewind=RewindConfig(point="20it"),
+                         pruning=PruningConfig(fraction=0.5, scope="layerwise"))
+    out = lottery.run(cfg, echo=lambda _: None)
+    start = spy[1]["states"]
+    assert jax.tree.leaves(start.params)[0].shape[0] == 8 and (np.asarray(start.step) == 20).all()
+    group = {kind: M.unstack(jax.tree.map(lambda x: x[2 * i: 2 * i + 2], start), 2) for i, kind in enumerate(["ticket"] + ALL)}
+    theta_k = M.unstack(on_disk(out.run_dir, "rewind")["params"], 2)
+    theta_0 = M.unstack(jax.device_get(spy[0]["states"].params), 2)
+    paths = M.prunable_paths(theta_0[0], ["kernel$"])
+    for r in range(2):
+        ticket, reinit, rp, rpg = (group[k][r] for k in ["ticket"] + ALL)
+        tc = {p: int(np.asarray(v).sum()) for p, v in M.flatten(ticket.mask).items() if p in paths}
+        # reinit: the ticket's mask, fresh weights of the same initialiser, fresh optimizer state.
+        assert_trees_equal(reinit.mask, ticket.mask)
+        for p in paths:
+            w, w0 = M.flatten(reinit.params)[p], M.flatten(theta_0[r])[p]
+            alive = np.asarray(M.flatten(reinit.mask)[p], bool)
+            assert not np.allclose(w[alive], w0[alive])
+            assert (w[~alive] == 0).all()
+            assert np.std(w[alive]) == pytest.approx(np.std(w0), rel=0.15)  # same initialiser's scale
+        assert all(not np.asarray(x).any() for x in jax.tree.leaves(reinit.opt_state.inner_state) if np.ndim(x) > 1)
+        # random_prune: the ticket's count in every tensor, weights θk.
+        rc = {p: int(np.asarray(v).sum()) for p, v in M.flatten(rp.mask).items() if p in paths}
+        assert rc == tc and not np.array_equal(M.flatten(rp.mask)[paths[0]], M.flatten(ticket.mask)[paths[0]])
+        assert_trees_equal(rp.params, masked(theta_k[r], rp.mask))
+        # random_prune_global: the ticket's total count, weights θk.
+        gc = {p: int(np.asarray(v).sum()) for p, v in M.flatten(rpg.mask).items() if p in paths}
+        assert sum(gc.values()) == sum(tc.values()) and gc != tc
+        assert_trees_equal(rpg.params, masked(theta_k[r], rpg.mask))
+    # Results: every kind's rows at every level >= 1 with the ticket's densities (global: same total).
+    df = out.results
+    t = df[(df.level == 1) & (df.kind == "ticket")].set_index("replicate")
+    for kind in ALL:
+        c = df[(df.level == 1) & (df.kind == kind)].set_index("replicate")
+        assert len(c) == 2 and np.array_equal(c.density.to_numpy(), t.density.to_numpy())
+    assert set(df[df.level == 0].kind) == {"ticket"}
+    s = json.load(open(os.path.join(out.run_dir, "summary.json")))["levels"]["1"]
+    for kind in ALL:
+        gap = (t.test_accuracy - df[(df.level == 1) & (df.kind == kind)].set_index("replicate").test_accuracy).mean()
+        assert s["controls"][kind]["gap"] == pytest.approx(gap, abs=1e-12)
+        assert s["controls"][kind]["winning"] == (gap > 0)
+    per_tensor = {k: json.load(open(os.path.join(RunDir(out.run_dir, "").member_dir(1, k), "result.json")))["summary"]["tensor_densities"]
+                  for k in ("ticket", "random_prune")}
+    assert per_tensor["ticket"] == per_tensor["random_prune"]
+    table = out.summary
+    assert {"reinit_acc", "gap_reinit", "wins_reinit", "gap_random_prune_global"} <= set(table.columns)
+    assert table.loc[1, "gap_reinit"] == pytest.approx(s["controls"]["reinit"]["gap"])
+    assert "gap_reinit" in results.format_summary(table).replace(" ", "_") or "gap" in results.format_summary(table)
+
+
+@pytest.mark.parametrize("replicates_as", ["loop", "vmap"])
+def test_controls_together_equal_controls_trained_later_alone(tmp_path, spy, replicates_as):
+    """A run with both controls from the start and a run extended with one control, then the
+    other, give the same rows; each extension trains only the members it lacks (2 = the new
+    control's replicates), leaving what is done untouched. With members looped inside the step
+    the rows are identical bit for bit; vmapped (6 members against 2), matrix products of another
+    batch size round differently: the same to 1e-5."""
+    base = dict(levels=2, rewind=RewindConfig(point="20it"),
+                train=TrainConfig(duration="80it", batch_size=100, eval_every="20it", replicates_as=replicates_as))
+    together = lottery.run(mnist1d_config(tmp_path / "a", controls=["reinit", "random_prune"], **base), echo=lambda _: None)
+    cfg = mnist1d_config(tmp_path / "b", **base)
+    alone = lottery.run(cfg, echo=lambda _: None)
+    ticket_result = os.path.join(RunDir(alone.run_dir, "").level_dir(2), "result.json")
+    before = open(ticket_result).read()
+    n0 = len(spy)
+    lines = []
+    lottery.run(dataclasses.replace(cfg, controls=["random_prune"]), echo=lines.append)
+    later = lottery.run(dataclasses.replace(cfg, controls=["random_prune", "reinit"]), echo=lambda _: None)
+    assert later.run_dir == alone.run_dir  # controls are not part of the run's identity
+    members = [jax.tree.leaves(c["states"].params)[0].shape[0] for c in spy[n0:]]
+    assert members == [2, 2, 2, 2]  # levels 1 and 2, one new control each time
+    assert open(ticket_result).read() == before
+    assert sum("done already" in line for line in lines) == 1  # level 0
+    cols = ["level", "replicate", "kind", "density", "test_accuracy", "test_loss", "val_loss", "train_loss",
+            "early_stop_step", "early_stop_test_accuracy"]
+    a = together.results[cols].sort_values(["level", "kind", "replicate"]).reset_index(drop=True)
+    b = later.results[cols].sort_values(["level", "kind", "replicate"]).reset_index(drop=True)
+    assert len(a) == 2 + 2 * 3 * 2
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b, check_exact=replicates_as == "loop", rtol=1e-5)
+
+
+def test_bad_controls_are_refused_before_anything_is_written(tmp_path):
+    for controls, match in ((["shuffle"], r"controls\[0\]='shuffle' is not one of reinit, random_prune"),
+                            (["reinit", "reinit"], "listed twice")):
+        with pytest.raises(ConfigError, match=match):
+            lottery.run(mnist1d_config(tmp_path, controls=controls), echo=lambda _: None)
+    assert not os.path.exists(tmp_path / "runs")
+
