@@ -117,7 +117,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     if cfg.init.checkpoint is not None:
         # Loaded and checked against the model before anything is written.
         loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate)
-        variables, notes = pretrained.apply(variables, loaded, cfg.init.reinit_patterns)
+        variables, notes = pretrained.apply(variables, loaded, cfg.init.reinit_patterns,
+                                            setting=f"init.checkpoint={cfg.init.checkpoint!r}")
         inputs["init_checkpoint"] = pretrained.content_hash(cfg.init.checkpoint)
     one_params = jax.tree.map(lambda x: x[0], variables["params"])
     paths = M.prunable_paths(one_params, cfg.pruning.prunable, cfg.pruning.exclude)

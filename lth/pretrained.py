@@ -36,14 +36,16 @@ COLLECTIONS = ("params", "batch_stats")
 
 
 def content_hash(path: str) -> str:
-    """sha256 of a checkpoint file, or of a checkpoint folder's files (relative names and bytes)."""
+    """sha256 of a checkpoint file's bytes, or of a checkpoint folder's files (relative names and
+    bytes): the same content under another name or path hashes the same."""
     path = os.path.abspath(os.path.expanduser(path))
     h = hashlib.sha256()
     if os.path.isfile(path):
-        files = [(os.path.basename(path), path)]
+        files = [("", path)]
     else:
+        # Orbax's _CHECKPOINT_METADATA holds the time of saving, not content.
         files = sorted((os.path.relpath(os.path.join(d, f), path), os.path.join(d, f))
-                       for d, _, fs in os.walk(path) for f in fs)
+                       for d, _, fs in os.walk(path) for f in fs if f != "_CHECKPOINT_METADATA")
     for rel, full in files:
         h.update(rel.encode() + b"\0")
         with open(full, "rb") as f:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from lth import checkpoints, lottery, masks as M, results
-from lth.config import (Config, ConfigError, DatasetConfig, ModelConfig, OptimizerConfig,
+from lth.config import (BranchConfig, Config, ConfigError, DatasetConfig, InitConfig, ModelConfig, OptimizerConfig,
                         PruningConfig, RewindConfig, ScheduleConfig, TrainConfig)
 from lth.optim import make_optimizer, make_schedule
 from lth.pruning import prune
@@ -247,6 +247,14 @@ BAD = [
     ("pruning.fractions", dict(pruning=PruningConfig(fractions={"*bad": 0.1}))),
     ("rewind.optimizer_state", dict(rewind=RewindConfig(optimizer_state="kept"))),
     ("rewind.point", dict(rewind=RewindConfig(point="soon"))),
+    ("rewind.mode", dict(rewind=RewindConfig(mode="restart"))),
+    ("controls[1]", dict(controls=["reinit", "random"])),
+    ("init.replicate", dict(init=InitConfig(replicate=-1))),
+    ("init.reinit_patterns", dict(init=InitConfig(reinit_patterns=["(head"]))),
+    ("init.checkpoint", dict(init=InitConfig(checkpoint="/nonexistent/final"))),
+    ("branch.weights", dict(branch=BranchConfig(weights="best"))),
+    ("branch.mask", dict(branch=BranchConfig(mask="invert"))),
+    ("train.replicates_as", dict(train=TrainConfig(replicates_as="pmap"))),
     ("optimizer.name", dict(optimizer=OptimizerConfig(name="lion"))),
     ("optimizer.lr", dict(optimizer=OptimizerConfig(lr=0.0))),
     ("optimizer.lr", dict(optimizer=OptimizerConfig(lr=-0.1))),
