@@ -197,7 +197,8 @@ def test_renda_preset_schedule_in_epochs(compose):
     assert (o.name, o.lr, o.momentum, o.weight_decay, o.schedule.milestones) == ("momentum", 0.1, 0.9, 2e-4, ["91ep", "136ep"])
     assert (cfg.pruning.scope, cfg.pruning.fraction, cfg.train.batch_size) == ("global", 0.2, 128)
     plan = make_plan(cfg, 50_000)  # 390 steps per epoch
-    assert (plan.steps_per_epoch, plan.total_steps, plan.rewind_step) == (390, 182 * 390, 2 * 390)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.rewind_step) == (390, 182 * 390, 0)
+    assert (cfg.rewind.mode, cfg.rewind.point) == ("lr", "0it")  # Renda's method: full LR rewinding
     lr = make_schedule(o, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     assert [float(lr(s)) for s in (0, 91 * 390 - 1, 91 * 390, 136 * 390)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
 

@@ -71,6 +71,29 @@ def test_command_line_overrides_reach_the_config():
     assert (cfg.paths.runs_dir, cfg.paths.data_dir) == ("/tmp/x", "/tmp/d")
 
 
+def test_rewinding_controls_and_init_overrides_reach_the_config():
+    cfg = compose_cfg("rewind=lr", "rewind.point=500it", "rewind.optimizer_state=rewound", "controls=[reinit,random_prune]",
+                      "init.checkpoint=/x/final", "init.replicate=2", "init.reinit_patterns=[head]")
+    assert (cfg.rewind.mode, cfg.rewind.point, cfg.rewind.optimizer_state) == ("lr", "500it", "rewound")
+    assert cfg.controls == ["reinit", "random_prune"]
+    assert (cfg.init.checkpoint, cfg.init.replicate, cfg.init.reinit_patterns) == ("/x/final", 2, ["head"])
+    assert compose_cfg("rewind=finetune").rewind.mode == "finetune" and compose_cfg().rewind.mode == "weights"
+    assert compose_cfg("rewind.mode=lr").rewind.point == "0it"
+
+
+@pytest.mark.parametrize("preset,dataset", [("mnist1d_rewinding", "mnist1d"), ("lenet_rewinding", "mnist")])
+def test_rewinding_presets_sweep_the_three_modes_with_both_controls(preset, dataset):
+    """`-m experiment=<preset>` runs weights, lr and finetune (the preset's sweeper parameters);
+    each with >= 3 replicates, >= 8 levels, both controls and a decaying schedule (without one,
+    fine-tuning at the final rate would be LR rewinding)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert dict(dcfg.hydra.sweeper.params) == {"rewind.mode": "weights,lr,finetune"}
+    cfg = compose_cfg(f"experiment={preset}")
+    assert cfg.dataset.name == dataset and cfg.replicates >= 3 and cfg.levels >= 8
+    assert cfg.controls == ["reinit", "random_prune"] and cfg.optimizer.schedule.name == "step"
+
+
 def test_misspelt_key_fails_at_compose():
     with pytest.raises(Exception, match="pruning.fractoin|fractoin"):
         compose_cfg("pruning.fractoin=0.3")
