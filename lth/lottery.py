@@ -179,7 +179,7 @@ def restore_members(rd: RunDir, level: int, kind: str, template) -> dict[str, An
     return {"mask": mask, **final}
 
 
-def _level_groups(cfg, level, todo, sources, trainer, states0, paths, plan, lr_fn) -> list[members.Group]:
+def _level_groups(cfg, level, todo, sources, trainer, states0, paths, lr_fn) -> list[members.Group]:
     """The members a level still has to train, as groups of stacked states at their start."""
     if level == 0:
         return [members.Group("ticket", states0)]
@@ -241,12 +241,13 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
             todo = [kind for kind in kinds if not rd.level_done(level, kind)]
             done = {kind: _read_result(rd, level, kind) for kind in kinds if kind not in todo}
             if todo:
-                groups = _level_groups(cfg, level, todo, sources, trainer, states0, paths, plan, lr_fn)
+                groups = _level_groups(cfg, level, todo, sources, trainer, states0, paths, lr_fn)
                 states, member_keys = members.stack(groups, keys)
                 start = 0 if level == 0 else k
                 dens = stacked_density(states.mask, paths)
                 logger.start_level(level, float(dens[:R].mean()), members=[(g.kind, g.size) for g in groups])
-                desc = f"level {level} ({100 * dens[:R].mean():.1f}%)" + (f" +{len(groups) - 1 if 'ticket' in todo else len(groups)} control(s)" if level else "")
+                extra = [g.kind for g in groups if g.kind != "ticket"]
+                desc = f"level {level} ({100 * dens[:R].mean():.1f}%)" + (f" + {', '.join(extra)}" if extra else "")
                 progress = _progress(cfg, total=T - start, desc=desc)
                 try:
                     states, hist, captured = train_level(

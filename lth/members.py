@@ -6,7 +6,9 @@ axis (tickets first, then the controls in the order given), so on an accelerator
 kinds are one vmapped axis, not sequential runs. Member i of every group uses replicate i's data
 and augmentation keys: a control sees exactly the batches of its ticket. Because each member's
 computation depends only on its own state and keys, training members together gives the same
-result as training each group alone.
+result as training each group alone: bit for bit when members are looped inside the step
+(`train.replicates_as=loop`), to float rounding when vmapped (a batched matrix product of another
+size rounds differently).
 """
 
 from __future__ import annotations

@@ -105,6 +105,7 @@ class WandbLogger:
         """The results table and per-level outcomes, in a `summary` run of the group."""
         if not self.enabled:
             return
+        import pandas as pd
         import wandb
 
         run = self._init(f"{self.label}-summary", "summary", {})
@@ -114,7 +115,8 @@ class WandbLogger:
             levels = t.astype(object).where(t.notna(), None)
             run.log({"results": wandb.Table(dataframe=results), "levels": wandb.Table(dataframe=levels)})
             for _, row in t.iterrows():
+                gaps = {c: float(row[c]) for c in t.columns if (c.startswith("gap_") or c.endswith("_acc")) and pd.notna(row[c])}
                 run.log({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
-                         "early_stop_test_accuracy": float(row.es_test_acc), "early_stop_step": float(row.es_step)})
+                         "early_stop_test_accuracy": float(row.es_test_acc), "early_stop_step": float(row.es_step), **gaps})
         finally:
             run.finish()
