@@ -57,6 +57,10 @@ def test_a_branch_that_changes_nothing_reproduces_its_source_levels(source, tmp_
     for col in ("density", "test_accuracy", "test_loss", "val_loss", "start_step", "end_step"):
         np.testing.assert_array_equal(df.sort_values(["level", "replicate"])[col].to_numpy(),
                                       src.sort_values(["level", "replicate"])[col].to_numpy(), err_msg=col)
+    # Fewer replicates than the source: the first ones (replicate 0 keeps its keys, so its row).
+    one = branch.run(dataclasses.replace(branched(cfg, out, tmp_path, levels=[2]), replicates=1), echo=lambda _: None)
+    s0 = out.results[(out.results.level == 2) & (out.results.replicate == 0)]
+    assert one.results.test_loss.tolist() == s0.test_loss.tolist() and len(one.results) == 1
     # Asking again skips; asking for another level extends the same branch directory.
     lines = []
     again = branch.run(branched(cfg, out, tmp_path, levels=[1, 2]), echo=lines.append)

@@ -73,13 +73,15 @@ ALL = ["reinit", "random_prune", "random_prune_global"]
 def test_controls_start_beside_the_ticket_as_defined(tmp_path, spy):
     """Level 1 trains tickets + the three controls as one stacked program (8 members), all from
     step k, each control differing from the ticket in exactly its one thing."""
-    cfg = mnist1d_config(tmp_path, controls=list(ALL), rewind=RewindConfig(point="20it"),
+    cfg = mnist1d_config(tmp_path, controls=list(ALL), rewind=RewindConfig(point="20it", optimizer_state="rewound"),
                          pruning=PruningConfig(fraction=0.5, scope="layerwise"))
     out = lottery.run(cfg, echo=lambda _: None)
     start = spy[1]["states"]
     assert jax.tree.leaves(start.params)[0].shape[0] == 8 and (np.asarray(start.step) == 20).all()
     group = {kind: M.unstack(jax.tree.map(lambda x: x[2 * i: 2 * i + 2], start), 2) for i, kind in enumerate(["ticket"] + ALL)}
-    theta_k = M.unstack(on_disk(out.run_dir, "rewind")["params"], 2)
+    saved = on_disk(out.run_dir, "rewind")
+    theta_k = M.unstack(saved["params"], 2)
+    opt_k = M.unstack(saved["opt_state"], 2)
     theta_0 = M.unstack(jax.device_get(spy[0]["states"].params), 2)
     paths = M.prunable_paths(theta_0[0], ["kernel$"])
     for r in range(2):
@@ -94,6 +96,9 @@ def test_controls_start_beside_the_ticket_as_defined(tmp_path, spy):
             assert (w[~alive] == 0).all()
             assert np.std(w[alive]) == pytest.approx(np.std(w0), rel=0.15)  # same initialiser's scale
         assert all(not np.asarray(x).any() for x in jax.tree.leaves(reinit.opt_state.inner_state) if np.ndim(x) > 1)
+        # The others follow rewind.optimizer_state (here: rewound to the state saved at k).
+        assert_trees_equal(ticket.opt_state, opt_k[r])
+        assert_trees_equal(rp.opt_state, opt_k[r])
         # random_prune: the ticket's count in every tensor, weights θk.
         rc = {p: int(np.asarray(v).sum()) for p, v in M.flatten(rp.mask).items() if p in paths}
         assert rc == tc and not np.array_equal(M.flatten(rp.mask)[paths[0]], M.flatten(ticket.mask)[paths[0]])
@@ -108,6 +113,7 @@ def test_controls_start_beside_the_ticket_as_defined(tmp_path, spy):
     for kind in ALL:
         c = df[(df.level == 1) & (df.kind == kind)].set_index("replicate")
         assert len(c) == 2 and np.array_equal(c.density.to_numpy(), t.density.to_numpy())
+        assert (c.start_step == 20).all() and (c.end_step == 80).all()
     assert set(df[df.level == 0].kind) == {"ticket"}
     s = json.load(open(os.path.join(out.run_dir, "summary.json")))["levels"]["1"]
     for kind in ALL:
@@ -142,6 +148,10 @@ def test_controls_together_equal_controls_trained_later_alone(tmp_path, spy, rep
     lottery.run(dataclasses.replace(cfg, controls=["random_prune"]), echo=lines.append)
     later = lottery.run(dataclasses.replace(cfg, controls=["random_prune", "reinit"]), echo=lambda _: None)
     assert later.run_dir == alone.run_dir  # controls are not part of the run's identity
+    # reinit draws afresh at every level: its level-1 and level-2 weights differ where both are alive.
+    r1, r2 = (M.flatten(jax.tree.map(lambda x: x[2:4], spy[i]["states"].params))["fc1/kernel"] for i in (1, 2))
+    both = (r1 != 0) & (r2 != 0)
+    assert both.any() and not np.allclose(r1[both], r2[both])
     members = [jax.tree.leaves(c["states"].params)[0].shape[0] for c in spy[n0:]]
     assert members == [2, 2, 2, 2]  # levels 1 and 2, one new control each time
     assert open(ticket_result).read() == before
