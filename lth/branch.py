@@ -114,40 +114,61 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
                    "source_hash": src_summary["hash"], "config": to_dict(cfg), "plan": plan.as_dict(), "levels": {}}
         echo(f"branch {rd.path}\n  from {src} levels {b.levels}: {b.mask} mask, {b.weights} weights; "
              f"{cfg.model.name} on {dataset.name}, {R} replicate(s), steps {plan.rewind_step}..{plan.total_steps}")
-        rows = []
-        for lv in sorted(set(b.levels)):
-            if rd.level_done(lv):
-                with open(os.path.join(rd.level_dir(lv), "result.json")) as f:
-                    done = json.load(f)
-                echo(f"source level {lv:2d}: done already, skipped")
-            else:
-                weights, masks = starts[lv]
-                states = rewind.restart(states0, weights["params"], weights["batch_stats"], saved, masks,
-                                        optimizer_state=cfg.rewind.optimizer_state)
-                states, hist, _ = train_level(trainer, states, keys, start=plan.rewind_step, end=plan.total_steps,
-                                              eval_every=plan.eval_every)
-                host = jax.device_get(states)
-                checkpoints.save(os.path.join(rd.level_dir(lv), "mask"), host.mask)
-                checkpoints.save(os.path.join(rd.level_dir(lv), "final"), {"params": host.params, "batch_stats": host.batch_stats})
-                level_rows = results.level_rows(lv, "branch", stacked_density(host.mask, paths), hist,
-                                                start=plan.rewind_step, end=plan.total_steps)
-                for r in level_rows:
-                    r.update(source_run=source_run, source_level=lv)
-                done = {"rows": level_rows}
-                write_json(os.path.join(rd.level_dir(lv), "result.json"), done)
-                acc = np.mean([r["test_accuracy"] for r in level_rows])
-                echo(f"source level {lv:2d}: density {100 * level_rows[0]['density']:6.2f}%  test acc {100 * acc:.2f}  "
-                     f"{hist.seconds:.1f}s")
-            rows.extend(done["rows"])
-            summary["levels"][str(lv)] = {"density": float(np.mean([r["density"] for r in done["rows"]])),
-                                          "test_accuracy": float(np.mean([r["test_accuracy"] for r in done["rows"]]))}
+        from lth.logging.wandb_logger import WandbLogger
+
+        wb = cfg.logger.wandb
+        label = os.path.basename(rd.path)
+        logger = WandbLogger(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or label, tags=wb.tags + ["branch"],
+                             config={**to_dict(cfg), "run_hash": rd.hash, "run_dir": rd.path, "source_run": source_run,
+                                     "plan": plan.as_dict()},
+                             directory=rd.path, log_every=plan.log_every, label=label)
+        try:
+            rows = _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, source_run, summary, logger, echo)
             df = results.to_frame(rows)
-            write_atomic(rd.file("results.csv"), df.to_csv(index=False))
-            write_json(rd.file("summary.json"), summary)
-        df = results.to_frame(rows)
-        return Outcome(rd.path, df, results.summarize(df, kind="branch"))
+            table = results.summarize(df, kind="branch")
+            logger.log_results(df, table)
+        except BaseException:
+            logger.finish(failed=True)
+            raise
+        return Outcome(rd.path, df, table)
     finally:
         lock.close()
+
+
+def _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, source_run, summary, logger, echo) -> list[dict]:
+    """Train (or skip, when done) each requested source level, logging to W&B; returns all rows."""
+    rows = []
+    for lv in sorted(set(cfg.branch.levels)):
+        if rd.level_done(lv):
+            with open(os.path.join(rd.level_dir(lv), "result.json")) as f:
+                done = json.load(f)
+            echo(f"source level {lv:2d}: done already, skipped")
+        else:
+            weights, masks = starts[lv]
+            states = rewind.restart(states0, weights["params"], weights["batch_stats"], saved, masks,
+                                    optimizer_state=cfg.rewind.optimizer_state)
+            logger.start_level(lv, float(stacked_density(states.mask, paths).mean()))
+            states, hist, _ = train_level(trainer, states, keys, start=plan.rewind_step, end=plan.total_steps,
+                                          eval_every=plan.eval_every, on_eval=logger.log_eval, on_train=logger.log_train)
+            host = jax.device_get(states)
+            checkpoints.save(os.path.join(rd.level_dir(lv), "mask"), host.mask)
+            checkpoints.save(os.path.join(rd.level_dir(lv), "final"), {"params": host.params, "batch_stats": host.batch_stats})
+            level_rows = results.level_rows(lv, "branch", stacked_density(host.mask, paths), hist,
+                                            start=plan.rewind_step, end=plan.total_steps)
+            for r in level_rows:
+                r.update(source_run=source_run, source_level=lv)
+            done = {"rows": level_rows}
+            write_json(os.path.join(rd.level_dir(lv), "result.json"), done)
+            acc = np.mean([r["test_accuracy"] for r in level_rows])
+            logger.end_level({"density": level_rows[0]["density"], "test_accuracy": float(acc), "source_level": lv})
+            echo(f"source level {lv:2d}: density {100 * level_rows[0]['density']:6.2f}%  test acc {100 * acc:.2f}  "
+                 f"{hist.seconds:.1f}s")
+        rows.extend(done["rows"])
+        summary["levels"][str(lv)] = {"density": float(np.mean([r["density"] for r in done["rows"]])),
+                                      "test_accuracy": float(np.mean([r["test_accuracy"] for r in done["rows"]]))}
+        write_atomic(rd.file("results.csv"), results.to_frame(rows).to_csv(index=False))
+        write_json(rd.file("summary.json"), summary)
+    return rows
 
 
 def _start(cfg: Config, src: str, level: int, saved_raw, variables, paths, trainer) -> tuple[dict, Any]:
