@@ -55,9 +55,10 @@ def table(runs: list[str], by: str, metric: str, controls_from: str | None) -> p
             if kind != "ticket" and controls_from not in (None, name):
                 continue
             s = stats.loc[kind]
-            head = f"ticket ({by}={name})" if kind == "ticket" else f"{kind} ({name})"
+            head = f"{kind} ({name})"
             cols[head] = {lv: f"{100 * m:.2f} ± {100 * sd:.2f}" for lv, (m, sd) in s.iterrows()}
-    out = pd.DataFrame(cols)
+    order = [c for c in cols if c.startswith("ticket")] + [c for c in cols if not c.startswith("ticket")]
+    out = pd.DataFrame(cols)[order]  # tickets first, then the controls
     out.insert(0, "density %", [f"{100 * density.get(lv, float('nan')):.1f}" for lv in out.index])
     out.index.name = "level"
     return out.fillna("-")
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         print(f"no run directories (results.csv + config.yaml) under {args.paths}", file=sys.stderr)
         return 2
     t = table(runs, args.by, args.metric, args.controls_from)
-    print(f"{args.metric}, % (mean ± std over replicates), {len(runs)} run(s)\n")
+    print(f"{args.metric}, % (mean ± std over replicates), {len(runs)} run(s), columns by {args.by}\n")
     print(markdown(t.reset_index()))
     return 0
 
