@@ -44,6 +44,28 @@ def run(tmp_path, mode, optimizer_state="reset", **changes):
     return cfg, lottery.run(cfg, echo=lambda _: None)
 
 
+@pytest.fixture(scope="module")
+def modes(tmp_path_factory):
+    """One run per mode (optimizer state reset), shared by the tests below: mode -> (cfg, outcome,
+    the spy's calls)."""
+    out = {}
+    for mode in ("weights", "lr", "finetune"):
+        calls = []
+        with pytest.MonkeyPatch.context() as mp:
+            real = lottery.train_level
+
+            def recorded(trainer, states, keys, **kw):
+                start = jax.device_get(states)
+                res = real(trainer, states, keys, **kw)
+                calls.append({"states": start, "lr_fn": states.lr_fn, "kw": kw, "hist": res[1]})
+                return res
+
+            mp.setattr(lottery, "train_level", recorded)
+            cfg, o = run(tmp_path_factory.mktemp("modes"), mode)
+        out[mode] = (cfg, o, calls)
+    return out
+
+
 def on_disk(run_dir, *parts):
     return checkpoints.restore(os.path.join(run_dir, *parts), None)
 
@@ -63,9 +85,9 @@ def schedule(cfg):
     return make_schedule(cfg.optimizer, total_steps=T, steps_per_epoch=35)
 
 
-def test_weights_mode_starts_from_theta_k_at_step_k_with_the_schedule(tmp_path, spy):
+def test_weights_mode_starts_from_theta_k_at_step_k_with_the_schedule(modes):
     """θ ← m ⊙ θk, step ← k, lr_t = schedule(t) for t = k .. T-1."""
-    cfg, out = run(tmp_path, "weights")
+    cfg, out, spy = modes["weights"]
     start, hist = spy[1]["states"], spy[1]["hist"]
     theta_k = on_disk(out.run_dir, "rewind")["params"]
     mask = on_disk(RunDir(out.run_dir, "").level_dir(1), "mask")
@@ -75,11 +97,11 @@ def test_weights_mode_starts_from_theta_k_at_step_k_with_the_schedule(tmp_path, 
     np.testing.assert_allclose(hist.train["lr"], np.array([[float(sched(t))] * 2 for t in range(K, T)]), rtol=0, atol=0)
 
 
-def test_lr_mode_starts_from_the_final_weights_with_the_schedule_restarted_at_k(tmp_path, spy):
+def test_lr_mode_starts_from_the_final_weights_with_the_schedule_restarted_at_k(modes):
     """θ ← m ⊙ θ_{L-1} (level 0's final weights), step ← k, and the schedule again from k: lr is
     0.05 up to step 49 and 0.005 from step 50, at level 1 as at level 0.
     Catches: LR rewinding that rewinds the weights, or that keeps the final learning rate."""
-    cfg, out = run(tmp_path, "lr")
+    cfg, out, spy = modes["lr"]
     start, hist = spy[1]["states"], spy[1]["hist"]
     final0 = on_disk(RunDir(out.run_dir, "").level_dir(0), "final")["params"]
     mask = on_disk(RunDir(out.run_dir, "").level_dir(1), "mask")
@@ -94,9 +116,9 @@ def test_lr_mode_starts_from_the_final_weights_with_the_schedule_restarted_at_k(
     np.testing.assert_array_equal(lr, spy[0]["hist"].train["lr"][K:])  # level 0's rates at the same steps
 
 
-def test_finetune_mode_trains_the_final_weights_at_the_final_learning_rate(tmp_path, spy):
+def test_finetune_mode_trains_the_final_weights_at_the_final_learning_rate(modes):
     """θ ← m ⊙ θ_{L-1}, T - k steps at schedule(T - 1) = 0.005 throughout (no rate of 0.05)."""
-    cfg, out = run(tmp_path, "finetune")
+    cfg, out, spy = modes["finetune"]
     start, hist = spy[1]["states"], spy[1]["hist"]
     final0 = on_disk(RunDir(out.run_dir, "").level_dir(0), "final")["params"]
     mask = on_disk(RunDir(out.run_dir, "").level_dir(1), "mask")
@@ -109,21 +131,20 @@ def test_finetune_mode_trains_the_final_weights_at_the_final_learning_rate(tmp_p
 
 
 @pytest.mark.parametrize("mode", ["lr", "finetune"])
-def test_optimizer_state_reset_or_rewound_in_every_mode(tmp_path, spy, mode):
+def test_optimizer_state_reset_or_rewound_in_every_mode(tmp_path, spy, modes, mode):
     """`rewound` starts level 1 with the optimizer state saved at k (momentum built over k steps),
     `reset` with a fresh one (zero momentum), whatever the weights."""
     _, out = run(tmp_path / "a", mode, optimizer_state="rewound")
     saved = on_disk(out.run_dir, "rewind")["opt_state"]
     assert_trees_equal(spy[1]["states"].opt_state, saved)
     assert any(np.abs(np.asarray(x)).sum() > 0 for x in jax.tree.leaves(saved["inner_state"]))
-    _, out = run(tmp_path / "b", mode, optimizer_state="reset")
-    trace = jax.tree.leaves(spy[-1]["states"].opt_state.inner_state)
+    trace = jax.tree.leaves(modes[mode][2][1]["states"].opt_state.inner_state)  # the same run with reset
     assert all(not np.asarray(x).any() for x in trace if np.ndim(x) > 1)
 
 
-def test_modes_share_level_0_and_differ_after(tmp_path):
+def test_modes_share_level_0_and_differ_after(tmp_path, modes):
     """Level 0 is the same dense training in every mode; level 1 differs between the three."""
-    res = {m: run(tmp_path, m)[1].results for m in ("weights", "lr", "finetune")}
+    res = {m: modes[m][1].results for m in ("weights", "lr", "finetune")}
     l0 = {m: r[r.level == 0].test_loss.to_numpy() for m, r in res.items()}
     l1 = {m: r[r.level == 1].test_loss.to_numpy() for m, r in res.items()}
     np.testing.assert_array_equal(l0["weights"], l0["lr"])
