@@ -173,3 +173,37 @@ def test_bad_controls_are_refused_before_anything_is_written(tmp_path):
             lottery.run(mnist1d_config(tmp_path, controls=controls), echo=lambda _: None)
     assert not os.path.exists(tmp_path / "runs")
 
+
+
+def test_wandb_records_each_kind_apart_and_the_gaps(tmp_path):
+    """Offline W&B, read back: the level-1 run logs the tickets unprefixed and each control under
+    its name, per replicate, equal to results.csv; the level summary and the summary run hold the
+    ticket-minus-control gap."""
+    import glob
+
+    from test_lottery import wandb_records
+
+    cfg = mnist1d_config(tmp_path, controls=["reinit"])
+    cfg.logger.wandb.mode = "offline"
+    out = lottery.run(cfg, echo=lambda _: None)
+    df = out.results
+    runs = {}
+    for f in sorted(glob.glob(os.path.join(out.run_dir, "wandb", "offline-run-*", "*.wandb"))):
+        recs = wandb_records(f)
+        run = next(r["run"] for r in recs if r["type"] == "run")
+        runs[run["display_name"][-3:]] = [r for r in recs if r["type"] in ("history", "summary")]
+    level1 = [r["history"]["item"] for r in runs["L01"] if r["type"] == "history"]
+    last = [h for h in level1 if "test/accuracy" in h][-1]
+    for kind, prefix in (("ticket", ""), ("reinit", "reinit/")):
+        rows = df[(df.level == 1) & (df.kind == kind)].sort_values("replicate")
+        for r, acc in enumerate(rows.test_accuracy):
+            assert last[f"{prefix}test/accuracy_r{r}"] == pytest.approx(acc, abs=1e-7)
+    assert any("reinit/train/loss" in h for h in level1)
+    summary = {}
+    for r in runs["L01"]:
+        if r["type"] == "summary":
+            summary.update(r["summary"].get("update", {}))
+    gap = out.summary.loc[1, "gap_reinit"]
+    assert summary["reinit/gap"] == pytest.approx(gap) and summary["reinit/winning"] == (gap > 0)
+    per_level = {h["level"]: h for h in (r["history"]["item"] for r in runs["ary"] if r["type"] == "history") if "level" in h}
+    assert per_level[1]["gap_reinit"] == pytest.approx(gap)
