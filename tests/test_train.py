@@ -90,6 +90,41 @@ def test_rewinding_gives_mask_times_theta_k_and_step_k(tiny_dataset):
             assert tree_equal(r.opt_state, saved["opt_state"])
 
 
+def test_every_rewinding_mode_by_its_equation(tiny_dataset):
+    """lth.rewind.MODES on the trainer, fast (what `make mutate` runs against lth/rewind.py; the
+    level loop's use of them is tests/test_rewind_modes.py): `weights` starts from m ⊙ θk,
+    `lr` and `finetune` from m ⊙ (final weights); all at step k; `finetune` at the constant
+    schedule(T - 1), the others on the schedule; the optimizer state reset or rewound."""
+    from lth.rewind import MODES, restart, start_weights
+
+    opt = OptimizerConfig(name="momentum", lr=0.05, momentum=0.9, schedule=ScheduleConfig(name="step", milestones=["40it"]))
+    tr = make_trainer(tiny_dataset, opt, total=60)
+    states, keys = dense_states(tr)
+    final, _, captured = train_level(tr, states, keys, start=0, end=60, eval_every=20, capture_at=7)
+    saved, fin = host(snapshot(captured)), host({"params": final.params, "batch_stats": final.batch_stats})
+    masks = pruned_masks(final)
+    assert (MODES["weights"].weights_from, MODES["lr"].weights_from, MODES["finetune"].weights_from) == ("rewind", "final", "final")
+    for name, mode in MODES.items():
+        lr_fn = mode.lr_fn(tr.lr_fn, 60)
+        if name == "finetune":
+            assert [float(lr_fn(t)) for t in (0, 7, 39, 40, 59)] == pytest.approx([0.005] * 5)
+        else:
+            assert lr_fn is tr.lr_fn
+        w = start_weights(mode, saved, fin)
+        assert tree_equal(w["params"], saved["params"] if name == "weights" else fin["params"])
+        for opt_state in ("reset", "rewound"):
+            r = restart(states, w["params"], w["batch_stats"], saved, masks, optimizer_state=opt_state, lr_fn=lr_fn)
+            assert np.all(np.asarray(r.step) == 7) and r.lr_fn is lr_fn
+            assert tree_equal(r.params, jax.tree.map(lambda p, m: np.where(m, p, 0), w["params"], host(masks)))
+            assert tree_equal(r.mask, masks)
+            if opt_state == "rewound":
+                assert tree_equal(r.opt_state, saved["opt_state"])
+            else:
+                assert all(not np.any(x) for x in jax.tree.leaves(host(r.opt_state.inner_state)) if x.ndim > 1)
+    r = restart(states, fin["params"], fin["batch_stats"], saved, masks, optimizer_state="reset")
+    assert r.lr_fn is states.lr_fn  # without lr_fn: the template's schedule
+
+
 def test_schedule_follows_the_state_step_like_pytorch_multistep():
     opt = OptimizerConfig(name="momentum", lr=0.1, momentum=0.9,
                           schedule=ScheduleConfig(name="step", milestones=["10it", "2ep"], gamma=0.1))
