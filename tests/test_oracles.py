@@ -433,3 +433,46 @@ def build_model_mlp():
     from lth.models import build_model
 
     return build_model(ModelConfig(name="mlp", widths=[8]), 4)
+
+
+# -- tickets against their controls -----------------------------------------------------------------
+
+def _rows(kind, accs, es_accs, density=0.5):
+    return [{"level": 1, "replicate": r, "kind": kind, "density": density, "test_accuracy": a,
+             "early_stop_test_accuracy": e, "early_stop_step": 100} for r, (a, e) in enumerate(zip(accs, es_accs))]
+
+
+def test_control_gap_is_paired_by_replicate_and_winning_is_a_positive_gap():
+    """gap = mean over replicates of ticket − control (paired: rows may come in any order), its
+    population std, the early-stop gap; winning only for a gap > 0 (a tie is not a win)."""
+    ticket = _rows("ticket", [0.90, 0.80], [0.88, 0.70])
+    control = list(reversed(_rows("reinit", [0.85, 0.81], [0.80, 0.72], density=0.25)))
+    c = results.compare_to_control(ticket, control)
+    assert c["gap"] == pytest.approx(((0.90 - 0.85) + (0.80 - 0.81)) / 2)
+    assert c["gap_std"] == pytest.approx(np.std([0.05, -0.01]))
+    assert c["es_gap"] == pytest.approx(((0.88 - 0.80) + (0.70 - 0.72)) / 2)
+    assert c["test_accuracy"] == pytest.approx(0.83) and c["test_accuracy_std"] == pytest.approx(0.02)
+    assert c["early_stop_test_accuracy"] == pytest.approx(0.76) and c["density"] == 0.25
+    assert c["winning"] is True and c["replicates"] == 2
+    tie = results.compare_to_control(ticket, _rows("reinit", [0.90, 0.80], [0.0, 0.0]))
+    assert tie["gap"] == 0 and tie["winning"] is False
+    extra = results.compare_to_control(ticket[:1], control)  # only replicates present on both sides
+    assert extra["replicates"] == 1 and extra["gap"] == pytest.approx(0.05)
+
+
+def test_summary_table_has_each_controls_accuracy_gap_and_verdict_per_level():
+    df = pd.DataFrame(_rows("ticket", [0.9, 0.9], [0.9, 0.9], 1.0) + [
+        {**r, "level": 1} for r in _rows("ticket", [0.90, 0.80], [0.88, 0.70])] + _rows("reinit", [0.95, 0.90], [0.9, 0.9])
+        + _rows("random_prune", [0.80, 0.70], [0.8, 0.7]))
+    df.loc[:1, "level"] = 0
+    t = results.summarize(df)
+    assert list(t.index) == [0, 1]
+    assert t.loc[1, "reinit_acc"] == pytest.approx(0.925) and t.loc[1, "gap_reinit"] == pytest.approx(-0.075)
+    assert t.loc[1, "random_prune_acc"] == pytest.approx(0.75) and t.loc[1, "gap_random_prune"] == pytest.approx(0.10)
+    assert bool(t.loc[1, "wins_random_prune"]) is True
+    assert bool(t.loc[1, "wins_reinit"]) is False
+    assert pd.isna(t.loc[0, "gap_reinit"]) and pd.isna(t.loc[0, "wins_reinit"]) and str(t["wins_reinit"].dtype) == "boolean"
+    printed = results.format_summary(t)
+    assert "-7.50" in printed and "+10.00" in printed and "92.50" in printed
+    assert "gap_reinit" not in results.summarize(df[df.kind == "ticket"]).columns
+    assert "gap_reinit" not in results.summarize(df, kind="reinit").columns
