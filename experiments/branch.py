@@ -28,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from lth.config import Config, ConfigError, from_dict, to_dict  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=Config)
-CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 NOT_IN_A_BRANCH = ("experiment", "debug")
 
 
@@ -43,7 +42,6 @@ def branch_config(composed: DictConfig, overrides: list[str]) -> Config:
     if not source:
         raise ConfigError("branch.source=null: name the lottery run directory to branch from (branch.source=RUN_DIR)")
     merged = OmegaConf.create(to_dict(source_config(source)))
-    groups = {d for d in os.listdir(CONF) if os.path.isdir(os.path.join(CONF, d))}
     runs_dir_given = False
     for ov in OverridesParser.create().parse_overrides(overrides):
         key = ov.key_or_group
@@ -71,7 +69,7 @@ def main(dcfg: DictConfig) -> None:
 
     try:
         cfg = branch_config(dcfg, list(HydraConfig.get().overrides.task))
-        from lth import branch, results
+        from lth import branch
 
         outcome = branch.run(cfg)
     except (ConfigError, DataError, RunLocked) as e:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import numpy as np
@@ -36,6 +36,9 @@ from lth import checkpoints, controls as C, masks as M, results, rewind
 from lth.config import Config, ConfigError, from_dict, to_dict
 from lth.run_dir import RunDir, write_atomic, write_json
 from lth.train import replicate_keys, stacked_density, train_level
+
+if TYPE_CHECKING:
+    from lth.lottery import Outcome
 
 HEAD = "head/"
 

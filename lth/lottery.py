@@ -22,8 +22,7 @@ import dataclasses
 import json
 import os
 import sys
-import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from lth import branch, checkpoints, lottery, masks as M
+from lth import branch, lottery, masks as M
 from lth.config import (BranchConfig, ConfigError, DatasetConfig, ModelConfig, RewindConfig, TrainConfig)
 from lth.run_dir import RunDir
 
