@@ -103,18 +103,24 @@ def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0)
         out["matching"] = match.astype("boolean").mask(out.index == 0)
     if kind == "ticket":
         for control in [k for k in dict.fromkeys(df.kind) if k != "ticket"]:
-            cols = {}
-            for level in out.index:
-                rows = lambda k: df[(df.level == level) & (df.kind == k)].to_dict("records")
-                c = rows(control)
-                if c:
-                    cmp = compare_to_control(rows("ticket"), c)
-                    cols[level] = (cmp["test_accuracy"], cmp["gap"], cmp["winning"])
-            idx = out.index
-            out[f"{control}_acc"] = [cols[lv][0] if lv in cols else np.nan for lv in idx]
-            out[f"gap_{control}"] = [cols[lv][1] if lv in cols else np.nan for lv in idx]
-            out[f"wins_{control}"] = pd.array([cols[lv][2] if lv in cols else pd.NA for lv in idx], dtype="boolean")
+            _add_control_columns(out, df, control)
     return out
+
+
+def _add_control_columns(out: pd.DataFrame, df: pd.DataFrame, control: str) -> None:
+    """`<control>_acc`, `gap_<control>` and `wins_<control>` per level of the tickets' table `out`
+    (NaN / NA where the control has no rows, as at the dense level)."""
+    cols = {}
+    for level in out.index:
+        rows = lambda k: df[(df.level == level) & (df.kind == k)].to_dict("records")
+        c = rows(control)
+        if c:
+            cmp = compare_to_control(rows("ticket"), c)
+            cols[level] = (cmp["test_accuracy"], cmp["gap"], cmp["winning"])
+    idx = out.index
+    out[f"{control}_acc"] = [cols[lv][0] if lv in cols else np.nan for lv in idx]
+    out[f"gap_{control}"] = [cols[lv][1] if lv in cols else np.nan for lv in idx]
+    out[f"wins_{control}"] = pd.array([cols[lv][2] if lv in cols else pd.NA for lv in idx], dtype="boolean")
 
 
 def format_summary(summary: pd.DataFrame) -> str:
