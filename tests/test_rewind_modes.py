@@ -26,7 +26,12 @@ def spy(monkeypatch):
     """Every call of the level loop's `train_level`: its start states (host), its keyword arguments
     and the history it returned."""
     calls = []
-    real = lottery.train_level
+    monkeypatch.setattr(lottery, "train_level", recording(lottery.train_level, calls))
+    return calls
+
+
+def recording(real, calls):
+    """`real` (train_level), appending what each call was given and recorded to `calls`."""
 
     def recorded(trainer, states, keys, **kw):
         start = jax.device_get(states)
@@ -34,8 +39,7 @@ def spy(monkeypatch):
         calls.append({"states": start, "lr_fn": states.lr_fn, "kw": kw, "hist": out[1]})
         return out
 
-    monkeypatch.setattr(lottery, "train_level", recorded)
-    return calls
+    return recorded
 
 
 def run(tmp_path, mode, optimizer_state="reset", **changes):
@@ -52,15 +56,7 @@ def modes(tmp_path_factory):
     for mode in ("weights", "lr", "finetune"):
         calls = []
         with pytest.MonkeyPatch.context() as mp:
-            real = lottery.train_level
-
-            def recorded(trainer, states, keys, **kw):
-                start = jax.device_get(states)
-                res = real(trainer, states, keys, **kw)
-                calls.append({"states": start, "lr_fn": states.lr_fn, "kw": kw, "hist": res[1]})
-                return res
-
-            mp.setattr(lottery, "train_level", recorded)
+            mp.setattr(lottery, "train_level", recording(lottery.train_level, calls))
             cfg, o = run(tmp_path_factory.mktemp("modes"), mode)
         out[mode] = (cfg, o, calls)
     return out
