@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from lth import checkpoints, controls as C, masks as M, results, rewind
 from lth.config import Config, ConfigError, from_dict, to_dict
@@ -87,7 +86,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
     one = jax.tree.map(lambda x: x[0], variables["params"])
     paths = M.prunable_paths(one, cfg.pruning.prunable, cfg.pruning.exclude)
     template = jax.device_get(rewind.snapshot(states0))
-    saved_raw = ocp.StandardCheckpointer().restore(os.path.join(src, "rewind"))
+    saved_raw = checkpoints.restore(os.path.join(src, "rewind"), None)
     if cfg.rewind.optimizer_state == "rewound":
         if b.weights != "rewind":
             raise ConfigError(f"rewind.optimizer_state=rewound: only a branch with branch.weights=rewind can take the source's "
@@ -179,12 +178,11 @@ def _start(cfg: Config, src: str, level: int, saved_raw, variables, paths, train
     the branch's replicates."""
     R, b = cfg.replicates, cfg.branch
     ldir = os.path.join(src, f"level_{level:02d}")
-    ck = ocp.StandardCheckpointer()
-    src_mask = M.flatten(ck.restore(os.path.join(ldir, "mask")))
+    src_mask = M.flatten(checkpoints.restore(os.path.join(ldir, "mask"), None))
     if b.weights == "rewind":
         w = saved_raw
     elif b.weights == "final":
-        w = ck.restore(os.path.join(ldir, "final"))
+        w = checkpoints.restore(os.path.join(ldir, "final"), None)
     else:  # reinit: the branch's own draw (not θ0 of its seed, which is the source's θ0 when the seed is kept)
         import jax.numpy as jnp
 
@@ -202,7 +200,9 @@ def _start(cfg: Config, src: str, level: int, saved_raw, variables, paths, train
         elif p.startswith(HEAD):
             params[p] = np.asarray(v)
             density = float(np.asarray(src_mask[p]).mean()) if p in src_mask else 1.0
-            masks[p] = np.stack([_random_mask(shape, density, C.control_rng(cfg.seed, r, "branch_head", level)) for r in range(R)])
+            alive = int(round(density * int(np.prod(shape))))
+            masks[p] = np.stack([C.exact_keep(int(np.prod(shape)), alive, C.control_rng(cfg.seed, r, "branch_head", level)).reshape(shape)
+                                 for r in range(R)])
             fresh.append(p)
         else:
             got = np.shape(src_params[p])[1:] if p in src_params else "missing"
@@ -222,11 +222,3 @@ def _start(cfg: Config, src: str, level: int, saved_raw, variables, paths, train
         mask = M.stack([C.shuffle_layerwise(m, paths, C.control_rng(cfg.seed, r, "shuffle_layerwise", level))
                         for r, m in enumerate(M.unstack(mask, R))])
     return {"params": M.unflatten(params), "batch_stats": M.unflatten(bstats) if bstats else {}}, mask
-
-
-def _random_mask(shape, density: float, rng: np.random.Generator) -> np.ndarray:
-    """A mask of `shape` with exactly round(density × size) survivors at random positions."""
-    size = int(np.prod(shape))
-    keep = np.zeros(size, bool)
-    keep[rng.choice(size, size=int(round(density * size)), replace=False)] = True
-    return keep.reshape(shape)

@@ -35,6 +35,8 @@ def exists(path: str) -> bool:
 
 
 def restore(path: str, template: PyTree) -> PyTree:
-    """Load the checkpoint at `path` into the structure of `template` (arrays as numpy)."""
+    """Load the checkpoint at `path` into the structure of `template` (arrays as numpy); with
+    `template=None`, as saved (nested dicts and lists: what branches and pre-trained starts read
+    from a run whose model they only know by its tensors)."""
     abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), jax.device_get(template))
     return _checkpointer().restore(os.path.abspath(path), abstract)

@@ -71,6 +71,13 @@ def control_rng(seed: int, replicate: int, name: str, level: int) -> np.random.G
     return np.random.default_rng([seed, replicate, _salt(name), level])
 
 
+def exact_keep(size: int, alive: int, rng: np.random.Generator) -> np.ndarray:
+    """A flat boolean vector of `size` with exactly `alive` True entries at uniformly random positions."""
+    keep = np.zeros(size, bool)
+    keep[rng.choice(size, size=alive, replace=False)] = True
+    return keep
+
+
 def random_mask(mask: PyTree, paths: list[str], rng: np.random.Generator, *, per_tensor: bool) -> PyTree:
     """A uniformly random mask with exactly the survivors of `mask` per prunable tensor
     (`per_tensor`) or over all of them together; other tensors all-True."""
@@ -80,8 +87,7 @@ def random_mask(mask: PyTree, paths: list[str], rng: np.random.Generator, *, per
     for group in groups:
         sizes = [flat[p].size for p in group]
         alive = int(sum(flat[p].sum() for p in group))
-        keep = np.zeros(sum(sizes), bool)
-        keep[rng.choice(keep.size, size=alive, replace=False)] = True
+        keep = exact_keep(sum(sizes), alive, rng)
         start = 0
         for p, n in zip(group, sizes):
             out[p] = keep[start:start + n].reshape(flat[p].shape)

@@ -84,9 +84,7 @@ def _load_run_checkpoint(path: str, replicate: int, setting: str) -> dict[str, d
 
     if not checkpoints.exists(path):
         raise ConfigError(f"{setting}: a folder, but not an orbax checkpoint (expected a run's level_NN/final)")
-    import orbax.checkpoint as ocp
-
-    tree = ocp.StandardCheckpointer().restore(path)
+    tree = checkpoints.restore(path, None)
     out = {}
     for c in COLLECTIONS:
         flat = M.flatten(tree.get(c, {}) or {})
