@@ -80,8 +80,30 @@ class OptimizerConfig:
 
 
 @dataclass
+class GradualConfig:
+    """Gradual magnitude pruning within one training run (`pruning.schedule=gradual`, `lth.gradual`):
+    the density falls from `initial_density` at step `begin` to `pruning.target_density` at step
+    `end` along Zhu & Gupta's cubic, the mask recomputed every `every` steps. `end: null` is 3/4 of
+    training; `every: null` is a tenth of end - begin (at least one step)."""
+
+    begin: str = "0it"
+    end: Optional[str] = None
+    every: Optional[str] = None
+    initial_density: float = 1.0
+
+
+@dataclass
 class PruningConfig:
-    """Magnitude pruning of a fraction of the *remaining* prunable weights at each level.
+    """Which weights each pruning step removes, how many, and when.
+
+    `schedule`: `iterative` (each level removes `fraction` of the *remaining* prunable weights),
+    `oneshot` (one level straight from the dense network to `target_density`) or `gradual` (within
+    level 0's training, `lth.gradual`). `method` scores the weights (`lth.methods`): `magnitude`
+    of the previous level's final weights (IMP), `random`, or at the rewind point (θ0 by default)
+    `snip`, `grasp`, `synflow`, `magnitude_at_init`. The lowest scores go, an exact count, ties
+    broken by position. `granularity`: single `weight`s, or whole units by the sum of their
+    weights' scores (`neuron`: dense units; `channel`: convolution filters; `lth.structured`).
+    `ablation` (Frankle et al. 2021, `lth.ablations`): `shuffle_layerwise`, `reinit`, `invert`.
 
     `prunable` and `exclude` are regular expressions searched in `/`-joined parameter paths
     (`head/kernel`, `stage2/block0/conv1/kernel`). `fractions` maps a pattern to a per-tensor
@@ -94,6 +116,15 @@ class PruningConfig:
     prunable: list[str] = field(default_factory=lambda: ["kernel$"])
     exclude: list[str] = field(default_factory=list)
     fractions: dict[str, float] = field(default_factory=dict)
+    method: str = "magnitude"  # magnitude | random | snip | grasp | synflow | magnitude_at_init
+    schedule: str = "iterative"  # iterative | oneshot | gradual
+    target_density: Optional[float] = None  # oneshot and gradual: the density reached
+    granularity: str = "weight"  # weight | neuron | channel
+    ablation: str = "none"  # none | shuffle_layerwise | reinit | invert
+    score_batches: int = 1  # snip, grasp: training batches the scores average over
+    synflow_rounds: int = 100  # synflow: pruning rounds per level (exponential density schedule)
+    grasp_temperature: float = 200.0  # grasp: logits divided by T (the released GraSP code's T = 200)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
 
 
 @dataclass
@@ -197,13 +228,23 @@ HASHED_SECTIONS = ("dataset", "model", "optimizer", "pruning", "rewind", "init",
 # Settings added after runs existed: left out of the hash while at these defaults, so the runs made
 # before them keep their directories. (`controls` is not hashed at all: adding a control to a run
 # trains the missing members in the same directory.)
-HASH_OMITTED_AT_DEFAULT = {("rewind", "mode"): "weights", ("init",): None, ("train", "replicates_as"): "auto"}
+HASH_OMITTED_AT_DEFAULT = {
+    ("rewind", "mode"): "weights", ("init",): None, ("train", "replicates_as"): "auto",
+    ("pruning", "method"): "magnitude", ("pruning", "schedule"): "iterative", ("pruning", "target_density"): None,
+    ("pruning", "granularity"): "weight", ("pruning", "ablation"): "none", ("pruning", "score_batches"): 1,
+    ("pruning", "synflow_rounds"): 100, ("pruning", "grasp_temperature"): 200.0,
+    ("pruning", "gradual"): dataclasses.asdict(GradualConfig()),
+}
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("global", "layerwise")
+METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init")
+PRUNING_SCHEDULES = ("iterative", "oneshot", "gradual")
+GRANULARITIES = ("weight", "neuron", "channel")
+ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")
 OPTIMIZER_STATE_MODES = ("reset", "rewound")
 REWIND_MODES = ("weights", "lr", "finetune")
 CONTROLS = ("reinit", "random_prune", "random_prune_global")
@@ -272,6 +313,7 @@ def validate(cfg: Config) -> None:
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"pruning.fractions[{pattern!r}]={frac!r}: a per-tensor fraction must lie in [0, 1)")
     _choice("pruning.scope", p.scope, SCOPES)
+    _validate_pruning_method(cfg)
     import re
 
     for setting, patterns in (("pruning.prunable", p.prunable), ("pruning.exclude", p.exclude), ("pruning.fractions", list(p.fractions))):
@@ -338,3 +380,55 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.widths={m.widths!r}: every width must be >= 1")
     _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     parse_duration(cfg.logger.wandb.log_every, setting="logger.wandb.log_every")
+
+
+def _validate_pruning_method(cfg: Config) -> None:
+    """The method, schedule, granularity and ablation, and the settings each needs."""
+    p = cfg.pruning
+    _choice("pruning.method", p.method, METHODS)
+    _choice("pruning.schedule", p.schedule, PRUNING_SCHEDULES)
+    _choice("pruning.granularity", p.granularity, GRANULARITIES)
+    _choice("pruning.ablation", p.ablation, ABLATIONS)
+    if p.schedule == "iterative":
+        if p.target_density is not None:
+            raise ConfigError(f"pruning.target_density={p.target_density!r} is for pruning.schedule=oneshot or gradual; "
+                              "the iterative schedule removes pruning.fraction of the remaining weights per level")
+    else:
+        if p.target_density is None or not 0.0 < p.target_density < 1.0:
+            raise ConfigError(f"pruning.target_density={p.target_density!r}: pruning.schedule={p.schedule} needs the "
+                              "density to reach, a number in (0, 1), e.g. pruning.target_density=0.1")
+    if p.schedule == "oneshot" and cfg.levels != 1:
+        raise ConfigError(f"levels={cfg.levels!r}: pruning.schedule=oneshot prunes once, from the dense level 0 to "
+                          "pruning.target_density, so it needs levels=1 (sweep pruning.target_density for a one-shot curve)")
+    if p.schedule == "gradual":
+        if cfg.levels != 0:
+            raise ConfigError(f"levels={cfg.levels!r}: pruning.schedule=gradual prunes during level 0's training, so it "
+                              "needs levels=0")
+        for setting, value, default in (("pruning.method", p.method, "magnitude"), ("pruning.granularity", p.granularity, "weight"),
+                                        ("pruning.ablation", p.ablation, "none")):
+            if value != default:
+                raise ConfigError(f"{setting}={value!r}: pruning.schedule=gradual is gradual magnitude pruning of single "
+                                  f"weights (Zhu & Gupta 2017); it allows only {setting}={default}")
+        g = p.gradual
+        if not 0.0 < g.initial_density <= 1.0:
+            raise ConfigError(f"pruning.gradual.initial_density={g.initial_density!r}: must lie in (0, 1]")
+        if g.initial_density <= p.target_density:
+            raise ConfigError(f"pruning.gradual.initial_density={g.initial_density!r} must be above "
+                              f"pruning.target_density={p.target_density!r}: the density only falls")
+        parse_duration(g.begin, setting="pruning.gradual.begin")
+        if g.end is not None:
+            parse_duration(g.end, setting="pruning.gradual.end")
+        if g.every is not None and parse_duration(g.every, setting="pruning.gradual.every").value <= 0:
+            raise ConfigError(f"pruning.gradual.every={g.every!r}: must be at least one step")
+    if p.method in ("snip", "grasp", "synflow", "magnitude_at_init") and cfg.rewind.mode != "weights":
+        raise ConfigError(f"rewind.mode={cfg.rewind.mode!r}: pruning.method={p.method} prunes the weights at the rewind "
+                          "point and trains them from there, so it needs rewind.mode=weights")
+    if p.ablation == "shuffle_layerwise" and p.granularity != "weight":
+        raise ConfigError(f"pruning.ablation=shuffle_layerwise permutes single weights; it needs pruning.granularity=weight, "
+                          f"not {p.granularity!r}")
+    if p.score_batches < 1:
+        raise ConfigError(f"pruning.score_batches={p.score_batches!r}: SNIP and GraSP average over >= 1 training batch")
+    if p.synflow_rounds < 1:
+        raise ConfigError(f"pruning.synflow_rounds={p.synflow_rounds!r}: SynFlow needs >= 1 pruning round per level")
+    if not p.grasp_temperature > 0:
+        raise ConfigError(f"pruning.grasp_temperature={p.grasp_temperature!r}: must be > 0")

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lth import checkpoints, controls as C, masks as M, members, pretrained, pruning, results, rewind
+from lth import ablations, checkpoints, controls as C, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
+from lth import structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
 from lth.optim import make_optimizer, make_schedule
@@ -46,9 +47,15 @@ class Plan:
     eval_every: int
     log_every: int
     steps_per_epoch: int
+    gradual: tuple[int, int, int] | None = None  # (begin, end, every) of gradual pruning
 
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["gradual"] is None:
+            d.pop("gradual")  # the hash of every run without gradual pruning stays as it was
+        else:
+            d["gradual"] = list(d["gradual"])
+        return d
 
 
 def make_plan(cfg: Config, num_train: int) -> Plan:
@@ -66,7 +73,22 @@ def make_plan(cfg: Config, num_train: int) -> Plan:
         )
     eval_every = to_steps(cfg.train.eval_every, spe, setting="train.eval_every")
     log_every = to_steps(cfg.logger.wandb.log_every, spe, setting="logger.wandb.log_every")
-    return Plan(total, k, max(1, eval_every), max(1, log_every), spe)
+    gradual = _gradual_steps(cfg, spe, total) if cfg.pruning.schedule == "gradual" else None
+    return Plan(total, k, max(1, eval_every), max(1, log_every), spe, gradual)
+
+
+def _gradual_steps(cfg: Config, spe: int, total: int) -> tuple[int, int, int]:
+    """(begin, end, every) of gradual pruning in steps; `end` defaults to 3/4 of training and
+    `every` to a tenth of end - begin. The last update must come before training ends."""
+    g = cfg.pruning.gradual
+    begin = to_steps(g.begin, spe, setting="pruning.gradual.begin")
+    end = to_steps(g.end, spe, setting="pruning.gradual.end") if g.end is not None else (3 * total) // 4
+    if not begin < end < total:
+        raise ConfigError(
+            f"pruning.gradual.begin={g.begin!r} (step {begin}) and pruning.gradual.end={g.end!r} (step {end}): gradual "
+            f"pruning needs begin < end < train.duration ({total} steps), so that the final density is trained")
+    every = to_steps(g.every, spe, setting="pruning.gradual.every") if g.every is not None else max(1, (end - begin) // 10)
+    return begin, end, every
 
 
 @dataclasses.dataclass
@@ -124,6 +146,12 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     if not paths:
         names = ", ".join(M.flatten(one_params))
         raise ConfigError(f"pruning.prunable={cfg.pruning.prunable} (exclude={cfg.pruning.exclude}) selects no parameter; parameters: {names}")
+    prune_paths = _prune_paths(cfg, one_params, paths)
+    if plan.gradual is not None:
+        begin, end, every = plan.gradual
+        trainer.mask_update = gradual.GradualPruning(
+            tuple((tuple(g), 1.0 - frac) for g, frac in pruning.groups(paths, cfg.pruning)), begin=begin, end=end,
+            every=every, initial_density=cfg.pruning.gradual.initial_density)
     ones = jax.vmap(M.ones_like)(variables["params"])
     states0 = trainer.create_states(variables, ones)
 
@@ -133,9 +161,24 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     try:
         for note in notes:
             echo(f"init.checkpoint: {note}")
-        return _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_params, echo, inputs)
+        ctx = methods.Context(cfg, trainer, keys["data"], paths, prune_paths)
+        return _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs)
     finally:
         lock.close()
+
+
+def _prune_paths(cfg: Config, one_params, paths: list[str]) -> list[str]:
+    """The prunable tensors a pruning step ranks: all of `paths`, or under structured granularity
+    those whose units it removes (`lth.structured`); none is a configuration error."""
+    if cfg.pruning.granularity == "weight":
+        return paths
+    flat = M.flatten(one_params)
+    out = structured.unit_paths(paths, {p: np.shape(flat[p]) for p in paths}, cfg.pruning.granularity)
+    if not out:
+        kinds = {"neuron": "dense (2-D) kernels", "channel": "convolution kernels"}[cfg.pruning.granularity]
+        raise ConfigError(f"pruning.granularity={cfg.pruning.granularity}: none of the prunable tensors {paths} are "
+                          f"{kinds} outside the output layer; use pruning.granularity=weight or the other granularity")
+    return out
 
 
 def _counts(params, paths) -> dict[str, Any]:
@@ -178,16 +221,15 @@ def restore_members(rd: RunDir, level: int, kind: str, template) -> dict[str, An
     return {"mask": mask, **final}
 
 
-def _level_groups(cfg, level, todo, sources, trainer, states0, paths, lr_fn) -> list[members.Group]:
+def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> list[members.Group]:
     """The members a level still has to train, as groups of stacked states at their start."""
     if level == 0:
         return [members.Group("ticket", states0)]
-    R, mode = cfg.replicates, rewind.MODES[cfg.rewind.mode]
+    R, mode, paths = cfg.replicates, rewind.MODES[cfg.rewind.mode], ctx.paths
     saved = sources.rewind_point()
     prev = sources.level(level - 1) if (mode.weights_from == "final" or "ticket" in todo) else None
     if "ticket" in todo:
-        ticket_mask = M.stack([pruning.prune(p, m, cfg.pruning, paths)
-                               for p, m in zip(M.unstack(prev["params"], R), M.unstack(prev["mask"], R))])
+        ticket_mask = methods.next_masks(methods.METHODS[cfg.pruning.method], ctx, level, prev["mask"], prev, saved)
     else:
         ticket_mask = restore_members(sources.rd, level, "ticket", sources.template)["mask"]
     start = rewind.start_weights(mode, saved, prev)
@@ -195,23 +237,30 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, paths, lr_fn) -> 
     for kind in todo:
         if kind == "ticket":
             masks, weights, opt = ticket_mask, start, cfg.rewind.optimizer_state
+            if ablations.ABLATIONS[cfg.pruning.ablation].fresh_weights:
+                weights, opt = _fresh(trainer, cfg, "ablation:reinit", level), "reset"
         else:
             control = C.CONTROLS[kind]
             masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level))
                              for r, m in enumerate(M.unstack(ticket_mask, R))])
             weights, opt = start, cfg.rewind.optimizer_state
             if control.fresh_weights:
-                fresh = trainer.init_variables(jnp.stack([C.control_key(cfg.seed, r, kind, level) for r in range(R)]))
-                weights, opt = {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}, "reset"
+                weights, opt = _fresh(trainer, cfg, kind, level), "reset"
         st = rewind.restart(states0, weights["params"], weights["batch_stats"], saved, masks, optimizer_state=opt, lr_fn=lr_fn)
         groups.append(members.Group(kind, st))
     return groups
 
 
-def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_params, echo, inputs) -> Outcome:
+def _fresh(trainer, cfg, name: str, level: int) -> dict[str, Any]:
+    """Weights drawn fresh from the initialiser with the key of (seed, replicate, name, level)."""
+    fresh = trainer.init_variables(jnp.stack([C.control_key(cfg.seed, r, name, level) for r in range(cfg.replicates)]))
+    return {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}
+
+
+def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs) -> Outcome:
     from omegaconf import OmegaConf
 
-    R = cfg.replicates
+    R, paths = cfg.replicates, ctx.paths
     write_atomic(rd.file("config.yaml"), OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
     summary = {"run_dir": rd.path, "hash": rd.hash, "config": to_dict(cfg), "plan": plan.as_dict(), "inputs": inputs,
                "dataset": {"name": dataset.name, "train": int(dataset.num_train), "val": int(len(dataset.x_val)),
@@ -233,14 +282,15 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
     ctl = f", controls {', '.join(cfg.controls)}" if cfg.controls else ""
     echo(f"run {rd.path}\n  {cfg.model.name} on {dataset.name} ({dataset.num_train} train / {len(dataset.x_val)} val / "
          f"{len(dataset.x_test)} test), {summary['parameters']['prunable_weights']:,} prunable weights, "
-         f"{R} replicate(s), levels 0..{cfg.levels}, {T} steps per level, {cfg.rewind.mode} rewinding to step {k}{ctl}")
+         f"{R} replicate(s), levels 0..{cfg.levels}, {T} steps per level, {_pruning_line(cfg, plan)}, "
+         f"{cfg.rewind.mode} rewinding to step {k}{ctl}")
     try:
         for level in range(cfg.levels + 1):
             kinds = ["ticket"] + (list(cfg.controls) if level > 0 else [])
             todo = [kind for kind in kinds if not rd.level_done(level, kind)]
             done = {kind: _read_result(rd, level, kind) for kind in kinds if kind not in todo}
             if todo:
-                groups = _level_groups(cfg, level, todo, sources, trainer, states0, paths, lr_fn)
+                groups = _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn)
                 states, member_keys = members.stack(groups, keys)
                 start = 0 if level == 0 else k
                 dens = stacked_density(states.mask, paths)
@@ -261,7 +311,7 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
                     checkpoints.save(rd.file("rewind"), sources.saved)
                 for g, sl in zip(groups, members.slices(groups)):
                     host = jax.device_get(members.take(states, sl))
-                    done[g.kind] = _save_members(rd, level, g.kind, host, hist.select(sl), paths, start, T)
+                    done[g.kind] = _save_members(rd, level, g.kind, host, hist.select(sl), ctx, start, T)
                     if g.kind == "ticket":
                         sources.keep(level, host)
                 seconds = hist.seconds
@@ -287,32 +337,64 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, paths, one_param
     return Outcome(rd.path, df, table)
 
 
+def _pruning_line(cfg: Config, plan: Plan) -> str:
+    """How this run prunes, in words, for the run's first line."""
+    p = cfg.pruning
+    what = p.method + (f" ({p.granularity}s)" if p.granularity != "weight" else "") + f", {p.scope}"
+    if p.schedule == "gradual":
+        begin, end, every = plan.gradual
+        what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"
+    elif p.schedule == "oneshot":
+        what += f", one shot to density {p.target_density}"
+    else:
+        what += f", {p.fraction:g} per level"
+    return what + (f", ablation {p.ablation}" if p.ablation != "none" else "")
+
+
 def _read_result(rd: RunDir, level: int, kind: str) -> dict[str, Any]:
     with open(os.path.join(rd.member_dir(level, kind), "result.json")) as f:
         return json.load(f)
 
 
-def _save_members(rd: RunDir, level: int, kind: str, host, hist, paths, start: int, end: int) -> dict[str, Any]:
+def _save_members(rd: RunDir, level: int, kind: str, host, hist, ctx, start: int, end: int) -> dict[str, Any]:
     """Write one kind's mask, final weights and result.json for a trained level; returns the result."""
+    paths = ctx.paths
     d = rd.member_dir(level, kind)
     checkpoints.save(os.path.join(d, "mask"), host.mask)
     checkpoints.save(os.path.join(d, "final"), {"params": host.params, "batch_stats": host.batch_stats})
     dens = stacked_density(host.mask, paths)
     n = len(dens)
     level_rows = results.level_rows(level, kind, dens, hist, start=start, end=end)
+    for row, fl in zip(level_rows, _flops(ctx.trainer, host, n)):
+        row.update(flops=fl.effective, flops_fraction=fl.effective / fl.dense)
     per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, n)] for p in paths}
     result = {
         "rows": level_rows, "summary": _kind_summary(level_rows, per_tensor),
         "history": {"eval_steps": hist.eval_steps, "evals": [{k2: v.tolist() for k2, v in e.items()} for e in hist.evals]},
     }
+    if ctx.cfg.pruning.granularity != "weight":
+        reports = [structured.report(m, ctx.prune_paths) for m in M.unstack(host.mask, n)]
+        result["summary"]["structured"] = {key: {p: [r[key][p] for r in reports] for p in reports[0][key]}
+                                           for key in ("alive_units", "dead_batchnorm_channels")}
     write_json(os.path.join(d, "result.json"), result)
     return result
+
+
+def _flops(trainer, host, n: int):
+    """Each member's FLOPs per example (`lth.flops`: multiply-accumulates of the weights that can
+    still contribute, so structured pruning also removes the inputs of dead channels)."""
+    out = []
+    for r in range(n):
+        one = jax.tree.map(lambda x: x[r], {"params": host.params, "batch_stats": host.batch_stats, "mask": host.mask})
+        variables = {"params": one["params"], **({"batch_stats": one["batch_stats"]} if one["batch_stats"] else {})}
+        out.append(flops.count_flops(trainer.model, variables, one["mask"], tuple(trainer.dataset.input_shape)))
+    return out
 
 
 def _kind_summary(rows, per_tensor) -> dict[str, Any]:
     mean = lambda key: float(np.mean([r[key] for r in rows]))
     return {
-        "density": mean("density"), "test_accuracy": mean("test_accuracy"),
+        "density": mean("density"), "flops_fraction": mean("flops_fraction"), "test_accuracy": mean("test_accuracy"),
         "test_accuracy_std": float(np.std([r["test_accuracy"] for r in rows])),
         "early_stop_step": mean("early_stop_step"), "early_stop_test_accuracy": mean("early_stop_test_accuracy"),
         "min_val_loss": mean("min_val_loss"), "seconds": rows[0]["seconds"], "tensor_densities": per_tensor,
@@ -330,7 +412,7 @@ def _level_summary(done: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _flat_summary(lsum: dict[str, Any]) -> dict[str, Any]:
     """A level's summary for W&B: scalars only, controls as `<kind>/<metric>`."""
-    out = {k: v for k, v in lsum.items() if k not in ("tensor_densities", "controls")}
+    out = {k: v for k, v in lsum.items() if k not in ("tensor_densities", "controls", "structured")}
     for kind, c in lsum.get("controls", {}).items():
         out.update({f"{kind}/{k}": v for k, v in c.items()})
     return out

@@ -25,7 +25,7 @@ import pandas as pd
 COLUMNS = [
     "level", "replicate", "kind", "density", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
     "train_loss", "early_stop_step", "early_stop_test_accuracy", "early_stop_val_accuracy", "min_val_loss",
-    "start_step", "end_step", "steps", "seconds",
+    "start_step", "end_step", "steps", "seconds", "flops", "flops_fraction",
 ]
 
 

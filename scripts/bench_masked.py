@@ -9,6 +9,11 @@ mask at 20% density), their ratio (goal: masked >= 0.95 x dense), replicate-step
 scaling against the first R measured, and the achieved FLOP rate (XLA's own FLOP count of the
 compiled step; cost analysis counts a pruned weight's zero multiplications too).
 
+At the first R it also measures training with gradual magnitude pruning inside the compiled loop
+(`lth.gradual`, `Trainer(mask_update=...)`): from dense to 20% density (global) over the timed
+window, the mask recomputed every `--gradual-every` steps (a `lax.cond` on the step; default 100,
+0 skips it), and prints its steps/s against the fixed-mask masked step (goal: >= 0.9 x).
+
     python scripts/bench_masked.py [--steps 2000] [--repeats 5] [--replicates 1 4]
     python scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 8 32 128   # Frankle & Carbin's setting
 """
@@ -22,6 +27,7 @@ import jax
 from bench_common import best_rate, device_line, fresh_states, real_or_random, write_record
 from lth import masks as M
 from lth.config import ModelConfig, OptimizerConfig, PruningConfig
+from lth.gradual import GradualPruning
 from lth.models import build_model
 from lth.optim import make_optimizer, make_schedule
 from lth.pruning import prune
@@ -39,10 +45,10 @@ def step_flops(trainer: Trainer, states, batch_size: int) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def measure(trainer: Trainer, states, keys, steps: int, chunk: int, repeats: int) -> tuple[float, float]:
+def measure(trainer: Trainer, states, keys, steps: int, chunk: int, repeats: int, flops: bool = True) -> tuple[float, float]:
     """Best-of-`repeats` steps/s of `steps` steps run as calls of `chunk` steps each (the metrics
-    of every call fetched to the host, as `train_level` does), and FLOPs/step."""
-    flops = step_flops(trainer, states, trainer.batch_size)
+    of every call fetched to the host, as `train_level` does), and FLOPs/step (nan unless `flops`)."""
+    flops = step_flops(trainer, states, trainer.batch_size) if flops else float("nan")
 
     def go():
         s = states
@@ -64,6 +70,8 @@ def main() -> None:
     ap.add_argument("--unroll", type=int, default=1, help="steps per iteration of the compiled loop")
     ap.add_argument("--perms", default=None, choices=["precomputed", "in_loop"], help="default: the device's")
     ap.add_argument("--replicates-as", default=None, choices=["vmap", "loop"], help="default: the trainer's for this model and device")
+    ap.add_argument("--gradual-every", type=int, default=100,
+                    help="steps between in-loop gradual mask updates, measured at the first R (0: not measured)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args()
     chunk = args.chunk or args.steps
@@ -88,6 +96,17 @@ def main() -> None:
                 m = M.stack([prune(p, mm, cfg, paths) for p, mm in zip(M.unstack(states.params, R), M.unstack(states.mask, R))])
                 states = states.replace(mask=m)
             res[masked] = measure(tr, states, keys, args.steps, chunk, args.repeats)
+        gradual = None
+        if args.gradual_every > 0 and R == args.replicates[0]:
+            # Dense to 20% density (global over the kernels) across the timed window, updates at
+            # 0, Δt, 2Δt, ... and at the window's last step, so the last update is timed too.
+            paths = M.prunable_paths(jax.tree.map(lambda x: x[0], states.params), ["kernel$"])
+            gp = GradualPruning.build(paths, 0.2, scope="global", begin=0, end=max(args.steps - 1, 0), every=args.gradual_every)
+            tr_g = Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=args.steps, steps_per_epoch=spe),
+                           batch_size=args.batch_size, perms=args.perms, unroll=args.unroll,
+                           replicates_as=args.replicates_as, mask_update=gp)
+            states_g, keys_g = fresh_states(tr_g, R)
+            gradual = (measure(tr_g, states_g, keys_g, args.steps, chunk, args.repeats, flops=False)[0], gp)
         (dense, fl_d), (masked_sps, fl_m) = res[False], res[True]
         base = base or (args.replicates[0], args.replicates[0] * masked_sps)
         row = {"replicates": R, "dense_steps_per_s": dense, "masked_steps_per_s": masked_sps,
@@ -100,6 +119,13 @@ def main() -> None:
               f"masked {masked_sps:9.1f} steps/s ({row['masked_tflops'] * 1e3:8.1f} GFLOP/s)   "
               f"masked/dense = {row['masked_over_dense']:.3f}   replicate-steps/s {R * masked_sps:10.1f} "
               f"({row['scaling']:.2f}x R={base[0]})   [{row['path']}]", flush=True)
+        if gradual is not None:
+            sps, gp = gradual
+            row.update(gradual_steps_per_s=sps, gradual_over_masked=sps / masked_sps, gradual_every=gp.every,
+                       gradual_updates=len(gp.update_steps()))
+            print(f"R={R}: gradual pruning in the loop (density 1 -> 0.2, mask recomputed every {gp.every} steps, "
+                  f"{len(gp.update_steps())} updates in {args.steps} steps) {sps:9.1f} steps/s   "
+                  f"gradual/masked = {sps / masked_sps:.3f} (goal >= 0.9)", flush=True)
     write_record(args.json, "masked", rows, data=what, batch_size=args.batch_size, optimizer=args.optimizer,
                  steps=args.steps, chunk=chunk, unroll=args.unroll, perms=tr.perms)
 

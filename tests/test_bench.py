@@ -35,6 +35,9 @@ def test_gpu_bench_smoke_runs_every_stage_and_writes_the_table(tmp_path):
     assert [r["replicates"] for r in masked["rows"]] == [1, 2] and masked["optimizer"] == "adam"
     assert all(r["masked_steps_per_s"] > 0 and r["dense_steps_per_s"] > 0 for r in masked["rows"])
     assert masked["rows"][0]["scaling"] == 1.0
+    # in-loop gradual pruning, measured at the first R only: 20 steps, updates at steps 0 and 19
+    assert masked["rows"][0]["gradual_steps_per_s"] > 0 and masked["rows"][0]["gradual_updates"] == 2
+    assert "gradual_steps_per_s" not in masked["rows"][1]
     assert (recs["loop-precomputed-4"]["perms"], recs["loop-precomputed-4"]["unroll"]) == ("precomputed", 4)
 
     fig = recs["figure"]  # the LTH preset through the driver: level 0 dense, level 1 layer-wise 20% (head 10%)

@@ -94,6 +94,35 @@ def test_rewinding_presets_sweep_the_three_modes_with_both_controls(preset, data
     assert cfg.controls == ["reinit", "random_prune"] and cfg.optimizer.schedule.name == "step"
 
 
+@pytest.mark.parametrize("preset,dataset,methods", [
+    ("frankle2021_pai_mnist1d", "mnist1d", "magnitude,snip,grasp,synflow,magnitude_at_init,random"),
+    ("frankle2021_pai_lenet", "mnist", "magnitude,snip,grasp,synflow,magnitude_at_init,random"),
+    ("frankle2021_pai_resnet20", "cifar10", "snip,grasp,synflow,magnitude_at_init,random"),
+])
+def test_pruning_at_init_presets_sweep_the_methods_on_one_ladder(preset, dataset, methods):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert dict(dcfg.hydra.sweeper.params) == {"pruning.method": methods}
+    cfg = compose_cfg(f"experiment={preset}")
+    assert cfg.dataset.name == dataset and cfg.replicates >= 3 and cfg.levels >= 5
+    assert (cfg.pruning.scope, cfg.pruning.schedule, cfg.rewind.point, cfg.rewind.mode) == ("global", "iterative", "0it", "weights")
+    for m in methods.split(","):  # every swept method validates with the preset
+        validate(compose_cfg(f"experiment={preset}", f"pruning.method={m}"))
+
+
+def test_gradual_preset_and_pruning_overrides_reach_the_config():
+    cfg = compose_cfg("experiment=zhu_gupta_gradual_mnist1d")
+    assert (cfg.levels, cfg.pruning.schedule, cfg.pruning.gradual.begin, cfg.pruning.gradual.end,
+            cfg.pruning.gradual.every) == (0, "gradual", "150it", "1125it", "75it")
+    validate(cfg)
+    cfg = compose_cfg("pruning.method=grasp", "pruning.granularity=neuron", "pruning.ablation=invert", "pruning.score_batches=4",
+                      "pruning.synflow_rounds=10", "pruning.grasp_temperature=1.0")
+    assert (cfg.pruning.method, cfg.pruning.granularity, cfg.pruning.ablation, cfg.pruning.score_batches,
+            cfg.pruning.synflow_rounds, cfg.pruning.grasp_temperature) == ("grasp", "neuron", "invert", 4, 10, 1.0)
+    cfg = compose_cfg("levels=1", "pruning.schedule=oneshot", "pruning.target_density=0.1")
+    assert (cfg.pruning.schedule, cfg.pruning.target_density) == ("oneshot", 0.1)
+
+
 def test_misspelt_key_fails_at_compose():
     with pytest.raises(Exception, match="pruning.fractoin|fractoin"):
         compose_cfg("pruning.fractoin=0.3")

@@ -1,0 +1,259 @@
+"""Pruning methods, schedules, granularities and ablations (lth.methods, lth.pruning,
+lth.structured, lth.ablations): exact counts, whole units, kept densities, refusals, and a small
+end-to-end run of every method."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import small_config
+from lth import ablations, masks as M, pruning, structured
+from lth.config import ConfigError, GradualConfig, ModelConfig, PruningConfig, TrainConfig
+
+
+def _tree(rng, shapes):
+    return M.unflatten({p: rng.normal(size=s).astype(np.float32) for p, s in shapes.items()})
+
+
+MLP = {"fc0/kernel": (6, 5), "fc0/bias": (5,), "fc1/kernel": (5, 4), "fc1/bias": (4,), "head/kernel": (4, 3), "head/bias": (3,)}
+KERNELS = ["fc0/kernel", "fc1/kernel", "head/kernel"]
+
+
+# -- one-shot ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+@pytest.mark.parametrize("target", [0.1, 0.37, 0.5])
+def test_oneshot_reaches_the_target_density_in_one_step(scope, target):
+    rng = np.random.default_rng(0)
+    params = _tree(rng, MLP)
+    cfg = PruningConfig(schedule="oneshot", target_density=target, scope=scope)
+    mask = pruning.prune(params, M.ones_like(params), cfg, KERNELS)
+    flat = M.flatten(mask)
+    if scope == "global":
+        total = sum(np.prod(MLP[p]) for p in KERNELS)
+        assert sum(int(np.asarray(flat[p]).sum()) for p in KERNELS) == total - pruning.n_to_prune(1 - target, total)
+    else:
+        for p in KERNELS:
+            n = int(np.prod(MLP[p]))
+            assert int(np.asarray(flat[p]).sum()) == n - pruning.n_to_prune(1 - target, n)
+    # the survivors are the largest magnitudes
+    w = np.concatenate([np.abs(np.asarray(M.flatten(params)[p])).ravel() for p in KERNELS])
+    keep = np.concatenate([np.asarray(flat[p]).ravel() for p in KERNELS])
+    if scope == "global":
+        assert w[keep].min() >= w[~keep].max()
+
+
+# -- structured --------------------------------------------------------------------------------
+def test_neuron_granularity_removes_whole_units_with_their_bias():
+    rng = np.random.default_rng(1)
+    params = _tree(rng, MLP)
+    flat = M.flatten(params)
+    cfg = PruningConfig(granularity="neuron", fraction=0.4, scope="layerwise")
+    paths = structured.unit_paths(KERNELS, MLP, "neuron")
+    assert paths == ["fc0/kernel", "fc1/kernel"]  # the output layer's units are the classes
+    mask = M.flatten(pruning.prune(params, M.ones_like(params), cfg, paths))
+    for p, units in (("fc0/kernel", 5), ("fc1/kernel", 4)):
+        m = np.asarray(mask[p])
+        col_alive = m.all(axis=0)
+        assert np.array_equal(col_alive, m.any(axis=0))  # whole columns, nothing partial
+        assert int((~col_alive).sum()) == pruning.n_to_prune(0.4, units)
+        l1 = np.abs(np.asarray(flat[p])).sum(axis=0)
+        assert l1[col_alive].min() >= l1[~col_alive].max()  # Li et al.: the smallest L1 norms go
+        bias = np.asarray(mask[p.replace("kernel", "bias")])
+        assert np.array_equal(bias, col_alive)
+    assert np.asarray(mask["head/kernel"]).all() and np.asarray(mask["head/bias"]).all()
+
+
+def test_channel_granularity_removes_filters_and_their_batchnorm_channel():
+    rng = np.random.default_rng(2)
+    shapes = {"conv1/kernel": (3, 3, 2, 6), "bn1/scale": (6,), "bn1/bias": (6,), "block0/shortcut_conv/kernel": (1, 1, 6, 4),
+              "block0/shortcut_bn/scale": (4,), "block0/shortcut_bn/bias": (4,), "fc0/kernel": (4, 3), "head/kernel": (3, 2)}
+    params = _tree(rng, shapes)
+    kernels = [p for p in shapes if p.endswith("kernel")]
+    paths = structured.unit_paths(sorted(kernels), shapes, "channel")
+    assert paths == ["block0/shortcut_conv/kernel", "conv1/kernel"]
+    cfg = PruningConfig(granularity="channel", fraction=0.5, scope="global")
+    mask = M.flatten(pruning.prune(params, M.ones_like(params), cfg, paths))
+    dead = sum(structured.dead_units(mask[p]) for p in paths)
+    assert dead == pruning.n_to_prune(0.5, 10)
+    for k, bn in (("conv1/kernel", "bn1"), ("block0/shortcut_conv/kernel", "block0/shortcut_bn")):
+        alive = np.asarray(mask[k]).reshape(-1, shapes[k][-1]).all(axis=0)
+        assert np.array_equal(alive, np.asarray(mask[k]).reshape(-1, shapes[k][-1]).any(axis=0))
+        assert np.array_equal(np.asarray(mask[f"{bn}/scale"]), alive) and np.array_equal(np.asarray(mask[f"{bn}/bias"]), alive)
+    assert np.asarray(mask["fc0/kernel"]).all()  # channel granularity prunes convolutions only
+    # a second step works on the remaining units and keeps the first step's removals
+    mask2 = M.flatten(pruning.prune(params, M.unflatten(mask), cfg, paths))
+    assert M.is_subset(M.unflatten(mask2), M.unflatten(mask))
+    assert sum(structured.dead_units(mask2[p]) for p in paths) == dead + pruning.n_to_prune(0.5, 10 - dead)
+
+
+# -- ablations ---------------------------------------------------------------------------------
+def test_shuffle_ablation_keeps_every_tensor_count_within_the_previous_mask():
+    rng = np.random.default_rng(3)
+    params = _tree(rng, MLP)
+    cfg = PruningConfig(fraction=0.5, scope="global")
+    m1 = pruning.prune(params, M.ones_like(params), cfg, KERNELS)
+    m2 = pruning.prune(params, m1, cfg, KERNELS)
+    shuffled = ablations.shuffle_within(m2, m1, KERNELS, np.random.default_rng(0))
+    assert M.is_subset(shuffled, m1)
+    for p in KERNELS:
+        assert int(np.asarray(M.flatten(shuffled)[p]).sum()) == int(np.asarray(M.flatten(m2)[p]).sum())
+    assert any(not np.array_equal(M.flatten(shuffled)[p], M.flatten(m2)[p]) for p in KERNELS)
+
+
+def test_invert_ablation_keeps_the_lowest_scores_at_the_same_counts():
+    rng = np.random.default_rng(4)
+    params = _tree(rng, MLP)
+    cfg = PruningConfig(fraction=0.3, scope="layerwise")
+    scores = pruning.magnitudes(params)
+    normal = M.flatten(pruning.prune_scores(scores, M.ones_like(params), cfg, KERNELS))
+    inverted = M.flatten(pruning.prune_scores(ablations.ABLATIONS["invert"].scores(scores), M.ones_like(params), cfg, KERNELS))
+    for p in KERNELS:
+        assert np.asarray(inverted[p]).sum() == np.asarray(normal[p]).sum()
+        w = np.abs(np.asarray(M.flatten(params)[p])).ravel()
+        inv = np.asarray(inverted[p]).ravel()
+        assert w[inv].max() <= w[~inv].min()
+
+
+def test_ties_are_broken_by_position_for_every_granularity():
+    params = M.unflatten({"fc0/kernel": np.ones((2, 4), np.float32), "head/kernel": np.ones((4, 2), np.float32)})
+    w = pruning.prune(params, M.ones_like(params), PruningConfig(fraction=0.5, scope="global"), ["fc0/kernel"])
+    assert np.array_equal(np.asarray(M.flatten(w)["fc0/kernel"]).ravel(), [False] * 4 + [True] * 4)
+    u = pruning.prune(params, M.ones_like(params), PruningConfig(fraction=0.5, granularity="neuron"), ["fc0/kernel"])
+    assert np.array_equal(np.asarray(M.flatten(u)["fc0/kernel"]).all(axis=0), [False, False, True, True])
+
+
+# -- refusals ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("changes, pruning_changes, words", [
+    ({}, dict(method="nonsense"), ["pruning.method", "synflow", "magnitude_at_init"]),
+    ({}, dict(schedule="sometimes"), ["pruning.schedule", "oneshot", "gradual"]),
+    ({}, dict(granularity="row"), ["pruning.granularity", "neuron", "channel"]),
+    ({}, dict(ablation="flip"), ["pruning.ablation", "shuffle_layerwise", "invert"]),
+    ({"levels": 1}, dict(schedule="oneshot"), ["pruning.target_density", "oneshot"]),
+    ({"levels": 1}, dict(schedule="oneshot", target_density=1.0), ["pruning.target_density", "(0, 1)"]),
+    ({"levels": 3}, dict(schedule="oneshot", target_density=0.1), ["levels=3", "levels=1"]),
+    ({"levels": 2}, dict(schedule="gradual", target_density=0.1), ["levels=2", "levels=0"]),
+    ({"levels": 0}, dict(schedule="gradual", target_density=0.1, method="snip"), ["pruning.method", "gradual"]),
+    ({"levels": 0}, dict(schedule="gradual", target_density=0.5, gradual=GradualConfig(initial_density=0.4)),
+     ["pruning.gradual.initial_density"]),
+    ({"levels": 0}, dict(schedule="gradual", target_density=0.2, gradual=GradualConfig(every="0it")), ["pruning.gradual.every"]),
+    ({"levels": 0}, dict(schedule="gradual", target_density=0.2, gradual=GradualConfig(end="5xx")), ["pruning.gradual.end"]),
+    ({}, dict(target_density=0.3), ["pruning.target_density", "iterative"]),
+    ({}, dict(ablation="shuffle_layerwise", granularity="neuron"), ["shuffle_layerwise", "granularity"]),
+    ({}, dict(score_batches=0), ["pruning.score_batches"]),
+    ({}, dict(synflow_rounds=0), ["pruning.synflow_rounds"]),
+    ({}, dict(grasp_temperature=0.0), ["pruning.grasp_temperature"]),
+    ({}, dict(granularity="channel"), ["pruning.granularity=channel", "convolution"]),  # an MLP has no convolution
+    ({"levels": 0}, dict(schedule="gradual", target_density=0.2, gradual=GradualConfig(begin="90it", end="100it")),
+     ["pruning.gradual.end", "train.duration (100 steps)"]),  # the final density must be trained
+])
+def test_bad_pruning_settings_are_refused_before_anything_is_written(tmp_path, changes, pruning_changes, words):
+    from lth import lottery
+
+    cfg = small_config(tmp_path, **changes)
+    cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **pruning_changes))
+    with pytest.raises(ConfigError) as e:
+        lottery.run(cfg, echo=lambda s: None)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+    assert not os.path.exists(tmp_path / "runs")
+
+
+# -- end to end --------------------------------------------------------------------------------
+def _run(tmp_path, **pruning_changes):
+    from lth import lottery
+
+    levels = pruning_changes.pop("levels", 2)
+    cfg = small_config(tmp_path, levels=levels, model=ModelConfig(name="mlp", widths=[32, 32]),
+                       train=TrainConfig(duration="40it", batch_size=100, eval_every="20it"))
+    cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **pruning_changes))
+    out = lottery.run(cfg, echo=lambda s: None)
+    return out, pd.read_csv(os.path.join(out.run_dir, "results.csv"))
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init"])
+def test_every_method_end_to_end_reaches_exact_densities(tmp_path, method):
+    out, df = _run(tmp_path, method=method, fraction=0.5, scope="global", synflow_rounds=5)
+    total = 40 * 32 + 32 * 32 + 32 * 10
+    for level, group in df.groupby("level"):
+        alive = total
+        for _ in range(level):
+            alive -= pruning.n_to_prune(0.5, alive)
+        assert np.allclose(group.density, alive / total), (level, group.density.tolist())
+    assert np.isfinite(df.train_loss).all() and df.test_accuracy.notna().all()
+
+
+def test_methods_differ_and_pruning_at_init_ignores_training(tmp_path):
+    from lth import checkpoints
+
+    masks = {}
+    for method in ("magnitude", "snip", "magnitude_at_init"):
+        out, _ = _run(tmp_path / method, method=method, fraction=0.5, scope="global", levels=1)
+        d = os.path.join(out.run_dir, "level_01", "mask")
+        masks[method] = M.flatten(checkpoints.restore(d, None))
+    differs = lambda a, b: any(not np.array_equal(masks[a][p], masks[b][p]) for p in masks[a])
+    assert differs("magnitude", "snip") and differs("magnitude", "magnitude_at_init") and differs("snip", "magnitude_at_init")
+
+
+def test_oneshot_and_ablations_end_to_end(tmp_path):
+    _, df = _run(tmp_path / "oneshot", schedule="oneshot", target_density=0.1, levels=1)
+    assert df[df.level == 1].density.tolist() == pytest.approx([0.1] * 2, abs=2e-3)
+    for a in ("shuffle_layerwise", "reinit", "invert"):
+        _, d = _run(tmp_path / a, method="snip", ablation=a, fraction=0.5, levels=1)
+        assert d[d.level == 1].density.tolist() == pytest.approx([0.5] * 2, abs=1e-3)
+
+
+def test_neuron_granularity_end_to_end(tmp_path):
+    from lth import checkpoints
+
+    out, df = _run(tmp_path, granularity="neuron", fraction=0.5, scope="layerwise", levels=1)
+    mask = M.flatten(checkpoints.restore(os.path.join(out.run_dir, "level_01", "mask"), None))
+    for p in ("fc1/kernel", "fc2/kernel"):
+        m = np.asarray(mask[p])  # stacked (R, in, out)
+        assert np.array_equal(m.all(axis=1), m.any(axis=1)) and (m.all(axis=1).sum(axis=1) == 16).all()
+        assert np.array_equal(np.asarray(mask[p.replace("kernel", "bias")]), m.all(axis=1))
+    final = M.flatten(checkpoints.restore(os.path.join(out.run_dir, "level_01", "final"), None)["params"])
+    assert (np.asarray(final["fc1/bias"])[~np.asarray(mask["fc1/bias"])] == 0).all()  # removed units stay removed
+
+
+def test_pruning_at_init_prunes_the_dense_weights_at_the_rewind_point_to_each_level_count(tmp_path):
+    """magnitude_at_init's level-2 mask is the one-shot global magnitude mask of θk at IMP's level-2
+    count (not a pruning of level 1's mask), per replicate."""
+    from lth import checkpoints
+
+    out, df = _run(tmp_path, method="magnitude_at_init", fraction=0.5, scope="global", levels=2)
+    saved = checkpoints.restore(os.path.join(out.run_dir, "rewind"), None)
+    mask = checkpoints.restore(os.path.join(out.run_dir, "level_02", "mask"), None)
+    cfg = PruningConfig(fraction=0.5, scope="global")
+    for r in range(2):
+        theta = M.unflatten({p: np.asarray(v)[r] for p, v in M.flatten(saved["params"]).items()})
+        paths = M.prunable_paths(theta, ["kernel$"])
+        ones = M.ones_like(theta)
+        want = pruning.prune_to(pruning.magnitudes(theta), ones, cfg, paths, pruning.ladder_counts(ones, cfg, paths, 2))
+        got = {p: np.asarray(v)[r] for p, v in M.flatten(mask).items()}
+        for p, w in M.flatten(want).items():
+            assert np.array_equal(got[p], np.asarray(w)), p
+    # a branch of the structured ticket (its masks, biases and all, read from disk) reproduces it
+    from lth import branch
+    from lth.config import BranchConfig
+
+    cfg = dataclasses.replace(out_cfg(out), branch=BranchConfig(source=out.run_dir, levels=[1]),
+                              paths=dataclasses.replace(out_cfg(out).paths, runs_dir=str(tmp_path / "branches")))
+    res = branch.run(cfg, echo=lambda _: None)
+    src = df[df.level == 1].sort_values("replicate")
+    got = res.results.sort_values("replicate")
+    for col in ("density", "test_accuracy", "test_loss"):
+        np.testing.assert_array_equal(got[col].to_numpy(), src[col].to_numpy(), err_msg=col)
+
+
+def out_cfg(out):
+    """The config a finished run was made with (its config.yaml)."""
+    from omegaconf import OmegaConf
+
+    from lth.config import from_dict
+
+    return from_dict(OmegaConf.to_container(OmegaConf.load(os.path.join(out.run_dir, "config.yaml"))))
