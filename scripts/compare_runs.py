@@ -5,10 +5,12 @@ trained beside them, mean ± std over replicates, as Markdown.
     python scripts/compare_runs.py --by rewind.mode runs/mnist1d_rewinding
     python scripts/compare_runs.py --by rewind.mode --metric early_stop_test_accuracy runs/a runs/b
     python scripts/compare_runs.py --by rewind.mode --controls-from weights runs/mnist1d_rewinding
+    python scripts/compare_runs.py --rows density --by pruning.method,pruning.schedule runs/frankle2021_pai_mnist1d
 
 Each argument is a run directory or a folder searched for them (any folder holding results.csv and
 config.yaml). `--by` names the config key that labels a run's columns (`rewind.mode`, `seed`,
-`pruning.scope`); rows are levels, with the tickets' density of the first run.
+`pruning.scope`, or several joined by commas); rows are levels, with the tickets' density of the
+first run, or with `--rows density` densities (tickets only).
 """
 
 from __future__ import annotations
@@ -31,14 +33,21 @@ def find_runs(paths: list[str]) -> list[str]:
 
 
 def label(run: str, key: str) -> str:
+    """The run's value of config key `key`, or of several comma-separated keys joined by `/`."""
     with open(os.path.join(run, "config.yaml")) as f:
-        value = yaml.safe_load(f)
-    for part in key.split("."):
-        value = value[part]
-    return str(value)
+        config = yaml.safe_load(f)
+    values = []
+    for k in key.split(","):
+        value = config
+        for part in k.strip().split("."):
+            value = value[part]
+        values.append(str(value))
+    return "/".join(values)
 
 
-def table(runs: list[str], by: str, metric: str, controls_from: str | None) -> pd.DataFrame:
+def table(runs: list[str], by: str, metric: str, controls_from: str | None, rows: str = "level") -> pd.DataFrame:
+    if rows == "density":
+        return density_table(runs, by, metric)
     cols, density, seen = {}, None, {}
     for run in runs:
         name = label(run, by)
@@ -64,18 +73,40 @@ def table(runs: list[str], by: str, metric: str, controls_from: str | None) -> p
     return out.fillna("-")
 
 
+def density_table(runs: list[str], by: str, metric: str) -> pd.DataFrame:
+    """Rows by density (%, one decimal) instead of level: runs that reach their densities by
+    different routes (IMP levels, one-shot runs, gradual pruning) side by side. Tickets only."""
+    cols, seen = {}, {}
+    for run in runs:
+        name = label(run, by)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name}#{seen[name]}"
+        df = pd.read_csv(os.path.join(run, "results.csv"))
+        df = df[df.kind == "ticket"].assign(d=lambda x: (100 * x.groupby("level").density.transform("mean")).round(1))
+        col = cols.setdefault(name, {})
+        for d, g in df.groupby("d"):
+            col[d] = f"{100 * g[metric].mean():.2f} ± {100 * g[metric].std(ddof=0):.2f}"
+    out = pd.DataFrame(cols).sort_index(ascending=False)
+    out.index = [f"{d:.1f}" for d in out.index]
+    out.index.name = "density %"
+    return out.fillna("-")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="+", help="run directories or folders holding them")
     ap.add_argument("--by", default="rewind.mode", help="config key that labels each run (default: rewind.mode)")
     ap.add_argument("--metric", default="test_accuracy", help="results.csv column (default: test_accuracy, the final one)")
     ap.add_argument("--controls-from", default=None, help="show only this run's controls (a value of --by)")
+    ap.add_argument("--rows", choices=("level", "density"), default="level",
+                    help="one row per level (default) or per density, merging runs that reach a density by other routes")
     args = ap.parse_args(argv)
     runs = find_runs(args.paths)
     if not runs:
         print(f"no run directories (results.csv + config.yaml) under {args.paths}", file=sys.stderr)
         return 2
-    t = table(runs, args.by, args.metric, args.controls_from)
+    t = table(runs, args.by, args.metric, args.controls_from, args.rows)
     print(f"{args.metric}, % (mean ± std over replicates), {len(runs)} run(s), columns by {args.by}\n")
     print(markdown(t.reset_index()))
     return 0
