@@ -364,7 +364,7 @@ def _save_members(rd: RunDir, level: int, kind: str, host, hist, ctx, start: int
     checkpoints.save(os.path.join(d, "final"), {"params": host.params, "batch_stats": host.batch_stats})
     dens = stacked_density(host.mask, paths)
     n = len(dens)
-    level_rows = results.level_rows(level, kind, dens, hist, start=start, end=end)
+    level_rows = results.level_rows(level, kind, dens, _pruned_part(hist, ctx, level), start=start, end=end)
     for row, fl in zip(level_rows, _flops(ctx.trainer, host, n)):
         row.update(flops=fl.effective, flops_fraction=fl.effective / fl.dense)
     per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, n)] for p in paths}
@@ -378,6 +378,16 @@ def _save_members(rd: RunDir, level: int, kind: str, host, hist, ctx, start: int
                                            for key in ("alive_units", "dead_batchnorm_channels")}
     write_json(os.path.join(d, "result.json"), result)
     return result
+
+
+def _pruned_part(hist, ctx, level: int):
+    """The history early stopping looks at: all of it, except under gradual pruning, where only the
+    evaluations from the end of pruning on count (earlier ones saw a denser network)."""
+    gradual_plan = getattr(ctx.trainer, "mask_update", None)
+    if level != 0 or gradual_plan is None:
+        return hist
+    keep = [i for i, s in enumerate(hist.eval_steps) if s >= gradual_plan.end]
+    return dataclasses.replace(hist, eval_steps=[hist.eval_steps[i] for i in keep], evals=[hist.evals[i] for i in keep])
 
 
 def _flops(trainer, host, n: int):

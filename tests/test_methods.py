@@ -146,3 +146,18 @@ def out_cfg(out):
     from lth.config import from_dict
 
     return from_dict(OmegaConf.to_container(OmegaConf.load(os.path.join(out.run_dir, "config.yaml"))))
+
+
+def test_gradual_end_to_end_ends_at_the_target_and_early_stops_after_pruning(tmp_path):
+    from lth import checkpoints
+    from lth.config import GradualConfig
+
+    out, df = _run(tmp_path, schedule="gradual", target_density=0.2, levels=0,
+                   gradual=GradualConfig(begin="0it", end="30it", every="5it"))
+    total = 40 * 32 + 32 * 32 + 32 * 10  # global: one group of every kernel
+    assert df.density.tolist() == pytest.approx([int(0.2 * total + 0.5) / total] * 2, abs=1e-12)
+    assert (df.early_stop_step == 40).all()  # of the evaluations at 20 and 40, only 40 saw the final mask
+    final = M.flatten(checkpoints.restore(os.path.join(out.run_dir, "level_00", "final"), None)["params"])
+    mask = M.flatten(checkpoints.restore(os.path.join(out.run_dir, "level_00", "mask"), None))
+    for p in ("fc1/kernel", "fc2/kernel", "head/kernel"):
+        assert (np.asarray(final[p])[~np.asarray(mask[p])] == 0).all()
