@@ -53,7 +53,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 if [[ $SMOKE == 1 ]]; then
   stage masked 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 2 --steps 20 --repeats 1 --json "$R/masked.json"
   stage loop-precomputed-4 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 2 --steps 20 --chunk 10 \
-    --repeats 1 --perms precomputed --unroll 4 --json "$R/loop-precomputed-4.json"
+    --repeats 1 --perms precomputed --unroll 4 --gradual-every 0 --json "$R/loop-precomputed-4.json"
   stage pipeline 300 $PY scripts/bench_pipeline.py --model conv2 --replicates 1 --steps 2 --repeats 1 --batch-size 8 --n-train 256 \
     --json "$R/pipeline.json"
   stage figure 300 $PY scripts/bench_protocol.py --preset lth_lenet_mnist --levels 1 --figure-levels 21 --full-steps 50000 \
@@ -64,7 +64,7 @@ else
   stage masked 110 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 8 32 128 --steps 1000 --repeats 2 --json "$R/masked.json"
   for v in "in_loop 1" "precomputed 1" "precomputed 8"; do set -- $v
     stage "loop-$1-$2" 45 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 5 --steps 1000 --chunk 100 \
-      --repeats 2 --perms "$1" --unroll "$2" --json "$R/loop-$1-$2.json"
+      --repeats 2 --perms "$1" --unroll "$2" --gradual-every 0 --json "$R/loop-$1-$2.json"
   done
   stage figure 150 $PY scripts/bench_protocol.py --preset lth_lenet_mnist --levels 1 --figure-levels 21 --json "$R/figure.json"
   stage pipeline 110 $PY scripts/bench_pipeline.py --replicates 1 8 --steps 100 --repeats 2 --json "$R/pipeline.json"
