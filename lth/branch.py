@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import jax
 import numpy as np
 
-from lth import checkpoints, controls as C, masks as M, results, rewind
+from lth import checkpoints, controls as C, flops, masks as M, results, rewind
 from lth.config import Config, ConfigError, from_dict, to_dict
 from lth.run_dir import RunDir, write_atomic, write_json
 from lth.train import replicate_keys, stacked_density, train_level
@@ -156,7 +156,8 @@ def _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, 
             checkpoints.save(os.path.join(rd.level_dir(lv), "mask"), host.mask)
             checkpoints.save(os.path.join(rd.level_dir(lv), "final"), {"params": host.params, "batch_stats": host.batch_stats})
             level_rows = results.level_rows(lv, "branch", stacked_density(host.mask, paths), hist,
-                                            start=plan.rewind_step, end=plan.total_steps)
+                                            start=plan.rewind_step, end=plan.total_steps,
+                                            flops=flops.member_flops(trainer.model, trainer.dataset.input_shape, host))
             for r in level_rows:
                 r.update(source_run=source_run, source_level=lv)
             done = {"rows": level_rows}

@@ -315,3 +315,15 @@ def _layer_row(
 
 
 __all__ = ["FlopReport", "LayerFlops", "count_flops"]
+
+
+def member_flops(model, input_shape, host) -> list[FlopReport]:
+    """`count_flops` of every member of stacked host states (`params`, `batch_stats`, `mask` with a
+    leading member axis), e.g. one level's tickets."""
+    n = jax.tree.leaves(host.mask)[0].shape[0]
+    out = []
+    for r in range(n):
+        one = jax.tree.map(lambda x: x[r], {"params": host.params, "batch_stats": host.batch_stats, "mask": host.mask})
+        variables = {"params": one["params"], **({"batch_stats": one["batch_stats"]} if one["batch_stats"] else {})}
+        out.append(count_flops(model, variables, one["mask"], tuple(input_shape)))
+    return out

@@ -364,9 +364,8 @@ def _save_members(rd: RunDir, level: int, kind: str, host, hist, ctx, start: int
     checkpoints.save(os.path.join(d, "final"), {"params": host.params, "batch_stats": host.batch_stats})
     dens = stacked_density(host.mask, paths)
     n = len(dens)
-    level_rows = results.level_rows(level, kind, dens, _pruned_part(hist, ctx, level), start=start, end=end)
-    for row, fl in zip(level_rows, _flops(ctx.trainer, host, n)):
-        row.update(flops=fl.effective, flops_fraction=fl.effective / fl.dense)
+    level_rows = results.level_rows(level, kind, dens, _pruned_part(hist, ctx, level), start=start, end=end,
+                                    flops=flops.member_flops(ctx.trainer.model, ctx.trainer.dataset.input_shape, host))
     per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, n)] for p in paths}
     result = {
         "rows": level_rows, "summary": _kind_summary(level_rows, per_tensor),
@@ -388,17 +387,6 @@ def _pruned_part(hist, ctx, level: int):
         return hist
     keep = [i for i, s in enumerate(hist.eval_steps) if s >= gradual_plan.end]
     return dataclasses.replace(hist, eval_steps=[hist.eval_steps[i] for i in keep], evals=[hist.evals[i] for i in keep])
-
-
-def _flops(trainer, host, n: int):
-    """Each member's FLOPs per example (`lth.flops`: multiply-accumulates of the weights that can
-    still contribute, so structured pruning also removes the inputs of dead channels)."""
-    out = []
-    for r in range(n):
-        one = jax.tree.map(lambda x: x[r], {"params": host.params, "batch_stats": host.batch_stats, "mask": host.mask})
-        variables = {"params": one["params"], **({"batch_stats": one["batch_stats"]} if one["batch_stats"] else {})}
-        out.append(flops.count_flops(trainer.model, variables, one["mask"], tuple(trainer.dataset.input_shape)))
-    return out
 
 
 def _kind_summary(rows, per_tensor) -> dict[str, Any]:

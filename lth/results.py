@@ -29,8 +29,11 @@ COLUMNS = [
 ]
 
 
-def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: int, end: int) -> list[dict[str, Any]]:
-    """The rows of one trained level (all replicates) from its `LevelHistory`."""
+def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: int, end: int,
+               flops: list | None = None) -> list[dict[str, Any]]:
+    """The rows of one trained level (all replicates) from its `LevelHistory`, with each
+    replicate's `lth.flops.FlopReport` (`flops`: effective MACs per example, and their fraction
+    of the dense network's) when given."""
     last = history.evals[-1]
     es = history.early_stop()
     train_loss = history.train["loss"]
@@ -48,6 +51,8 @@ def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: 
             "min_val_loss": float(es["min_val_loss"][r]),
             "start_step": start, "end_step": end, "steps": end - start,
             "seconds": round(history.seconds, 3),
+            "flops": int(flops[r].effective) if flops else float("nan"),
+            "flops_fraction": flops[r].effective / flops[r].dense if flops else float("nan"),
         })
     return rows
 

@@ -105,6 +105,11 @@ def test_neuron_granularity_end_to_end(tmp_path):
         m = np.asarray(mask[p])  # stacked (R, in, out)
         assert np.array_equal(m.all(axis=1), m.any(axis=1)) and (m.all(axis=1).sum(axis=1) == 16).all()
         assert np.array_equal(np.asarray(mask[p.replace("kernel", "bias")]), m.all(axis=1))
+    # FLOPs (MACs per example): dense 40·32 + 32·32 + 32·10; after removing half the units of fc1
+    # and fc2, fc1 keeps 40·16, fc2 16·16 (its inputs from fc1's dead units are dead too), head 16·10
+    assert df[df.level == 0].flops.tolist() == [2624, 2624]
+    assert df[df.level == 1].flops.tolist() == [40 * 16 + 16 * 16 + 16 * 10] * 2
+    assert df[df.level == 1].flops_fraction.tolist() == pytest.approx([1056 / 2624] * 2)
     final = M.flatten(checkpoints.restore(os.path.join(out.run_dir, "level_01", "final"), None)["params"])
     assert (np.asarray(final["fc1/bias"])[~np.asarray(mask["fc1/bias"])] == 0).all()  # removed units stay removed
 
