@@ -76,17 +76,19 @@ def table(runs: list[str], by: str, metric: str, controls_from: str | None, rows
 def density_table(runs: list[str], by: str, metric: str) -> pd.DataFrame:
     """Rows by density (%, one decimal) instead of level: runs that reach their densities by
     different routes (IMP levels, one-shot runs, gradual pruning) side by side. Tickets only."""
-    cols, seen = {}, {}
+    cols = {}
     for run in runs:
-        name = label(run, by)
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name}#{seen[name]}"
         df = pd.read_csv(os.path.join(run, "results.csv"))
         df = df[df.kind == "ticket"].assign(d=lambda x: (100 * x.groupby("level").density.transform("mean")).round(1))
+        cells = {d: f"{100 * g[metric].mean():.2f} ± {100 * g[metric].std(ddof=0):.2f}" for d, g in df.groupby("d")}
+        base, k = label(run, by), 1
+        name = base
+        while set(cols.get(name, {})) & set(cells) - {100.0}:  # runs of one label share a column (one-shot
+            k += 1                                            # runs, one per density) unless they collide
+            name = f"{base}#{k}"
         col = cols.setdefault(name, {})
-        for d, g in df.groupby("d"):
-            col[d] = f"{100 * g[metric].mean():.2f} ± {100 * g[metric].std(ddof=0):.2f}"
+        for d, cell in cells.items():
+            col.setdefault(d, cell)  # the dense level: the first run's
     out = pd.DataFrame(cols).sort_index(ascending=False)
     out.index = [f"{d:.1f}" for d in out.index]
     out.index.name = "density %"

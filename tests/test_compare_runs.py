@@ -38,3 +38,13 @@ def test_density_rows_merge_levels_oneshot_and_gradual_runs(tmp_path, capsys):
     assert compare_runs.main(["--rows", "density", "--by", "pruning.schedule", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| density % | gradual | iterative | oneshot |" in out
+
+
+def test_density_rows_put_runs_of_one_label_in_one_column_unless_they_collide(tmp_path):
+    a = _run(tmp_path, "a", {"pruning": {"schedule": "oneshot"}}, _rows(0, 1.0, [0.6]) + _rows(1, 0.5, [0.7]))
+    b = _run(tmp_path, "b", {"pruning": {"schedule": "oneshot"}}, _rows(0, 1.0, [0.6]) + _rows(1, 0.25, [0.5]))
+    c = _run(tmp_path, "c", {"pruning": {"schedule": "oneshot"}}, _rows(0, 1.0, [0.6]) + _rows(1, 0.25, [0.3]))
+    t = compare_runs.table([a, b, c], "pruning.schedule", "test_accuracy", None, rows="density")
+    assert list(t.columns) == ["oneshot", "oneshot#2"]
+    assert (t.loc["50.0", "oneshot"], t.loc["25.0", "oneshot"], t.loc["25.0", "oneshot#2"]) == \
+        ("70.00 ± 0.00", "50.00 ± 0.00", "30.00 ± 0.00")
