@@ -205,3 +205,19 @@ def test_a_tfds_dataset_runs_end_to_end_under_mock_data(tmp_path):
     with tfds.testing.mock_data(num_examples=100):
         out = lottery.run(cfg, echo=lambda _: None)
     assert len(out.results) == 2 and out.results.density.tolist() == pytest.approx([1.0, 0.8], abs=1e-3)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Colleagues on a shared cluster read a run's tables when the umask lets them (mkstemp alone
+    would make every file 0600)."""
+    from lth.run_dir import write_atomic, write_json
+
+    old = os.umask(umask)
+    try:
+        write_atomic(str(tmp_path / "results.csv"), "a,b\n1,2\n")
+        write_json(str(tmp_path / "summary.json"), {"x": 1})
+    finally:
+        os.umask(old)
+    for name in ("results.csv", "summary.json"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == mode, name
