@@ -434,9 +434,46 @@ def _write_tables(rd: RunDir, rows, summary) -> None:
     write_json(rd.file("summary.json"), summary)
 
 
-def _progress(cfg: Config, *, total: int, desc: str):
+def _progress(cfg: Config, *, total: int, desc: str, stream=None):
+    """Progress of one level: tqdm bars on a terminal; in a log file (a SLURM job's), where a bar
+    would be one ever-growing line, a plain line every `LogProgress.every` seconds."""
     if not cfg.logger.progress:
         return None
+    stream = stream or sys.stderr
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return LogProgress(total=total, desc=desc, stream=stream)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="step", leave=False, file=stream, dynamic_ncols=True)
+
+
+class LogProgress:
+    """The part of tqdm's interface `train_level` uses, writing whole lines: `desc: n/total steps
+    (pct), steps/s, postfix` at most every `every` seconds, and once at the end."""
+
+    every = 60.0
+
+    def __init__(self, *, total: int, desc: str, stream, clock=None):
+        import time
+
+        self.total, self.desc, self.stream, self.n, self.postfix = total, desc, stream, 0, ""
+        self.clock = clock or time.monotonic
+        self.start = self.last = self.clock()
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if self.clock() - self.last >= self.every:
+            self._line()
+
+    def set_postfix(self, values: dict) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        self._line()
+
+    def _line(self) -> None:
+        self.last = now = self.clock()
+        rate = self.n / max(now - self.start, 1e-9)
+        pct = 100 * self.n / self.total if self.total else 100.0
+        line = f"{self.desc}: {self.n}/{self.total} steps ({pct:.0f}%), {rate:.1f} steps/s"
+        print(line + (f", {self.postfix}" if self.postfix else ""), file=self.stream, flush=True)

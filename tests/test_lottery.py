@@ -221,3 +221,39 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
         os.umask(old)
     for name in ("results.csv", "summary.json"):
         assert os.stat(tmp_path / name).st_mode & 0o777 == mode, name
+
+
+def test_progress_is_a_bar_on_a_terminal_and_whole_lines_in_a_log_file(tmp_path):
+    import io
+
+    from lth import lottery
+
+    cfg = small_config(tmp_path)
+    cfg.logger.progress = True
+    log = io.StringIO()  # not a terminal: a SLURM log
+    t = [0.0]
+    p = lottery._progress(cfg, total=100, desc="level 1 (80.0%)", stream=log)
+    assert isinstance(p, lottery.LogProgress)
+    p.clock = lambda: t[0]
+    p.start = p.last = 0.0
+    p.update(10)
+    assert log.getvalue() == ""  # not a minute yet
+    t[0] = 61.0
+    p.set_postfix({"test_accuracy": "0.5000"})
+    p.update(40)
+    t[0] = 80.0
+    p.update(50)
+    p.close()
+    lines = log.getvalue().splitlines()
+    assert lines == ["level 1 (80.0%): 50/100 steps (50%), 0.8 steps/s, test_accuracy=0.5000",
+                     "level 1 (80.0%): 100/100 steps (100%), 1.2 steps/s, test_accuracy=0.5000"]
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    bar = lottery._progress(cfg, total=10, desc="x", stream=Tty())
+    assert type(bar).__name__ == "tqdm" or "tqdm" in type(bar).__module__
+    bar.close()
+    cfg.logger.progress = False
+    assert lottery._progress(cfg, total=10, desc="x", stream=log) is None
