@@ -327,6 +327,9 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
             else:
                 echo(f"level {level:2d}: done already (density {lsum['density']:.4f}), skipped")
             _write_tables(rd, rows, summary)
+        kept = _finished_beyond(rd, cfg.levels, rows, summary)
+        if kept:
+            echo(f"levels {cfg.levels + 1}..{cfg.levels + kept}: finished in an earlier run, kept in the tables")
         df = results.to_frame(rows)
         table = results.summarize(df)
         _write_tables(rd, rows, summary)
@@ -335,6 +338,18 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
         logger.finish(failed=True)
         raise
     return Outcome(rd.path, df, table)
+
+
+def _finished_beyond(rd: RunDir, levels: int, rows: list, summary: dict) -> int:
+    """Add to `rows` and `summary` the levels after `levels` finished on disk by an earlier run with
+    more levels (a re-run with fewer levels must not drop them from the tables); returns how many."""
+    level = levels + 1
+    while rd.level_done(level, "ticket"):
+        done = {kind: _read_result(rd, level, kind) for kind in ["ticket", *C.CONTROLS] if rd.level_done(level, kind)}
+        rows.extend(r for kind in done for r in done[kind]["rows"])
+        summary["levels"][str(level)] = _level_summary(done)
+        level += 1
+    return level - levels - 1
 
 
 def _pruning_line(cfg: Config, plan: Plan) -> str:

@@ -143,6 +143,15 @@ def test_rerun_skips_finished_levels_and_more_levels_extend(first_run, tmp_path)
     assert more.run_dir == out.run_dir and sum("skipped" in l for l in lines) == 3
     assert sorted(more.results.level.unique()) == [0, 1, 2, 3]
     pd.testing.assert_frame_equal(more.results[more.results.level < 3].reset_index(drop=True), out.results)
+    # A re-run with fewer levels than are finished keeps them all in results.csv and summary.json.
+    lines = []
+    fewer = lottery.run(dataclasses.replace(cfg, levels=1, logger=dataclasses.replace(cfg.logger, wandb=dataclasses.replace(cfg.logger.wandb, mode="disabled"))), echo=lines.append)
+    assert any("levels 2..3: finished in an earlier run, kept" in l for l in lines)
+    pd.testing.assert_frame_equal(fewer.results, more.results)
+    on_disk = pd.read_csv(os.path.join(out.run_dir, "results.csv"))
+    assert sorted(on_disk.level.unique()) == [0, 1, 2, 3]
+    with open(os.path.join(out.run_dir, "summary.json")) as f:
+        assert sorted(json.load(f)["levels"]) == ["0", "1", "2", "3"]
 
 
 def test_same_seed_same_results_other_seed_other_dir(first_run, tmp_path):
