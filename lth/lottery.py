@@ -433,8 +433,9 @@ def _flat_summary(lsum: dict[str, Any]) -> dict[str, Any]:
 
 def _level_line(level, s, seconds) -> str:
     line = (f"level {level:2d}: density {100 * s['density']:6.2f}%  test acc {100 * s['test_accuracy']:.2f} "
-            f"± {100 * s['test_accuracy_std']:.2f}  early stop at {s['early_stop_step']:.0f} "
-            f"({100 * s['early_stop_test_accuracy']:.2f})  {seconds:.1f}s")
+            + (f"± {100 * s['test_accuracy_std']:.2f}  early stop at {s['early_stop_step']:.0f} "
+               f"({100 * s['early_stop_test_accuracy']:.2f})" if np.isfinite(s["early_stop_step"]) else
+               f"± {100 * s['test_accuracy_std']:.2f}  no early stop (no validation data)") + f"  {seconds:.1f}s")
     for kind, c in s.get("controls", {}).items():
         line += f"\n          {kind}: test acc {100 * c['test_accuracy']:.2f}  ticket gap {100 * c['gap']:+.2f}"
     return line

@@ -6,6 +6,7 @@ the control's name for the controls trained beside it (`reinit`, `random_prune`,
 
 Definitions (DESIGN.md §1):
 - early-stop step: the step of minimum validation loss; early-stop accuracy: test accuracy there.
+  Without validation data (`dataset.val_size=0`) both are NaN and the winning-ticket verdict is NA.
 - winning ticket (Frankle & Carbin 2019): early-stop test accuracy >= the dense network's, reached
   in no more steps (compared on means over replicates).
 - matching (Frankle et al. 2020): final test accuracy within one standard deviation (across
@@ -45,7 +46,7 @@ def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: 
             "test_accuracy": get("test/accuracy"), "test_loss": get("test/loss"),
             "val_accuracy": get("val/accuracy"), "val_loss": get("val/loss"),
             "train_loss": float(train_loss[-1, r]) if train_loss.size else float("nan"),
-            "early_stop_step": int(es["early_stop_step"][r]),
+            "early_stop_step": int(es["early_stop_step"][r]) if np.isfinite(es["early_stop_step"][r]) else float("nan"),
             "early_stop_test_accuracy": float(es["early_stop_test_accuracy"][r]),
             "early_stop_val_accuracy": float(es["early_stop_val_accuracy"][r]),
             "min_val_loss": float(es["min_val_loss"][r]),
@@ -102,6 +103,8 @@ def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0)
     if 0 in out.index:
         dense = out.loc[0]
         win = (out.es_test_acc >= dense.es_test_acc) & (out.es_step <= dense.es_step)
+        # Without validation data there is no early-stopping point, hence no verdict (NA, "n/a").
+        win = win.astype("boolean").mask(out.es_test_acc.isna() | pd.isna(dense.es_test_acc))
         match = out.test_acc >= dense.test_acc - max(float(dense.test_acc_std), tolerance)
         # Undefined for the dense network itself (pandas' nullable boolean holds the NA).
         out["winning_ticket"] = win.astype("boolean").mask(out.index == 0)
@@ -133,8 +136,8 @@ def format_summary(summary: pd.DataFrame) -> str:
     s = summary.copy()
     s["density"] = (100 * s.density).map("{:.1f}%".format)
     s["test_acc"] = [f"{100 * m:.2f} ± {100 * sd:.2f}" for m, sd in zip(summary.test_acc, summary.test_acc_std)]
-    s["es_test_acc"] = (100 * s.es_test_acc).map("{:.2f}".format)
-    s["es_step"] = s.es_step.map("{:.0f}".format)
+    s["es_test_acc"] = [("n/a" if pd.isna(v) else f"{100 * v:.2f}") for v in summary.es_test_acc]
+    s["es_step"] = [("n/a" if pd.isna(v) else f"{v:.0f}") for v in summary.es_step]
     s = s.drop(columns=["test_acc_std"])
     for c in s.columns:
         if c.endswith("_acc") and c not in ("test_acc", "es_test_acc"):
@@ -142,8 +145,9 @@ def format_summary(summary: pd.DataFrame) -> str:
         elif c.startswith("gap_"):
             s[c] = [("-" if pd.isna(v) else f"{100 * v:+.2f}") for v in summary[c]]
     for c in [c for c in s.columns if c in ("winning_ticket", "matching") or c.startswith("wins_")]:
-        if c in s:
-            s[c] = [("-" if pd.isna(v) else ("yes" if v else "no")) for v in summary[c]]
+        if c in s:  # "-": not compared (the dense level itself, no control); "n/a": undefined
+            s[c] = [("-" if pd.isna(v) and (lv == 0 or c != "winning_ticket") else "n/a" if pd.isna(v) else
+                     ("yes" if v else "no")) for lv, v in zip(summary.index, summary[c])]
     s = s.rename(columns={"test_acc": "test acc % (final)", "es_step": "early-stop step", "es_test_acc": "early-stop acc %",
                           "winning_ticket": "winning ticket"})
     return s.to_string()

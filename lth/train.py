@@ -379,12 +379,12 @@ class LevelHistory:
 
     def early_stop(self) -> dict[str, np.ndarray]:
         """Per replicate: the step of minimum validation loss (first of ties), the test accuracy
-        there, and that loss. Without a validation split, the final step."""
+        there, and that loss. Without a validation split there is no early-stopping point: all NaN
+        (the last evaluation is the final accuracy, not an early stop)."""
         r = len(self.evals[-1]["test/accuracy"])
         if "val/loss" not in self.evals[-1]:
-            last = self.evals[-1]
-            return {"early_stop_step": np.full(r, self.eval_steps[-1]), "early_stop_test_accuracy": last["test/accuracy"],
-                    "early_stop_val_accuracy": np.full(r, np.nan), "min_val_loss": np.full(r, np.nan)}
+            return {key: np.full(r, np.nan) for key in
+                    ("early_stop_step", "early_stop_test_accuracy", "early_stop_val_accuracy", "min_val_loss")}
         val = np.stack([e["val/loss"] for e in self.evals])  # (E, R)
         val = np.where(np.isnan(val), np.inf, val)
         best = np.argmin(val, axis=0)

@@ -151,11 +151,13 @@ def test_early_stop_is_the_first_of_tied_minima():
     np.testing.assert_allclose(es["min_val_loss"], [0.3, 0.2])
 
 
-def test_early_stop_without_validation_is_the_last_evaluation():
+def test_no_early_stop_without_validation():
+    """Without validation data there is no early-stopping point: NaN, not the last evaluation
+    presented as one."""
     h = LevelHistory(eval_steps=[50, 100], evals=[{"test/accuracy": np.array([0.3])}, {"test/accuracy": np.array([0.4])}])
     es = h.early_stop()
-    assert es["early_stop_step"][0] == 100 and es["early_stop_test_accuracy"][0] == 0.4
-    assert np.isnan(es["min_val_loss"][0])
+    for key in ("early_stop_step", "early_stop_test_accuracy", "early_stop_val_accuracy", "min_val_loss"):
+        assert np.isnan(es[key][0]), key
 
 
 # -- ties ----------------------------------------------------------------------------------------
@@ -345,8 +347,14 @@ def test_level_rows_without_validation_have_nan_there():
     rows = results.level_rows(0, "ticket", np.array([1.0, 1.0]), _history(False), start=0, end=100)
     for r in rows:
         assert math.isnan(r["val_accuracy"]) and math.isnan(r["val_loss"]) and math.isnan(r["min_val_loss"])
-        assert r["early_stop_step"] == 100
-    assert rows[1]["test_accuracy"] == 0.8 and rows[1]["early_stop_test_accuracy"] == 0.8
+        assert math.isnan(r["early_stop_step"]) and math.isnan(r["early_stop_test_accuracy"])
+    assert rows[1]["test_accuracy"] == 0.8
+    # no early stop, no winning-ticket verdict ("n/a"); matching (final accuracy) is still judged
+    df = results.to_frame(rows + [dict(r, level=1, test_accuracy=r["test_accuracy"] + 0.01) for r in rows])
+    table = results.summarize(df)
+    assert pd.isna(table.loc[1, "winning_ticket"]) and bool(table.loc[1, "matching"])
+    text = results.format_summary(table)
+    assert text.splitlines()[-1].split()[-5:] == ["n/a", "n/a", "2", "n/a", "yes"]
 
 
 def test_summary_prints_percentages_and_verdicts():
