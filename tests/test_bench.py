@@ -21,6 +21,7 @@ def run_script(*args, env=None):
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # two minutes on a 2-core CPU: every benchmark stage, compiled for a few steps
 def test_gpu_bench_smoke_runs_every_stage_and_writes_the_table(tmp_path):
     out = tmp_path / "out"
     p = run_script("--smoke", str(out))
