@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) experiments/lottery.py $(ARGS)
 
-## The default test suite (about 6 minutes on 2 CPU cores; never downloads).
+## The default test suite (about 10 minutes on 2 CPU cores; never downloads).
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q -n $(JOBS) $(ARGS)
 
