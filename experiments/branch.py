@@ -25,9 +25,9 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from lth.config import Config, ConfigError, from_dict, to_dict  # noqa: E402
+from lth.config import Config, ConfigError, from_dict, structured_schema, to_dict  # noqa: E402
 
-ConfigStore.instance().store(name="lth_schema", node=Config)
+ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 NOT_IN_A_BRANCH = ("experiment", "debug")
 
 

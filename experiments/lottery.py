@@ -23,9 +23,9 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from lth.config import Config, ConfigError, from_dict  # noqa: E402
+from lth.config import ConfigError, from_dict, structured_schema  # noqa: E402
 
-ConfigStore.instance().store(name="lth_schema", node=Config)
+ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -277,6 +277,17 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**kwargs)
 
 
+def structured_schema():
+    """`Config` as the typed OmegaConf schema Hydra composes over (`experiments/*.py` register it),
+    with the dict-valued settings open to new keys, so that `pruning.fractions={head:0.1}` works as
+    written (in Hydra's struct mode a new key would otherwise need `+`); values are still typed."""
+    from omegaconf import OmegaConf
+
+    schema = OmegaConf.structured(Config)
+    OmegaConf.set_struct(schema.pruning.fractions, False)
+    return schema
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a `Config` from a plain nested dict (e.g. `OmegaConf.to_container(cfg)`)."""
     data = {k: v for k, v in data.items() if k != "hydra"}

@@ -27,9 +27,9 @@ def lottery(tmp_path, *overrides, timeout=300):
 def _register_schema():
     from hydra.core.config_store import ConfigStore
 
-    from lth.config import Config
+    from lth.config import structured_schema
 
-    ConfigStore.instance().store(name="lth_schema", node=Config)
+    ConfigStore.instance().store(name="lth_schema", node=structured_schema())
     yield
 
 
@@ -121,6 +121,17 @@ def test_gradual_preset_and_pruning_overrides_reach_the_config():
             cfg.pruning.synflow_rounds, cfg.pruning.grasp_temperature) == ("grasp", "neuron", "invert", 4, 10, 1.0)
     cfg = compose_cfg("levels=1", "pruning.schedule=oneshot", "pruning.target_density=0.1")
     assert (cfg.pruning.schedule, cfg.pruning.target_density) == ("oneshot", 0.1)
+
+
+def test_the_readme_form_of_per_tensor_fractions_works_as_written():
+    """`pruning.fractions={head:0.1}` as the README writes it (no `+`), alone and on a preset
+    (where Hydra merges it into the preset's fractions); values stay typed."""
+    assert compose_cfg("pruning.fractions={head:0.1}").pruning.fractions == {"head": 0.1}
+    assert compose_cfg("experiment=lth_lenet_mnist", "pruning.fractions={fc1:0.3}").pruning.fractions == {"head": 0.1, "fc1": 0.3}
+    with pytest.raises(Exception, match="abc"):
+        compose_cfg("pruning.fractions={head:abc}")
+    with pytest.raises(Exception, match="fractoin"):
+        compose_cfg("pruning.fractoin=3")  # the rest of the schema stays closed
 
 
 def test_misspelt_key_fails_at_compose():
