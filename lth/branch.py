@@ -185,9 +185,7 @@ def _start(cfg: Config, src: str, level: int, saved_raw, variables, paths, train
     elif b.weights == "final":
         w = checkpoints.restore(os.path.join(ldir, "final"), None)
     else:  # reinit: the branch's own draw (not θ0 of its seed, which is the source's θ0 when the seed is kept)
-        import jax.numpy as jnp
-
-        w = trainer.init_variables(jnp.stack([C.control_key(cfg.seed, r, "branch_reinit", level) for r in range(R)]))
+        w = C.fresh_weights(trainer, cfg.seed, R, "branch_reinit", level)
     src_params, src_bs = M.flatten(w["params"]), M.flatten(w.get("batch_stats") or {})
     model_params, model_bs = M.flatten(variables["params"]), M.flatten(variables.get("batch_stats", {}) or {})
     problems, params, bstats, masks = [], {}, {}, {}

@@ -102,3 +102,12 @@ def shuffle_layerwise(mask: PyTree, paths: list[str], rng: np.random.Generator) 
     for p in paths:
         flat[p] = rng.permutation(flat[p].ravel()).reshape(flat[p].shape)
     return M.unflatten(flat)
+
+
+def fresh_weights(trainer, seed: int, replicates: int, name: str, level: int) -> dict[str, Any]:
+    """{"params", "batch_stats"} drawn fresh from the initialiser for every replicate, replicate r
+    with `control_key(seed, r, name, level)` (reinit controls, the reinit ablation, reinit branches)."""
+    import jax.numpy as jnp
+
+    fresh = trainer.init_variables(jnp.stack([control_key(seed, r, name, level) for r in range(replicates)]))
+    return {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}

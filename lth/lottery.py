@@ -25,7 +25,6 @@ import sys
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -238,23 +237,17 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
         if kind == "ticket":
             masks, weights, opt = ticket_mask, start, cfg.rewind.optimizer_state
             if ablations.ABLATIONS[cfg.pruning.ablation].fresh_weights:
-                weights, opt = _fresh(trainer, cfg, "ablation:reinit", level), "reset"
+                weights, opt = C.fresh_weights(trainer, cfg.seed, R, "ablation:reinit", level), "reset"
         else:
             control = C.CONTROLS[kind]
             masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level))
                              for r, m in enumerate(M.unstack(ticket_mask, R))])
             weights, opt = start, cfg.rewind.optimizer_state
             if control.fresh_weights:
-                weights, opt = _fresh(trainer, cfg, kind, level), "reset"
+                weights, opt = C.fresh_weights(trainer, cfg.seed, R, kind, level), "reset"
         st = rewind.restart(states0, weights["params"], weights["batch_stats"], saved, masks, optimizer_state=opt, lr_fn=lr_fn)
         groups.append(members.Group(kind, st))
     return groups
-
-
-def _fresh(trainer, cfg, name: str, level: int) -> dict[str, Any]:
-    """Weights drawn fresh from the initialiser with the key of (seed, replicate, name, level)."""
-    fresh = trainer.init_variables(jnp.stack([C.control_key(cfg.seed, r, name, level) for r in range(cfg.replicates)]))
-    return {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}
 
 
 def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs) -> Outcome:
@@ -432,10 +425,10 @@ def _flat_summary(lsum: dict[str, Any]) -> dict[str, Any]:
 
 
 def _level_line(level, s, seconds) -> str:
+    es = (f"early stop at {s['early_stop_step']:.0f} ({100 * s['early_stop_test_accuracy']:.2f})"
+          if np.isfinite(s["early_stop_step"]) else "no early stop (no validation data)")
     line = (f"level {level:2d}: density {100 * s['density']:6.2f}%  test acc {100 * s['test_accuracy']:.2f} "
-            + (f"± {100 * s['test_accuracy_std']:.2f}  early stop at {s['early_stop_step']:.0f} "
-               f"({100 * s['early_stop_test_accuracy']:.2f})" if np.isfinite(s["early_stop_step"]) else
-               f"± {100 * s['test_accuracy_std']:.2f}  no early stop (no validation data)") + f"  {seconds:.1f}s")
+            f"± {100 * s['test_accuracy_std']:.2f}  {es}  {seconds:.1f}s")
     for kind, c in s.get("controls", {}).items():
         line += f"\n          {kind}: test acc {100 * c['test_accuracy']:.2f}  ticket gap {100 * c['gap']:+.2f}"
     return line

@@ -77,10 +77,12 @@ def score_batches(trainer, data_keys: jax.Array, n: int) -> tuple[jax.Array, jax
     """Replicate r's first `n` training batches in its own data order (steps 0 .. n-1), normalised:
     xs (R, n, batch, ...), ys (R, n, batch)."""
     spe, bs = trainer.steps_per_epoch, trainer.batch_size
-    idx = []
+    idx, perms = [], {}
     for step in range(n):
-        perms = trainer._epoch_perms(data_keys, jnp.asarray(step // spe, jnp.int32))  # (R, N)
-        idx.append(perms[:, (step % spe) * bs:(step % spe + 1) * bs])
+        epoch = step // spe
+        if epoch not in perms:  # one permutation per epoch, not per batch
+            perms[epoch] = trainer._epoch_perms(data_keys, jnp.asarray(epoch, jnp.int32))  # (R, N)
+        idx.append(perms[epoch][:, (step % spe) * bs:(step % spe + 1) * bs])
     idx = jnp.stack(idx, axis=1)  # (R, n, batch)
     return trainer.dataset.normalize(trainer.x_train[idx]), trainer.y_train[idx]
 
@@ -140,22 +142,17 @@ def _scores(method: Method, ctx: Context, level: int, prev_mask, final, saved) -
     """Stacked scores (R, ...) of every parameter for one of the single-step methods."""
     cfg = ctx.cfg
     if method.name == "magnitude":
-        return jax.tree.map(lambda w: np.abs(np.asarray(w, np.float64)), final["params"])
+        return pruning.magnitudes(final["params"])
     if method.name == "random":
         keys = jnp.stack([control_key(cfg.seed, r, "method:random", level) for r in range(cfg.replicates)])
         return jax.device_get(jax.jit(jax.vmap(scores.random))(keys, saved["params"]))
-    params = masked(saved["params"], prev_mask)
+    params = M.apply_mask(saved["params"], prev_mask)
     if method.name == "magnitude_at_init":
-        return jax.tree.map(lambda w: np.abs(np.asarray(w, np.float64)), params)
+        return pruning.magnitudes(params)
     xs, ys = score_batches(ctx.trainer, ctx.data_keys, cfg.pruning.score_batches)
     fn = _compiled(ctx.trainer.model, method.name, float(cfg.pruning.grasp_temperature), tuple(ctx.trainer.dataset.input_shape),
                    tuple(ctx.paths))
     return jax.device_get(fn(params, saved["batch_stats"], prev_mask, xs, ys))
-
-
-def masked(params: PyTree, mask: PyTree) -> PyTree:
-    """mask ⊙ params for stacked host trees."""
-    return jax.tree.map(lambda w, m: np.where(np.asarray(m, bool), np.asarray(w), 0).astype(np.asarray(w).dtype), params, mask)
 
 
 def _synflow_rounds(ctx: Context, masks: list[PyTree], targets: list[list[int]], saved: dict, ablation) -> list[PyTree]:
@@ -170,7 +167,7 @@ def _synflow_rounds(ctx: Context, masks: list[PyTree], targets: list[list[int]],
     current = list(masks)
     for j in range(rounds):
         stacked = M.stack(current)
-        sc = M.unstack(jax.device_get(fn(masked(saved["params"], stacked), saved["batch_stats"], stacked)), R)
+        sc = M.unstack(jax.device_get(fn(M.apply_mask(saved["params"], stacked), saved["batch_stats"], stacked)), R)
         current = [pruning.prune_to(ablation.scores(s), m, cfg.pruning, ctx.prune_paths, [lad[j] for lad in ladder[r]])
                    for r, (s, m) in enumerate(zip(sc, current))]
     return current
