@@ -42,13 +42,13 @@ if TYPE_CHECKING:
 HEAD = "head/"
 
 
-def source_config(source: str) -> Config:
-    """The config a source run was made with (its `config.yaml`)."""
+def source_config(source: str, *, setting: str = "branch.source") -> Config:
+    """The config a source run was made with (its `config.yaml`); `setting` names the source in errors."""
     from omegaconf import OmegaConf
 
     path = os.path.join(os.path.expanduser(source), "config.yaml")
     if not os.path.isfile(path):
-        raise ConfigError(f"branch.source={source!r}: not a lottery run directory (no config.yaml there)")
+        raise ConfigError(f"{setting}={source!r}: not a lottery run directory (no config.yaml there)")
     return from_dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
@@ -129,6 +129,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
             df = results.to_frame(rows)
             table = results.summarize(df, kind="branch")
             logger.log_results(df, table)
+            logger.finish()
         except BaseException:
             logger.finish(failed=True)
             raise

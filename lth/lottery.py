@@ -327,6 +327,7 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
         table = results.summarize(df)
         _write_tables(rd, rows, summary)
         logger.log_results(df, table)
+        logger.finish()
     except BaseException:
         logger.finish(failed=True)
         raise

@@ -2,7 +2,8 @@
 
 One W&B run per level (job_type `level`), all in one group per experiment (the run directory's
 name, so an experiment's levels sit together and extend together), plus one `summary` run per
-invocation holding the results table (a `wandb.Table`) and accuracy-vs-density summaries.
+invocation holding the results table (a `wandb.Table`), accuracy-vs-density summaries and the
+run's figures (`lth.figures`, as `wandb.Image`s under `figures/`).
 
 Logged per level: training loss/accuracy/learning rate (mean over windows of `log_every` steps),
 validation and test loss/accuracy at every evaluation, each as the mean over replicates and per
@@ -29,6 +30,7 @@ class WandbLogger:
         self.mode, self.project, self.entity, self.group = mode, project, entity, group
         self.tags, self.config, self.dir, self.log_every, self.label = list(tags), config, directory, max(1, log_every), label
         self.run = None
+        self.summary_run = None  # the invocation's `summary` run, open from the results on until `finish`
         self.enabled = mode != "disabled"
         self.members: list[tuple[str, int]] = []  # (kind, count) along the member axis of the metrics
 
@@ -53,9 +55,20 @@ class WandbLogger:
         self.run = self._init(f"{self.label}-L{level:02d}", "level", {"level": level, "density": density})
 
     def finish(self, failed: bool = False) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=1 if failed else 0)
-            self.run = None
+        """Finish the open level run and the summary run, if any."""
+        for attr in ("run", "summary_run"):
+            run = getattr(self, attr)
+            if run is not None:
+                setattr(self, attr, None)
+                run.finish(exit_code=1 if failed else 0)
+
+    def _summary(self):
+        """The `summary` run of this invocation (opened on first use; `finish` closes it), so the
+        results, figures and metrics of one invocation share one W&B run."""
+        if self.summary_run is None:
+            self.finish()
+            self.summary_run = self._init(f"{self.label}-summary", "summary", {})
+        return self.summary_run
 
     # -- metrics ------------------------------------------------------------------------------
     def _parts(self, n: int):
@@ -102,21 +115,41 @@ class WandbLogger:
         self.finish()
 
     def log_results(self, results, summary_table) -> None:
-        """The results table and per-level outcomes, in a `summary` run of the group."""
+        """The results table and per-level outcomes, in the `summary` run of the group (left open
+        for the figures; `finish` closes it)."""
         if not self.enabled:
             return
         import pandas as pd
         import wandb
 
-        run = self._init(f"{self.label}-summary", "summary", {})
-        try:
-            t = summary_table.reset_index()
-            # W&B tables take None, not pandas' NA (the dense level has no winning-ticket verdict).
-            levels = t.astype(object).where(t.notna(), None)
-            run.log({"results": wandb.Table(dataframe=results), "levels": wandb.Table(dataframe=levels)})
-            for _, row in t.iterrows():
-                gaps = {c: float(row[c]) for c in t.columns if (c.startswith("gap_") or c.endswith("_acc")) and pd.notna(row[c])}
-                run.log({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
-                         "early_stop_test_accuracy": float(row.es_test_acc), "early_stop_step": float(row.es_step), **gaps})
-        finally:
-            run.finish()
+        run = self._summary()
+        t = summary_table.reset_index()
+        # W&B tables take None, not pandas' NA (the dense level has no winning-ticket verdict).
+        levels = t.astype(object).where(t.notna(), None)
+        run.log({"results": wandb.Table(dataframe=results), "levels": wandb.Table(dataframe=levels)})
+        for _, row in t.iterrows():
+            gaps = {c: float(row[c]) for c in t.columns if (c.startswith("gap_") or c.endswith("_acc")) and pd.notna(row[c])}
+            run.log({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
+                     "early_stop_test_accuracy": float(row.es_test_acc), "early_stop_step": float(row.es_step), **gaps})
+
+    def log_figures(self, figures) -> None:
+        """Figures (PNG paths or matplotlib Figures, as a list or a {name: figure} dict) as
+        `wandb.Image`s in the summary run, under `figures/<name>` (a path's file name without
+        its extension; PDFs and other non-images are left out)."""
+        if not self.enabled:
+            return
+        import wandb
+
+        items = figures.items() if isinstance(figures, dict) else [(None, f) for f in figures]
+        images = {}
+        for i, (name, fig) in enumerate(items):
+            if isinstance(fig, (str, os.PathLike)):
+                if os.path.splitext(str(fig))[1].lower() not in (".png", ".jpg", ".jpeg"):
+                    continue
+                name = name or os.path.splitext(os.path.basename(str(fig)))[0]
+                images[f"figures/{name}"] = wandb.Image(str(fig))
+            else:
+                label = fig.axes[0].get_title() if getattr(fig, "axes", None) else ""
+                images[f"figures/{name or label or i}"] = wandb.Image(fig)
+        if images:
+            self._summary().log(images)
