@@ -10,3 +10,20 @@ a jit-compiled, vmapped masked trainer (`lth.train`) and winning-ticket outcomes
 """
 
 __version__ = "0.1.0"
+
+# The Python API (`lth.api`, `lth.metrics`), imported on first use so that `import lth` stays cheap
+# (no JAX): lth.run(config), lth.load_run(dir), lth.load_runs(dirs), lth.ticket_metrics(run).
+_LAZY = {"run": "lth.api", "load_run": "lth.api", "load_runs": "lth.api", "Run": "lth.api",
+         "varying_settings": "lth.api", "export_tables": "lth.api", "ticket_metrics": "lth.metrics"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lth' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
