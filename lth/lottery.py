@@ -327,11 +327,25 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
         table = results.summarize(df)
         _write_tables(rd, rows, summary)
         logger.log_results(df, table)
+        if logger.enabled:
+            _log_ticket_metrics(logger, rd.path, echo)
         logger.finish()
     except BaseException:
         logger.finish(failed=True)
         raise
     return Outcome(rd.path, df, table)
+
+
+def _log_ticket_metrics(logger, run_dir: str, echo) -> None:
+    """The finished run's ticket metrics (`lth.metrics`) into its W&B summary run; a failure there
+    is reported, not raised: the run's tables are already written."""
+    from lth import metrics
+
+    try:
+        m = metrics.ticket_metrics(run_dir)
+        logger.log_metrics(m, metrics.headline(m))
+    except Exception as e:  # noqa: BLE001
+        echo(f"ticket metrics not logged to W&B ({type(e).__name__}: {e})")
 
 
 def _finished_beyond(rd: RunDir, levels: int, rows: list, summary: dict) -> int:

@@ -3,7 +3,8 @@
 One W&B run per level (job_type `level`), all in one group per experiment (the run directory's
 name, so an experiment's levels sit together and extend together), plus one `summary` run per
 invocation holding the results table (a `wandb.Table`), accuracy-vs-density summaries and the
-run's figures (`lth.figures`, as `wandb.Image`s under `figures/`).
+run's figures (`lth.figures`, as `wandb.Image`s under `figures/`) and the ticket metrics
+(`lth.metrics`: tables under `metrics/`, the headline numbers in the run's summary).
 
 Logged per level: training loss/accuracy/learning rate (mean over windows of `log_every` steps),
 validation and test loss/accuracy at every evaluation, each as the mean over replicates and per
@@ -131,6 +132,20 @@ class WandbLogger:
             gaps = {c: float(row[c]) for c in t.columns if (c.startswith("gap_") or c.endswith("_acc")) and pd.notna(row[c])}
             run.log({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
                      "early_stop_test_accuracy": float(row.es_test_acc), "early_stop_step": float(row.es_step), **gaps})
+
+    def log_metrics(self, metrics, headline: dict[str, Any]) -> None:
+        """The ticket metrics (`lth.metrics`) in the summary run: a `wandb.Table` per table
+        (`metrics/levels`, `metrics/tensors`, `metrics/overlap`) and the headline numbers
+        (`sparsest_matching_density`, `sparsest_winning_level`, ...) in the run's summary."""
+        if not self.enabled:
+            return
+        import wandb
+
+        run = self._summary()
+        # W&B tables take None, not pandas' NA or NaN.
+        run.log({f"metrics/{name}": wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
+                 for name, frame in metrics.items()})
+        run.summary.update({k: v for k, v in headline.items() if v is not None})
 
     def log_figures(self, figures) -> None:
         """Figures (PNG paths or matplotlib Figures, as a list or a {name: figure} dict) as
