@@ -329,6 +329,7 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
         logger.log_results(df, table)
         if logger.enabled:
             _log_ticket_metrics(logger, rd.path, echo)
+            _log_figures(logger, rd.path, echo)
         logger.finish()
     except BaseException:
         logger.finish(failed=True)
@@ -346,6 +347,20 @@ def _log_ticket_metrics(logger, run_dir: str, echo) -> None:
         logger.log_metrics(m, metrics.headline(m))
     except Exception as e:  # noqa: BLE001
         echo(f"ticket metrics not logged to W&B ({type(e).__name__}: {e})")
+
+
+def _log_figures(logger, run_dir: str, echo) -> None:
+    """The run's figures (`lth.figures.draw_run` of its tables) as images in its W&B summary run;
+    a failure there is reported, not raised: the run's tables are already written."""
+    import tempfile
+
+    try:
+        from lth import figures
+
+        with tempfile.TemporaryDirectory() as tmp:  # W&B copies each image when it is logged
+            logger.log_figures(figures.draw_run(run_dir, tmp, formats=("png",)))
+    except Exception as e:  # noqa: BLE001
+        echo(f"figures not logged to W&B ({type(e).__name__}: {e})")
 
 
 def _finished_beyond(rd: RunDir, levels: int, rows: list, summary: dict) -> int:

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Every paper-style figure of lottery and instability runs (`lth.figures`), as PNG and PDF.
+
+    python scripts/figures.py runs/lenet_300_100-mnist-9e9f66a28003 --out figures
+    python scripts/figures.py results/*/ --out results/figures          # what `make figures` runs
+    python scripts/figures.py runs/rewinding_modes --out figs --title "ResNet-20, CIFAR-10"
+
+Each argument is a run directory (results.csv, or instability.csv, with config.yaml; a trimmed
+copy with history.csv and no checkpoints will do) or a folder searched for them. A run's figures
+go to `OUT/<run directory's name>/`: accuracy and early-stop iteration against density and
+accuracy against iteration (lottery runs), the error barrier against the rewind point and the
+interpolation curves (instability runs). Runs of one model and dataset that differ in
+`rewind.mode` also get the Renda et al. figure, accuracy against compression per mode, in
+`OUT/compare_<model>_<dataset>/`. The out folder itself is skipped when a glob names it. Prints
+every file written; exit code 2 (and nothing drawn) when an argument is not a directory or
+holds no run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+RUN_FILES = ("results.csv", "instability.csv")
+
+
+def is_run(path: str) -> bool:
+    return any(os.path.isfile(os.path.join(path, f)) for f in RUN_FILES)
+
+
+def find_runs(args: list[str], out: str) -> list[str]:
+    """The run directories named by `args` (folders are searched); ValueError naming each argument
+    that is no directory or holds no run. The out folder is skipped."""
+    out_real = os.path.realpath(out)
+    runs, errors = [], []
+    for arg in args:
+        real = os.path.realpath(arg)
+        if real == out_real or real.startswith(out_real + os.sep):
+            continue
+        if not os.path.isdir(arg):
+            errors.append(f"{arg}: no such directory")
+            continue
+        if is_run(arg):
+            runs.append(arg)
+            continue
+        found = sorted(d for d, _, files in os.walk(arg) if any(f in files for f in RUN_FILES)
+                       and not os.path.realpath(d).startswith(out_real + os.sep))
+        if not found:
+            errors.append(f"{arg}: not a run directory (no {' or '.join(RUN_FILES)} in it or below it)")
+        runs.extend(found)
+    if errors:
+        raise ValueError("\n".join(errors))
+    if not runs:
+        raise ValueError("no run directories given (only the out folder)")
+    seen, unique = set(), []
+    for r in runs:
+        if os.path.realpath(r) not in seen:
+            seen.add(os.path.realpath(r))
+            unique.append(r)
+    return unique
+
+
+def _names(runs: list[str]) -> dict[str, str]:
+    """A folder name per run: the directory's name, made unique by its parent's where needed."""
+    names, taken = {}, {}
+    for r in runs:
+        base = os.path.basename(os.path.normpath(r))
+        if base in taken:
+            base = f"{os.path.basename(os.path.dirname(os.path.normpath(r)))}_{base}"
+        taken[base] = r
+        names[r] = base
+    return names
+
+
+def compare_groups(loaded: dict[str, object]) -> dict[str, tuple[str, dict[str, object]]]:
+    """Runs with results grouped by (model, dataset), kept where they differ in `rewind.mode`:
+    {folder name: (title, {line label: results})}. The label is the mode, with the rewind point
+    when one mode appears more than once."""
+    from lth.figures import _get
+
+    groups: dict[tuple, list] = {}
+    for path, run in loaded.items():
+        if run.results is None or not len(run.results) or not run.config:
+            continue
+        key = (_get(run.config, "model.name"), _get(run.config, "dataset.name"))
+        groups.setdefault(key, []).append(run)
+    out = {}
+    for (model, dataset), runs in groups.items():
+        modes = [_get(r.config, "rewind.mode") for r in runs]
+        if len(set(modes)) < 2:
+            continue
+        lines = {}
+        for r, mode in zip(runs, modes):
+            label = mode if modes.count(mode) == 1 else f"{mode}, k={_get(r.config, 'rewind.point')}"
+            while label in lines:
+                label += "'"
+            lines[label] = r.results
+        out[f"compare_{model}_{dataset}"] = (f"{model} on {dataset}: rewinding modes", lines)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
+    p.add_argument("--out", required=True, help="folder for the figures (one subfolder per run)")
+    p.add_argument("--title", default=None, help="title of every figure (default: from each run's config)")
+    p.add_argument("--formats", default="png,pdf", help="comma-separated file formats (default png,pdf)")
+    p.add_argument("--dpi", type=int, default=150)
+    args = p.parse_args(argv)
+    try:
+        runs = find_runs(args.runs, args.out)
+    except ValueError as e:
+        print("figures.py: " + str(e).replace("\n", "\nfigures.py: "), file=sys.stderr)
+        return 2
+
+    from lth import figures
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    loaded, bad = {}, []
+    for r in runs:
+        try:
+            loaded[r] = figures.load(r)
+        except (OSError, ValueError) as e:
+            bad.append(f"{r}: {e}")
+    if bad:
+        print("\n".join(f"figures.py: {b}" for b in bad), file=sys.stderr)
+        return 2
+    written = []
+    names = _names(runs)
+    for r, run in loaded.items():
+        paths = figures.draw_run(run, os.path.join(args.out, names[r]), title=args.title, formats=formats, dpi=args.dpi)
+        if not paths:
+            print(f"{r}: nothing to draw (fewer than two densities and no history or instability tables)", file=sys.stderr)
+        written += paths
+    for name, (title, lines) in compare_groups(loaded).items():
+        fig = figures.accuracy_vs_compression(lines, title=args.title or title)
+        written += figures.save(fig, os.path.join(args.out, name), "accuracy_vs_compression", formats=formats, dpi=args.dpi)
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
