@@ -47,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
             print("\nper tensor (density: mean over replicates)")
             t = m["tensors"].pivot_table(index=["level", "kind"], columns="tensor", values="density", sort=False)
             print(t.to_string())
-        print("\nmask overlap (Jaccard |A∩B|/|A∪B| over prunable weights; NaN: masks not on disk)")
-        print(m["overlap"].to_string(index=False))
+        ov = m["overlap"]
+        if ov.drop(columns=["level", "kind"]).isna().all().all():
+            print("\nmask overlap: no mask checkpoints on disk (trimmed results, or --no-overlap)")
+        else:
+            print("\nmask overlap (Jaccard |A∩B|/|A∪B| over prunable weights; NaN: masks not on disk)")
+            print(ov.to_string(index=False))
     if args.csv:
         import json
 
