@@ -9,7 +9,7 @@ ARGS   ?=
 JOBS   ?= 2
 export WANDB_SILENT := true
 
-.PHONY: run test test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench clean
+.PHONY: run test test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench figures clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -58,6 +58,14 @@ bench-cpu-conv: $(STAMP)
 ## Every speed measurement in one call, for a GPU (writes bench-out/results.md; ARGS="--smoke" to try it).
 gpu-bench: $(STAMP)
 	PYTHON=$(PY) bash scripts/gpu_bench.sh $(ARGS)
+
+## Every figure the README shows, redrawn from the result tables committed under results/ into
+## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when a README run's tables are missing.
+FIGURE_RUNS := results/lth_lenet_mnist results/mnist1d_mlp
+figures: $(STAMP)
+	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure the README shows)" >&2; exit 1; }; done
+	rm -rf results/figures
+	$(PY) scripts/figures.py $(filter-out results/figures/,$(wildcard results/*/)) --out results/figures
 
 clean:
 	rm -rf $(VENV) .pytest_cache
