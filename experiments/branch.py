@@ -23,39 +23,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from lth.config import Config, ConfigError, from_dict, structured_schema, to_dict  # noqa: E402
+from lth.config import Config, ConfigError, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
-NOT_IN_A_BRANCH = ("experiment", "debug")
 
 
 def branch_config(composed: DictConfig, overrides: list[str]) -> Config:
-    """The source run's config with the command line's overrides applied: a group override takes
-    the composed group wholesale, a key override the composed value of that key."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from lth.branch import source_config
-
+    """The source run's config with the command line's overrides applied
+    (`experiments/source_overrides.py`)."""
     source = composed.branch.source
     if not source:
         raise ConfigError("branch.source=null: name the lottery run directory to branch from (branch.source=RUN_DIR)")
-    merged = OmegaConf.create(to_dict(source_config(source)))
-    runs_dir_given = False
-    for ov in OverridesParser.create().parse_overrides(overrides):
-        key = ov.key_or_group
-        if key in NOT_IN_A_BRANCH:
-            raise ConfigError(f"{key}={ov.value()}: presets do not apply to a branch, which starts from its source's "
-                              "config; override the keys themselves (e.g. train.duration=200it)")
-        if ov.is_delete() or ov.is_add() or ov.is_force_add():
-            raise ConfigError(f"{ov.input_line}: a branch takes plain overrides (key=value or group=option)")
-        runs_dir_given |= key in ("paths", "paths.runs_dir")
-        OmegaConf.update(merged, key, OmegaConf.select(composed, key), merge=False)
-    if not runs_dir_given:
-        merged.paths.runs_dir = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
-    cfg = from_dict(OmegaConf.to_container(merged, resolve=True))
-    return cfg
+    from experiments.source_overrides import overlay
+
+    return overlay(composed, overrides, source, setting="branch.source")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

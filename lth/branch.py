@@ -161,7 +161,8 @@ def _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, 
                                             flops=flops.member_flops(trainer.model, trainer.dataset.input_shape, host))
             for r in level_rows:
                 r.update(source_run=source_run, source_level=lv)
-            done = {"rows": level_rows}
+            done = {"rows": level_rows,  # with the evaluation history, as a lottery level's (lth.api.load_run)
+                    "history": {"eval_steps": hist.eval_steps, "evals": [{k: v.tolist() for k, v in e.items()} for e in hist.evals]}}
             write_json(os.path.join(rd.level_dir(lv), "result.json"), done)
             acc = np.mean([r["test_accuracy"] for r in level_rows])
             logger.end_level({"density": level_rows[0]["density"], "test_accuracy": float(acc), "source_level": lv})

@@ -171,6 +171,22 @@ class BranchConfig:
 
 
 @dataclass
+class InstabilityConfig:
+    """Instability analysis (`experiments/instability.py`, `lth.instability`): for each rewind
+    point in `points`, two copies trained from the same weights at that point with different data
+    orders, evaluated along the straight line between them at `alphas` evenly spaced points.
+    `source`/`level`: train the copies under the mask of that finished lottery level (else dense).
+    `bn_batches`: training batches whose statistics replace a BatchNorm network's running
+    statistics at each point of the path (0: keep the interpolated running statistics)."""
+
+    points: list[str] = field(default_factory=lambda: ["0it"])
+    alphas: int = 30
+    source: Optional[str] = None
+    level: Optional[int] = None
+    bn_batches: int = 30
+
+
+@dataclass
 class TrainConfig:
     duration: str = "1500it"
     batch_size: int = 100
@@ -221,6 +237,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     branch: BranchConfig = field(default_factory=BranchConfig)  # read by experiments/branch.py only
+    instability: InstabilityConfig = field(default_factory=InstabilityConfig)  # read by experiments/instability.py only
 
 
 # Settings whose values change results: the content hash of a run covers exactly these sections.

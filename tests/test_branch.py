@@ -163,5 +163,5 @@ def test_command_line_overrides_change_only_what_they_name(source, tmp_path):
     assert cfg.paths.runs_dir == os.path.dirname(out.run_dir)
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         composed = compose(config_name="config", overrides=[f"branch.source={out.run_dir}", "experiment=mnist1d_mlp"])
-    with pytest.raises(ConfigError, match="experiment=mnist1d_mlp: presets do not apply to a branch"):
+    with pytest.raises(ConfigError, match="experiment=mnist1d_mlp: presets do not apply with branch.source"):
         cli.branch_config(composed, [f"branch.source={out.run_dir}", "experiment=mnist1d_mlp"])

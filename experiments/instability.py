@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Instability analysis, linear mode connectivity (`lth.instability`; Frankle et al. 2020).
+
+    python experiments/instability.py "instability.points=[0it,100it,500it]"                  # dense MNIST-1D MLP
+    python experiments/instability.py experiment=lth_lenet_mnist "instability.points=[0it,1000it]" replicates=3
+    python experiments/instability.py instability.source=RUN_DIR instability.level=8 "instability.points=[0it,500it]"
+
+For each rewind point k, two copies of the network at step k train to the end with different data
+orders; `instability.csv` holds each point's error barrier along the straight line between them
+(per replicate), `curves.csv` the test error at each of `instability.alphas` points of the line.
+With `instability.source`, the settings start from that lottery run's `config.yaml` (the overrides
+on this command line replace what they name) and the copies train under the ticket mask of
+`instability.level`; the run directory goes beside the source unless `paths.runs_dir` is given.
+Bad values end with one line naming the setting, exit status 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from lth.config import Config, ConfigError, from_dict, structured_schema  # noqa: E402
+
+ConfigStore.instance().store(name="lth_schema", node=structured_schema())
+
+
+def instability_config(composed: DictConfig, overrides: list[str]) -> Config:
+    """The composed config; with `instability.source`, that run's config with these overrides."""
+    source = composed.instability.source
+    if not source:
+        return from_dict(OmegaConf.to_container(composed, resolve=True))
+    from experiments.source_overrides import overlay
+
+    return overlay(composed, overrides, source, setting="instability.source")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from lth.data import DataError
+    from lth.run_dir import RunLocked
+
+    try:
+        cfg = instability_config(dcfg, list(HydraConfig.get().overrides.task))
+        from lth import instability
+
+        outcome = instability.run(cfg)
+    except (ConfigError, DataError, RunLocked) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print()
+    t = outcome.table
+    print(t.groupby(["step", "point"])[["barrier", "error_start", "error_end"]].agg(["mean", "std"]).to_string())
+    print(f"\ninstability: {os.path.join(outcome.run_dir, 'instability.csv')}")
+    print(f"run directory: {outcome.run_dir}")
+
+
+if __name__ == "__main__":
+    main()

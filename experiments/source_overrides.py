@@ -1,0 +1,38 @@
+"""Settings of a run that starts from a finished lottery run (a branch, an instability analysis
+under a ticket's mask): the source run's own `config.yaml`, with the command line's overrides
+applied. A group override (`dataset=fashion_mnist`) takes the composed group wholesale, a key
+override (`train.duration=200it`) the composed value of that key; nothing else changes."""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+from lth.config import Config, ConfigError, from_dict, to_dict
+
+NOT_FROM_A_SOURCE = ("experiment", "debug")
+
+
+def overlay(composed: DictConfig, overrides: list[str], source: str, *, setting: str) -> Config:
+    """The config of the run at `source` (named by the override `setting`) with `overrides`, as
+    composed in `composed`; its run directory goes beside the source unless `paths.runs_dir` is
+    given."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lth.branch import source_config
+
+    merged = OmegaConf.create(to_dict(source_config(source, setting=setting)))
+    runs_dir_given = False
+    for ov in OverridesParser.create().parse_overrides(overrides):
+        key = ov.key_or_group
+        if key in NOT_FROM_A_SOURCE:
+            raise ConfigError(f"{key}={ov.value()}: presets do not apply with {setting}, which starts from the source's "
+                              "config; override the keys themselves (e.g. train.duration=200it)")
+        if ov.is_delete() or ov.is_add() or ov.is_force_add():
+            raise ConfigError(f"{ov.input_line}: with {setting}, plain overrides only (key=value or group=option)")
+        runs_dir_given |= key in ("paths", "paths.runs_dir")
+        OmegaConf.update(merged, key, OmegaConf.select(composed, key), merge=False)
+    if not runs_dir_given:
+        merged.paths.runs_dir = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
+    return from_dict(OmegaConf.to_container(merged, resolve=True))

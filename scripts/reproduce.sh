@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The README's reproductions, each through the real command line, and their small result tables
+# (results.csv, summary.json, config.yaml and each level's result.json with its evaluation history;
+# no checkpoints) copied to OUT/<name>/ (default results/).
+#
+#   scripts/reproduce.sh [--only lenet,mnist1d,lmc_lenet] [OUT]
+#
+# Stages:
+#   lenet      Frankle & Carbin 2019, LeNet-300-100 on MNIST (experiment=lth_lenet_mnist: 5 replicates,
+#              50,000 it, layer-wise 20% / output 10%), 20 levels, with reinit and random-pruning controls
+#   mnist1d    MNIST-1D MLP (experiment=mnist1d_mlp), 5 replicates, 12 levels, both controls
+#   lmc_lenet  instability of LeNet-300-100 (the lenet stage's protocol, 3 replicates) across rewind
+#              points: dense, and under the level-8 ticket mask (16.8%) of a 3-replicate lottery run
+# Runs go to $RUNS (default runs/reproduce); each stage resumes where a killed one stopped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ONLY=""
+[[ "${1:-}" == --only ]] && { ONLY=",$2,"; shift 2; }
+OUT="${1:-results}"
+RUNS="${RUNS:-runs/reproduce}"
+PY="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}"
+export PYTHONUNBUFFERED=1
+common=(logger.wandb.mode=disabled logger.progress=false ${EXTRA:-})  # EXTRA: more overrides (a smoke test)
+want() { [[ -z "$ONLY" || "$ONLY" == *",$1,"* ]]; }
+keep() {  # keep NAME RUN_DIR: the small tables of a finished run
+  [[ -n "$2" && "$2" != . && -f "$2/config.yaml" ]] || { echo "no finished run for $1" >&2; return 1; }
+  local dst="$OUT/$1"; mkdir -p "$dst"
+  (cd "$2" && find . -maxdepth 2 \( -name results.csv -o -name summary.json -o -name config.yaml -o -name result.json \
+     -o -name instability.csv -o -name curves.csv \) -print0 | xargs -0 -I{} cp --parents {} "$OUT_ABS/$1/")
+  echo "kept $2 -> $dst"
+}
+mkdir -p "$OUT"; OUT_ABS=$(cd "$OUT" && pwd)
+stage() {  # stage NAME COMMAND...: run, time, report
+  echo "=== $1 ($(date -u +%H:%M:%S))"; local t0=$SECONDS; shift
+  "$@"; local rc=$?
+  echo "=== exit $rc after $((SECONDS - t0)) s"; return $rc
+}
+if want lenet; then
+  stage lenet $PY experiments/lottery.py experiment=lth_lenet_mnist levels=20 "controls=[reinit,random_prune]" \
+    paths.runs_dir="$RUNS/lenet" "${common[@]}"
+  keep lth_lenet_mnist "$(dirname "$(ls -d "$RUNS"/lenet/*/results.csv | head -n 1)")"
+fi
+if want mnist1d; then
+  stage mnist1d $PY experiments/lottery.py experiment=mnist1d_mlp replicates=5 levels=12 "controls=[reinit,random_prune]" \
+    paths.runs_dir="$RUNS/mnist1d" "${common[@]}"
+  keep mnist1d_mlp "$(dirname "$(ls -d "$RUNS"/mnist1d/*/results.csv | head -n 1)")"
+fi
+if want lmc_lenet; then
+  stage lmc_lenet_dense $PY experiments/instability.py experiment=lth_lenet_mnist replicates=3 \
+    "instability.points=[0it,100it,500it,2000it,10000it]" paths.runs_dir="$RUNS/lmc_lenet" "${common[@]}"
+  keep lmc_lenet_dense "$(dirname "$(ls -d "$RUNS"/lmc_lenet/lmc-*/instability.csv | head -n 1)")"
+  stage lmc_lenet_source $PY experiments/lottery.py experiment=lth_lenet_mnist replicates=3 levels=8 \
+    paths.runs_dir="$RUNS/lmc_lenet_source" "${common[@]}"
+  src=$(dirname "$(ls -d "$RUNS"/lmc_lenet_source/*/results.csv | head -n 1)")
+  stage lmc_lenet_sparse $PY experiments/instability.py instability.source="$src" instability.level=8 \
+    "instability.points=[0it,500it,2000it]" paths.runs_dir="$RUNS/lmc_lenet" "${common[@]}"
+  keep lmc_lenet_sparse "$(dirname "$(ls -d "$RUNS"/lmc_lenet/lmc-*/instability.csv | xargs ls -t | head -n 1)")"
+fi
