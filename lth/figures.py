@@ -357,7 +357,8 @@ def barrier_vs_point(instability: pd.DataFrame, *, title: str | None = None, ax=
     ax.axhline(100 * STABLE, color="0.35", linestyle="--", linewidth=1, label="stability threshold (2%)")
     ax.set_xlabel("Rewind iteration k (symmetric log scale)")
     ax.set_ylabel("Error barrier / instability (%)")
-    ax.set_ylim(bottom=min(0.0, 100 * float(df.barrier.min()) - 0.5))
+    lo, hi = min(0.0, 100 * float(df.barrier.min())), ax.get_ylim()[1]
+    ax.set_ylim(lo - 0.03 * (hi - lo), hi)
     return _finish(fig, ax, title, _replicate_note(df.groupby(["level", "step"]).replicate.nunique()))
 
 
