@@ -24,8 +24,8 @@ by. `scripts/ticket_report.py RUN_DIR` prints them; a lottery run logs them to i
 replicates) and remaining weights (mean), from summary.json's `tensor_densities` (tickets) and each
 control's result.json.
 
-`overlap`: one row per level x kind, from the mask checkpoints (`level_NN/mask`,
-`level_NN/controls/<kind>/mask`); NaN where a mask is not on disk (trimmed results). The Jaccard
+`overlap`: one row per level x kind, from the mask checkpoints (`level_NN/mask` of the tickets or
+a branch, `level_NN/controls/<kind>/mask`); NaN where a mask is not on disk (trimmed results). The Jaccard
 index of two masks A, B over the prunable weights is |A ∩ B| / |A ∪ B| (1: the same weights alive).
 - jaccard_previous (mean, min over replicates): replicate r's mask against replicate r's mask of
   the previous level of the same kind (the ticket's for a control at level 1, whose parent is the
@@ -220,15 +220,21 @@ def random_jaccard(a: dict[str, float], b: dict[str, float], sizes: dict[str, in
     return float(inter / union) if union else float("nan")
 
 
-def _load_masks(path: str, prunable: Optional[list[str]]) -> Optional[tuple[np.ndarray, dict[str, np.ndarray]]]:
+def _load_masks(path: str, prunable: Optional[list[str]], pruning: dict) -> Optional[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """(replicates x prunable weights) boolean matrix and per-tensor masks of one mask checkpoint,
-    or None when there is none."""
+    or None when there is none. The prunable tensors are `prunable`, else those the config's
+    `pruning.prunable` / `pruning.exclude` patterns select."""
     if not os.path.isfile(os.path.join(path, "_CHECKPOINT_METADATA")):
         return None
+    import re
+
     from lth import checkpoints
 
     flat = _flatten(checkpoints.restore(path, None))
-    paths = [p for p in (prunable or sorted(flat)) if p in flat]
+    if prunable is None:
+        inc, exc = pruning.get("prunable", ["kernel$"]), pruning.get("exclude", [])
+        prunable = [p for p in sorted(flat) if any(re.search(x, p) for x in inc) and not any(re.search(x, p) for x in exc)]
+    paths = [p for p in prunable if p in flat]
     per = {p: np.asarray(flat[p], bool) for p in paths}
     n = next(iter(per.values())).shape[0] if per else 0
     return np.concatenate([per[p].reshape(n, -1) for p in paths], axis=1), per
@@ -249,8 +255,9 @@ def overlap_metrics(run, kinds_levels: Optional[list[tuple[int, str]]] = None, *
             return None
         if (level, kind) not in cache:
             d = os.path.join(run.path, f"level_{level:02d}")
-            cache[(level, kind)] = _load_masks(os.path.join(d, "mask") if kind == "ticket" else
-                                               os.path.join(d, "controls", kind, "mask"), prunable)
+            cache[(level, kind)] = _load_masks(os.path.join(d, "mask") if kind in ("ticket", "branch") else
+                                               os.path.join(d, "controls", kind, "mask"), prunable,
+                                               (run.config or {}).get("pruning") or {})
         return cache[(level, kind)]
 
     rows = []
@@ -265,7 +272,7 @@ def overlap_metrics(run, kinds_levels: Optional[list[tuple[int, str]]] = None, *
                 if prev is not None and prev[0].shape == m.shape:
                     j = [jaccard(m[r], prev[0][r]) for r in range(len(m))]
                     row["jaccard_previous"], row["jaccard_previous_min"] = float(np.mean(j)), float(np.min(j))
-            if kind != "ticket":
+            if kind not in ("ticket", "branch"):
                 t = masks(level, "ticket")
                 if t is not None and t[0].shape == m.shape:
                     row["jaccard_ticket"] = float(np.mean([jaccard(m[r], t[0][r]) for r in range(len(m))]))

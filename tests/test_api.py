@@ -137,3 +137,22 @@ def test_not_a_run_is_a_clear_error(tmp_path):
 def test_import_lth_does_not_import_jax():
     code = "import sys, lth; lth.load_run; lth.load_runs; lth.ticket_metrics; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_branch_from_python_starts_from_its_source(tiny_run):
+    """`branch.source` in a dict: the source's config with the dict's changes, beside the source; the
+    branch's history is loaded like a lottery level's."""
+    _, run, _ = tiny_run
+    b = lth.run({"branch": {"source": run.path, "levels": [1]}, "seed": 3}, echo=lambda line: None)
+    assert os.path.dirname(b.path) == os.path.dirname(run.path) and os.path.basename(b.path).startswith("branch-")
+    assert b.config["seed"] == 3 and b.config["controls"] == ["reinit"] and b.config["model"]["widths"] == [64, 64]
+    assert set(b.results.kind) == {"branch"} and set(b.history.kind) == {"branch"}
+    assert len(b.history) == 2 * 2  # two replicates, two evaluations (steps 40 and 60)
+    last = b.history[b.history.step == 60].set_index("replicate")
+    assert last.test_accuracy.tolist() == pytest.approx(b.results.sort_values("replicate").test_accuracy.tolist(), abs=1e-7)
+    # its ticket metrics: no dense level to judge it by; its masks on disk are the source's level-1 masks
+    m = lth.ticket_metrics(b)
+    assert m["levels"].kind.tolist() == ["branch"] and m["levels"].matching.isna().all()
+    ov = m["overlap"].iloc[0]
+    src = lth.ticket_metrics(run)["overlap"].set_index(["level", "kind"]).loc[(1, "ticket")]
+    assert ov.jaccard_replicates == pytest.approx(src.jaccard_replicates) and pd.isna(ov.jaccard_ticket)
