@@ -121,7 +121,7 @@ def _density_axis(ax, densities: Iterable[float]) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([percent_label(t) for t in ticks])
     hi, lo = 100 * d.max(), 100 * d.min()
-    pad = (hi / lo) ** 0.04 if hi > lo else 1.3
+    pad = max(1.05, (hi / lo) ** 0.04)  # room for the markers and the dodged series
     ax.set_xlim(hi * pad, lo / pad)  # inverted: 100% on the left
     ax.set_xlabel("Percent of weights remaining (log scale)")
 
