@@ -42,9 +42,6 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import pandas as pd
 
 HISTORY_KEYS = ["level", "kind", "replicate", "step"]
-# Columns of a results table that are not settings (`load_runs` adds the settings beside them).
-RUN_COLUMNS = ("run", "path")
-_ORDER_FIRST = ("ticket",)
 
 
 class Run(NamedTuple):
