@@ -271,20 +271,8 @@ def _copies(cfg, trainer, keys, states0, saved, mask, label, k, level, plan) -> 
     b1 = jax.tree.map(lambda x: x[:R], states.batch_stats)
     b2 = jax.tree.map(lambda x: x[R:], states.batch_stats)
     alphas = np.linspace(0.0, 1.0, n_alpha)
-    base = jax.tree.map(lambda x: x[:R], states)
     bn = _bn_batches(trainer, cfg, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 10_007)) if b1 else None
-    errors, losses = [], []
-    for a in alphas:
-        params = interpolate(p1, p2, float(a))
-        stats = interpolate(b1, b2, float(a))
-        if bn is not None:
-            from lth.models.batch_norm import MOMENTUM
-
-            stats = _recompute(trainer, params, stats, bn, MOMENTUM)
-        ev = trainer.evaluate(base.replace(params=params, batch_stats=stats), "test")
-        errors.append(1.0 - np.asarray(ev["accuracy"], np.float64))
-        losses.append(np.asarray(ev["loss"], np.float64))
-    errors, losses = np.stack(errors), np.stack(losses)  # (A, R)
+    errors, losses = path_errors(trainer, jax.tree.map(lambda x: x[:R], states), (p1, b1), (p2, b2), alphas, bn)
     rows, curve = [], []
     for r in range(R):
         e = errors[:, r]
@@ -295,6 +283,26 @@ def _copies(cfg, trainer, keys, states0, saved, mask, label, k, level, plan) -> 
         curve.extend({"point": label, "step": k, "replicate": r, "alpha": float(a), "test_error": float(e[i]),
                       "test_loss": float(losses[i, r])} for i, a in enumerate(alphas))
     return {"point": label, "step": k, "rows": rows, "curve": curve, "seconds": round(hist.seconds, 3)}
+
+
+def path_errors(trainer, base, end1, end2, alphas, bn_batches=None) -> tuple[np.ndarray, np.ndarray]:
+    """Test error and loss (each (A, R)) of (1 − α)·W1 + α·W2 for every α in `alphas`, for R
+    stacked pairs: `end1`, `end2` = (params, batch_stats) of the two ends; `base` supplies the
+    rest of a stacked train state. With `bn_batches` (B, batch, ...) normalised training inputs,
+    BatchNorm statistics are recomputed on them for every α (`recompute_batch_stats`); else the
+    interpolated running statistics are used."""
+    errors, losses = [], []
+    for a in alphas:
+        params = interpolate(end1[0], end2[0], float(a))
+        stats = interpolate(end1[1], end2[1], float(a))
+        if bn_batches is not None:
+            from lth.models.batch_norm import MOMENTUM
+
+            stats = _recompute(trainer, params, stats, bn_batches, MOMENTUM)
+        ev = trainer.evaluate(base.replace(params=params, batch_stats=stats), "test")
+        errors.append(1.0 - np.asarray(ev["accuracy"], np.float64))
+        losses.append(np.asarray(ev["loss"], np.float64))
+    return np.stack(errors), np.stack(losses)
 
 
 _RECOMPUTE: dict[int, Callable] = {}
