@@ -22,14 +22,18 @@ PY="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo pyth
 export PYTHONUNBUFFERED=1
 common=(logger.wandb.mode=disabled logger.progress=false ${EXTRA:-})  # EXTRA: more overrides (a smoke test)
 want() { [[ -z "$ONLY" || "$ONLY" == *",$1,"* ]]; }
-keep() {  # keep NAME RUN_DIR: the small tables of a finished run
+keep() {  # keep NAME RUN_DIR [HISTORY_LEVELS]: the small tables of a finished run (lth.api.export_tables)
   [[ -n "$2" && "$2" != . && -f "$2/config.yaml" ]] || { echo "no finished run for $1" >&2; return 1; }
   local dst="$OUT/$1"; mkdir -p "$dst"
-  (cd "$2" && find . -maxdepth 2 \( -name results.csv -o -name summary.json -o -name config.yaml -o -name result.json \
-     -o -name instability.csv -o -name curves.csv \) -print0 | xargs -0 -I{} cp --parents {} "$OUT_ABS/$1/")
+  if [[ -f "$2/results.csv" ]]; then
+    $PY -c 'import sys, json; from lth.api import export_tables; export_tables(sys.argv[1], sys.argv[2], history_levels=json.loads(sys.argv[3]))' \
+      "$2" "$dst" "${3:-null}" || return 1
+  else  # an instability run
+    for f in config.yaml summary.json instability.csv curves.csv; do cp "$2/$f" "$dst/"; done
+  fi
   echo "kept $2 -> $dst"
 }
-mkdir -p "$OUT"; OUT_ABS=$(cd "$OUT" && pwd)
+mkdir -p "$OUT"
 stage() {  # stage NAME COMMAND...: run, time, report
   echo "=== $1 ($(date -u +%H:%M:%S))"; local t0=$SECONDS; shift
   "$@"; local rc=$?
@@ -38,7 +42,7 @@ stage() {  # stage NAME COMMAND...: run, time, report
 if want lenet; then
   stage lenet $PY experiments/lottery.py experiment=lth_lenet_mnist levels=20 "controls=[reinit,random_prune]" \
     paths.runs_dir="$RUNS/lenet" "${common[@]}"
-  keep lth_lenet_mnist "$(dirname "$(ls -d "$RUNS"/lenet/*/results.csv | head -n 1)")"
+  keep lth_lenet_mnist "$(dirname "$(ls -d "$RUNS"/lenet/*/results.csv | head -n 1)")" "[0,3,7,12,15,18]"
 fi
 if want mnist1d; then
   stage mnist1d $PY experiments/lottery.py experiment=mnist1d_mlp replicates=5 levels=12 "controls=[reinit,random_prune]" \
