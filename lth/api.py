@@ -10,12 +10,12 @@
 `run(config)` takes a `lth.config.Config` or a nested dict of settings over the schema's defaults
 (`lth.config`'s dataclasses, not the presets of `conf/`); keys may also be dotted
 (`{"pruning.fraction": 0.5}`). With `branch.source` set it is a branch (`lth.branch`): a dict then
-starts from the source run's config, as `experiments/branch.py` does. It returns `load_run` of
-the run directory.
+starts from the source run's config, as `experiments/branch.py` does; `experiment="instability"`
+runs the instability analysis (`lth.instability`). It returns `load_run` of the run directory.
 
 `load_run(dir)` reads a run directory (or a trimmed copy written by `export_tables`) into a `Run`:
 
-    results      results.csv: one row per level x replicate x kind
+    results      results.csv: one row per level x replicate x kind (no rows for an instability analysis)
     history      the evaluation history in long form: columns level, kind, replicate, step, then one
                  column per evaluated metric with '/' replaced by '_' (test_accuracy, test_loss,
                  val_accuracy, val_loss); from each level's result.json (tickets in level_NN/,
@@ -56,42 +56,48 @@ class Run(NamedTuple):
 
 # -- running ---------------------------------------------------------------------------------------
 
-def run(config: Any, *, echo: Callable[[str], None] = print) -> Run:
+EXPERIMENTS = ("auto", "lottery", "branch", "instability")
+
+
+def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "auto") -> Run:
     """Run (or continue: finished levels are skipped) the experiment `config` and return its `Run`.
 
     `config` is a `lth.config.Config` or a nested dict of settings; a dict is typed and checked by
     the schema Hydra uses (a misspelt key or a wrongly typed value raises `ConfigError`), then every
-    value by `lth.config.validate`, before anything is written. A config with `branch.source` runs
-    a branch of that lottery run (`lth.branch.run`)."""
-    from lth.config import Config
+    value by `lth.config.validate`, before anything is written. `experiment`: `auto` is a lottery
+    run, or a branch of the lottery run `branch.source` when that is set (`lth.branch.run`);
+    `instability` is the instability analysis (`lth.instability.run`; a dict with
+    `instability.source` starts from that run's config, as a branch does)."""
+    from lth.config import Config, ConfigError
 
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"lth.run: experiment={experiment!r} is not one of {', '.join(EXPERIMENTS)}")
     if isinstance(config, Config):
         cfg = config
     elif isinstance(config, dict):
-        cfg = config_from_dict(config)
+        cfg = config_from_dict(config, source_key="instability" if experiment == "instability" else "branch")
     else:
         raise TypeError(f"lth.run: config must be an lth.config.Config or a dict of settings, not {type(config).__name__}")
-    if cfg.branch.source:
-        from lth import branch
-
-        outcome = branch.run(cfg, echo=echo)
+    if experiment == "instability":
+        from lth import instability as module
+    elif experiment == "branch" or (experiment == "auto" and cfg.branch.source):
+        from lth import branch as module
     else:
-        from lth import lottery
-
-        outcome = lottery.run(cfg, echo=echo)
-    return load_run(outcome.run_dir)
+        from lth import lottery as module
+    return load_run(module.run(cfg, echo=echo).run_dir)
 
 
-def config_from_dict(settings: dict[str, Any]):
+def config_from_dict(settings: dict[str, Any], *, source_key: str = "branch"):
     """A `Config` from a nested (or dotted-key) dict over the schema's defaults; with
-    `branch.source`, over the source run's config (its runs_dir beside the source unless given)."""
+    `<source_key>.source` (`branch.source`, `instability.source`), over that run's config (its
+    runs_dir beside the source unless given)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from lth.config import ConfigError, from_dict, structured_schema, to_dict
 
     nested = _nest(settings)
-    source = (nested.get("branch") or {}).get("source")
+    source = (nested.get(source_key) or {}).get("source")
     try:
         base = structured_schema()
         if source:
@@ -128,7 +134,8 @@ def _nest(settings: dict[str, Any]) -> dict[str, Any]:
 # -- loading ---------------------------------------------------------------------------------------
 
 def is_run_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "results.csv"))
+    """A lottery run or a branch (results.csv), or an instability analysis (instability.csv)."""
+    return any(os.path.isfile(os.path.join(path, f)) for f in ("results.csv", "instability.csv"))
 
 
 def load_run(path: Union[str, os.PathLike]) -> Run:
@@ -142,8 +149,13 @@ def load_run(path: Union[str, os.PathLike]) -> Run:
                                 "summary.json and level_NN/ folders, as lth.run or experiments/lottery.py write them)")
     if not is_run_dir(path):
         raise FileNotFoundError(f"{path}: not a run directory: no results.csv there (a run directory holds results.csv, "
-                                "config.yaml, summary.json and level_NN/)")
-    results = pd.read_csv(os.path.join(path, "results.csv"))
+                                "config.yaml, summary.json and level_NN/; an instability analysis, instability.csv)")
+    if os.path.isfile(os.path.join(path, "results.csv")):
+        results = pd.read_csv(os.path.join(path, "results.csv"))
+    else:  # an instability analysis: no levels
+        from lth.results import COLUMNS
+
+        results = pd.DataFrame(columns=COLUMNS)
     summary = _read_json(os.path.join(path, "summary.json")) or {}
     cfg_path = os.path.join(path, "config.yaml")
     if os.path.isfile(cfg_path):
@@ -250,7 +262,7 @@ def find_runs(dirs_or_glob: Union[str, os.PathLike, list]) -> list[str]:
             if is_run_dir(m):
                 paths.append(m)
             elif os.path.isdir(m):
-                found = sorted(d for d, _, files in os.walk(m) if "results.csv" in files)
+                found = sorted(d for d in (d for d, _, _ in os.walk(m)) if is_run_dir(d))
                 if not found and not _glob.has_magic(item):
                     raise FileNotFoundError(f"{m}: neither a run directory (no results.csv) nor a folder holding runs")
                 paths.extend(found)

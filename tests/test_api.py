@@ -156,3 +156,24 @@ def test_a_branch_from_python_starts_from_its_source(tiny_run):
     ov = m["overlap"].iloc[0]
     src = lth.ticket_metrics(run)["overlap"].set_index(["level", "kind"]).loc[(1, "ticket")]
     assert ov.jaccard_replicates == pytest.approx(src.jaccard_replicates) and pd.isna(ov.jaccard_ticket)
+
+
+def test_an_instability_analysis_loads_with_its_tables(tmp_path):
+    """An instability directory (`lth.instability`: instability.csv and curves.csv, no levels) is a
+    run to load_run: no results rows, its two tables; a trimmed copy keeps them."""
+    d = tmp_path / "lmc-mlp-mnist1d-0"
+    d.mkdir()
+    table = pd.DataFrame({"point": ["0it", "20it"], "step": [0, 20], "replicate": [0, 0], "barrier": [0.1, 0.02]})
+    curves = pd.DataFrame({"point": ["0it"] * 3, "step": [0] * 3, "replicate": [0] * 3, "alpha": [0, 0.5, 1.0],
+                           "test_error": [0.2, 0.3, 0.2]})
+    table.to_csv(d / "instability.csv", index=False)
+    curves.to_csv(d / "curves.csv", index=False)
+    (d / "config.yaml").write_text(yaml.safe_dump(to_dict(small_config(tmp_path))))
+    r = lth.load_run(d)
+    assert r.results.empty and "test_accuracy" in r.results.columns and r.history.empty
+    pd.testing.assert_frame_equal(r.instability, table)
+    pd.testing.assert_frame_equal(r.curves, curves)
+    back = lth.load_run(api.export_tables(d, tmp_path / "trimmed"))
+    pd.testing.assert_frame_equal(back.instability, table)
+    with pytest.raises(ConfigError, match="experiment='lmc'"):
+        lth.run({}, experiment="lmc")
