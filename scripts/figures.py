@@ -102,6 +102,21 @@ def compare_groups(loaded: dict[str, object]) -> dict[str, tuple[str, dict[str, 
     return out
 
 
+def instability_groups(loaded: dict[str, object]) -> dict[str, tuple[str, object]]:
+    """Instability runs grouped by (model, dataset), kept where there are several (e.g. the dense
+    network and an IMP subnetwork): {folder name: (title, their instability tables together)}."""
+    import pandas as pd
+
+    from lth.figures import _get
+
+    groups: dict[tuple, list] = {}
+    for run in loaded.values():
+        if getattr(run, "instability", None) is not None and len(run.instability) and run.config:
+            groups.setdefault((_get(run.config, "model.name"), _get(run.config, "dataset.name")), []).append(run.instability)
+    return {f"compare_{m}_{d}": (f"{m} on {d}: linear mode connectivity", pd.concat(tables, ignore_index=True))
+            for (m, d), tables in groups.items() if len(tables) > 1}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
@@ -138,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (title, lines) in compare_groups(loaded).items():
         fig = figures.accuracy_vs_compression(lines, title=args.title or title)
         written += figures.save(fig, os.path.join(args.out, name), "accuracy_vs_compression", formats=formats, dpi=args.dpi)
+    for name, (title, table) in instability_groups(loaded).items():
+        fig = figures.barrier_vs_point(table, title=args.title or title)
+        written += figures.save(fig, os.path.join(args.out, name), "barrier_vs_point", formats=formats, dpi=args.dpi)
     for path in written:
         print(path)
     return 0
