@@ -350,6 +350,20 @@ class _Logger:
         self.run.log({"instability": wandb.Table(dataframe=table), "curves": wandb.Table(dataframe=curves)})
         for p in points:
             self.run.summary[f"barrier/{p['point']}"] = p["barrier_mean"]
+        try:  # the figures as images; a drawing failure must not fail a finished analysis
+            from lth import figures
+
+            def image(fig):  # pixels through Agg: no pyplot, no global backend
+                from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+                canvas = FigureCanvasAgg(fig)
+                canvas.draw()
+                return wandb.Image(np.asarray(canvas.buffer_rgba())[..., :3])
+
+            self.run.log({"figures/barrier_vs_point": image(figures.barrier_vs_point(table)),
+                          "figures/interpolation_curves": image(figures.interpolation_curves(curves))})
+        except Exception as e:  # noqa: BLE001
+            print(f"W&B: the instability figures were not drawn ({type(e).__name__}: {e})")
         self.finish()
 
     def finish(self, failed: bool = False) -> None:

@@ -153,3 +153,15 @@ def test_bad_input_refused_before_anything_is_written(tmp_path, change, match):
     with pytest.raises(ConfigError, match=match):
         instability.run(cfg, echo=lambda _: None)
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_wandb_offline_gets_the_barriers_and_figures(tmp_path):
+    cfg = _cfg(tmp_path, points=("0it",))
+    cfg.logger.wandb.mode = "offline"
+    out = instability.run(cfg, echo=lambda _: None)
+    runs = [d for d in os.listdir(os.path.join(out.run_dir, "wandb")) if d.startswith("offline-run-")]
+    assert len(runs) == 1
+    media = os.path.join(out.run_dir, "wandb", runs[0], "files", "media")
+    files = [f for _, _, fs in os.walk(media) for f in fs]
+    assert any(f.startswith("figures_barrier_vs_point") or "barrier_vs_point" in f for f in files), files
+    assert any(f.endswith(".table.json") for f in files)
