@@ -8,7 +8,7 @@
 # Stages:
 #   lenet      Frankle & Carbin 2019, LeNet-300-100 on MNIST (experiment=lth_lenet_mnist: 5 replicates,
 #              50,000 it, layer-wise 20% / output 10%), 20 levels, with reinit and random-pruning controls
-#   mnist1d    MNIST-1D MLP (experiment=mnist1d_mlp), 5 replicates, 12 levels, both controls
+#   mnist1d    MNIST-1D MLP (experiment=mnist1d_mlp), 5 replicates, 18 levels, both controls
 #   lmc_lenet  instability of LeNet-300-100 (the lenet stage's protocol, 3 replicates) across rewind
 #              points: dense, and under the level-8 ticket mask (16.8%) of a 3-replicate lottery run
 # Runs go to $RUNS (default runs/reproduce); each stage resumes where a killed one stopped.
@@ -45,7 +45,7 @@ if want lenet; then
   keep lth_lenet_mnist "$(dirname "$(ls -d "$RUNS"/lenet/*/results.csv | head -n 1)")" "[0,3,7,12,15,18]"
 fi
 if want mnist1d; then
-  stage mnist1d $PY experiments/lottery.py experiment=mnist1d_mlp replicates=5 levels=12 "controls=[reinit,random_prune]" \
+  stage mnist1d $PY experiments/lottery.py experiment=mnist1d_mlp replicates=5 levels=18 "controls=[reinit,random_prune]" \
     paths.runs_dir="$RUNS/mnist1d" "${common[@]}"
   keep mnist1d_mlp "$(dirname "$(ls -d "$RUNS"/mnist1d/*/results.csv | head -n 1)")"
 fi
