@@ -32,32 +32,25 @@ ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 def branch_config(composed: DictConfig, overrides: list[str]) -> Config:
     """The source run's config with the command line's overrides applied
-    (`experiments/source_overrides.py`)."""
+    (`experiments/common.py`)."""
     source = composed.branch.source
     if not source:
         raise ConfigError("branch.source=null: name the lottery run directory to branch from (branch.source=RUN_DIR)")
-    from experiments.source_overrides import overlay
+    from experiments.common import overlay
 
     return overlay(composed, overrides, source, setting="branch.source")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    import logging
+    from experiments.common import run_or_exit
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    from lth.data import DataError
-    from lth.run_dir import RunLocked
-
-    try:
-        cfg = branch_config(dcfg, list(HydraConfig.get().overrides.task))
+    def work():
         from lth import branch
 
-        outcome = branch.run(cfg)
-    except (ConfigError, DataError, RunLocked) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return branch.run(branch_config(dcfg, list(HydraConfig.get().overrides.task)))
+
+    outcome = run_or_exit(work)
     print()
     print(outcome.results.groupby("level")[["density", "test_accuracy"]].agg(["mean", "std"]).to_string())
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")

@@ -26,7 +26,7 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from lth.config import Config, ConfigError, from_dict, structured_schema  # noqa: E402
+from lth.config import Config, from_dict, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
@@ -36,31 +36,28 @@ def instability_config(composed: DictConfig, overrides: list[str]) -> Config:
     source = composed.instability.source
     if not source:
         return from_dict(OmegaConf.to_container(composed, resolve=True))
-    from experiments.source_overrides import overlay
+    from experiments.common import overlay
 
     return overlay(composed, overrides, source, setting="instability.source")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    import logging
+    from experiments.common import run_or_exit
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    from lth.data import DataError
-    from lth.run_dir import RunLocked
-
-    try:
-        cfg = instability_config(dcfg, list(HydraConfig.get().overrides.task))
+    def work():
         from lth import instability
 
-        outcome = instability.run(cfg)
-    except (ConfigError, DataError, RunLocked) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return instability.run(instability_config(dcfg, list(HydraConfig.get().overrides.task)))
+
+    outcome = run_or_exit(work)
+    from lth.instability import summarize
+
     print()
-    t = outcome.table
-    print(t.groupby(["step", "point"])[["barrier", "error_start", "error_end"]].agg(["mean", "std"]).to_string())
+    for p in summarize(outcome.table):
+        print(f"k = {p['point']:>8}: error barrier {100 * p['barrier_mean']:.2f} ± {100 * p['barrier_std']:.2f}% "
+              f"(min {100 * p['barrier_min']:.2f}, max {100 * p['barrier_max']:.2f}, {p['replicates']} replicates)"
+              f"{'  stable' if p['stable'] else ''}")
     print(f"\ninstability: {os.path.join(outcome.run_dir, 'instability.csv')}")
     print(f"run directory: {outcome.run_dir}")
 

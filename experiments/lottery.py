@@ -23,28 +23,22 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from lth.config import ConfigError, from_dict, structured_schema  # noqa: E402
+from lth.config import from_dict, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    import logging
+    from experiments.common import run_or_exit
+    from lth import results
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every save at INFO
-    from lth.data import DataError
-    from lth.run_dir import RunLocked
+    def work():
+        from lth import lottery
 
-    try:
-        cfg = from_dict(OmegaConf.to_container(dcfg, resolve=True))
-        from lth import lottery, results
+        return lottery.run(from_dict(OmegaConf.to_container(dcfg, resolve=True)))
 
-        outcome = lottery.run(cfg)
-    except (ConfigError, DataError, RunLocked) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    outcome = run_or_exit(work)
     print()
     print(results.format_summary(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")

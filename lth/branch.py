@@ -52,16 +52,21 @@ def source_config(source: str, *, setting: str = "branch.source") -> Config:
     return from_dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
+def source_summary(source: str, *, setting: str) -> tuple[str, dict[str, Any]]:
+    """(absolute path, summary.json) of the finished lottery run `source`, named by `setting` in errors."""
+    src = os.path.abspath(os.path.expanduser(source))
+    path = os.path.join(src, "summary.json")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{setting}={source!r}: not a lottery run directory (no summary.json there)")
+    with open(path) as f:
+        return src, json.load(f)
+
+
 def _check(cfg: Config) -> tuple[str, dict[str, Any]]:
     b = cfg.branch
     if not b.source:
         raise ConfigError("branch.source=null: name the lottery run directory to branch from (branch.source=RUN_DIR)")
-    src = os.path.abspath(os.path.expanduser(b.source))
-    summary_path = os.path.join(src, "summary.json")
-    if not os.path.isfile(summary_path):
-        raise ConfigError(f"branch.source={b.source!r}: not a lottery run directory (no summary.json there)")
-    with open(summary_path) as f:
-        summary = json.load(f)
+    src, summary = source_summary(b.source, setting="branch.source")
     if not b.levels:
         raise ConfigError("branch.levels=[]: list the source levels to branch from, e.g. branch.levels=[2,4]")
     done = sorted(int(k) for k in summary.get("levels", {}))

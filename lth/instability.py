@@ -125,12 +125,9 @@ def recompute_batch_stats(model, params, batch_stats, batches: jax.Array, moment
 def _source(cfg: Config, template) -> tuple[dict[str, Any], Any, float]:
     """(the source's summary, its level's stacked ticket mask (R, ...), mean density) or dense."""
     i = cfg.instability
-    src = os.path.abspath(os.path.expanduser(i.source))
-    path = os.path.join(src, "summary.json")
-    if not os.path.isfile(path):
-        raise ConfigError(f"instability.source={i.source!r}: not a lottery run directory (no summary.json there)")
-    with open(path) as f:
-        summary = json.load(f)
+    from lth.branch import source_summary
+
+    src, summary = source_summary(i.source, setting="instability.source")
     done = sorted(int(k) for k in summary.get("levels", {}))
     mask_dir = os.path.join(src, f"level_{i.level:02d}", "mask")
     if i.level not in done or not checkpoints.exists(mask_dir):
@@ -170,8 +167,6 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     points = point_steps(cfg, plan.steps_per_epoch, T)
     keys = replicate_keys(cfg.seed, R)
     variables = trainer.init_variables(keys["init"])
-    one = jax.tree.map(lambda x: x[0], variables["params"])
-    paths = M.prunable_paths(one, cfg.pruning.prunable, cfg.pruning.exclude)
     states0 = trainer.create_states(variables, jax.vmap(M.ones_like)(variables["params"]))
     template = jax.device_get(rewind.snapshot(states0))
     inst = cfg.instability

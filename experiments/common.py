@@ -1,11 +1,17 @@
-"""Settings of a run that starts from a finished lottery run (a branch, an instability analysis
-under a ticket's mask): the source run's own `config.yaml`, with the command line's overrides
-applied. A group override (`dataset=fashion_mnist`) takes the composed group wholesale, a key
-override (`train.duration=200it`) the composed value of that key; nothing else changes."""
+"""What the Hydra entry points share.
+
+`run_or_exit`: quiet library logging, and a bad setting, missing data or a locked run ends with
+one line on stderr and exit status 2 (nothing written). `overlay`: the settings of a run that
+starts from a finished lottery run (a branch, an instability analysis under a ticket's mask): the
+source run's own `config.yaml`, with the command line's overrides applied. A group override
+(`dataset=fashion_mnist`) takes the composed group wholesale, a key override
+(`train.duration=200it`) the composed value of that key; nothing else changes."""
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,3 +42,20 @@ def overlay(composed: DictConfig, overrides: list[str], source: str, *, setting:
     if not runs_dir_given:
         merged.paths.runs_dir = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
     return from_dict(OmegaConf.to_container(merged, resolve=True))
+
+
+def run_or_exit(work: Callable[[], Any]) -> Any:
+    """`work()`, with library logging at WARNING; a `ConfigError`, `DataError` or `RunLocked`
+    becomes `error: ...` on stderr and exit status 2."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every save at INFO
+    from lth.data import DataError
+    from lth.run_dir import RunLocked
+
+    try:
+        return work()
+    except (ConfigError, DataError, RunLocked) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
