@@ -50,7 +50,7 @@ class ModelConfig:
 
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [500, 500])
-    init: str = "kaiming_normal"  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal
+    init: str = "kaiming_normal"  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal | xavier (Caffe)
     width_multiplier: int = 1
     bn_scale_init: str = "ones"  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
 
@@ -58,12 +58,15 @@ class ModelConfig:
 @dataclass
 class ScheduleConfig:
     """Learning-rate schedule, a function of the train state's step (so rewinding the step rewinds
-    it). Milestones and warmup are durations (`32000it`, `91ep`)."""
+    it). Milestones and warmup are durations (`32000it`, `91ep`). `inv` is Caffe's policy,
+    lr · (1 + inv_gamma · t)^(-inv_power) (Caffe's `gamma` and `power`; lenet_solver: 1e-4, 0.75)."""
 
-    name: str = "constant"  # constant | step | cosine
+    name: str = "constant"  # constant | step | cosine | inv
     milestones: list[str] = field(default_factory=list)
     gamma: float = 0.1
     warmup: str = "0it"
+    inv_gamma: float = 1e-4
+    inv_power: float = 0.75
 
 
 @dataclass
@@ -187,6 +190,25 @@ class InstabilityConfig:
 
 
 @dataclass
+class CompressConfig:
+    """Deep Compression of a finished level (`experiments/compress.py`, `lth.compress`).
+    `source`/`level`/`kind`: which trained members (a ticket or a control); `method`: `kmeans`
+    (weight sharing, centroid fine-tuning, Huffman coding) or `int8` (post-training per-channel
+    quantisation); `bits`/`index_bits`: bits per weight code / relative index, by name pattern
+    (the first pattern found in a tensor's path wins); `finetune_duration`: centroid fine-tuning
+    steps (0it: none) at learning rate `lr` (null: the source schedule's final rate)."""
+
+    source: Optional[str] = None
+    level: Optional[int] = None
+    kind: str = "ticket"
+    method: str = "kmeans"  # kmeans | int8
+    bits: dict[str, int] = field(default_factory=lambda: {"conv": 8, "kernel": 5})
+    index_bits: dict[str, int] = field(default_factory=lambda: {"conv": 8, "kernel": 5})
+    finetune_duration: str = "1ep"
+    lr: Optional[float] = None
+
+
+@dataclass
 class TrainConfig:
     duration: str = "1500it"
     batch_size: int = 100
@@ -238,6 +260,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     branch: BranchConfig = field(default_factory=BranchConfig)  # read by experiments/branch.py only
     instability: InstabilityConfig = field(default_factory=InstabilityConfig)  # read by experiments/instability.py only
+    compress: CompressConfig = field(default_factory=CompressConfig)  # read by experiments/compress.py only
 
 
 # Settings whose values change results: the content hash of a run covers exactly these sections.
@@ -251,12 +274,13 @@ HASH_OMITTED_AT_DEFAULT = {
     ("pruning", "granularity"): "weight", ("pruning", "ablation"): "none", ("pruning", "score_batches"): 1,
     ("pruning", "synflow_rounds"): 100, ("pruning", "grasp_temperature"): 200.0,
     ("pruning", "gradual"): dataclasses.asdict(GradualConfig()),
+    ("optimizer", "schedule", "inv_gamma"): 1e-4, ("optimizer", "schedule", "inv_power"): 0.75,
 }
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "inv")
 SCOPES = ("global", "layerwise")
 METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init")
 PRUNING_SCHEDULES = ("iterative", "oneshot", "gradual")
@@ -268,7 +292,7 @@ CONTROLS = ("reinit", "random_prune", "random_prune_global")
 BRANCH_WEIGHTS = ("rewind", "reinit", "final")
 BRANCH_MASKS = ("ticket", "shuffle_layerwise")
 WANDB_MODES = ("offline", "online", "disabled")
-INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal")
+INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier")
 BN_SCALE_INITS = ("ones", "uniform")
 DATA_SOURCES = ("auto", "files", "tfds")
 
@@ -302,6 +326,8 @@ def structured_schema():
 
     schema = OmegaConf.structured(Config)
     OmegaConf.set_struct(schema.pruning.fractions, False)
+    OmegaConf.set_struct(schema.compress.bits, False)
+    OmegaConf.set_struct(schema.compress.index_bits, False)
     return schema
 
 
@@ -382,6 +408,9 @@ def validate(cfg: Config) -> None:
     for i, m in enumerate(o.schedule.milestones):
         parse_duration(m, setting=f"optimizer.schedule.milestones[{i}]")
     parse_duration(o.schedule.warmup, setting="optimizer.schedule.warmup")
+    for key in ("inv_gamma", "inv_power"):
+        if getattr(o.schedule, key) < 0:
+            raise ConfigError(f"optimizer.schedule.{key}={getattr(o.schedule, key)!r}: the inv schedule's gamma and power must be >= 0")
     t = cfg.train
     if parse_duration(t.duration, setting="train.duration").value <= 0:
         raise ConfigError(f"train.duration={t.duration!r}: training must last at least one step")

@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Deep Compression of a finished level (`lth.compress`; Han, Mao & Dally 2016).
+
+    python experiments/compress.py compress.source=runs/<run> compress.level=5
+    python experiments/compress.py compress.source=RUN compress.level=5 "compress.bits={kernel: 6}" "compress.index_bits={kernel: 5}"
+    python experiments/compress.py compress.source=RUN compress.level=5 compress.method=int8
+    python experiments/compress.py compress.source=RUN compress.level=5 compress.kind=reinit    # a control
+
+The settings start from the source run's `config.yaml` (the overrides on this command line replace
+what they name); the run directory goes beside the source unless `paths.runs_dir` is given. It
+prints the size of every stage (dense float32, sparse, weight-shared, Huffman-coded), the
+compression ratios and the test accuracy after each stage, and writes them to `summary.json` and
+`report.csv`. Bad values end with one line naming the setting, exit status 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from lth.config import Config, ConfigError, structured_schema  # noqa: E402
+
+ConfigStore.instance().store(name="lth_schema", node=structured_schema())
+
+
+def compress_config(composed: DictConfig, overrides: list[str]) -> Config:
+    """The source run's config with this command line's overrides (`experiments/common.py`)."""
+    source = composed.compress.source
+    if not source:
+        raise ConfigError("compress.source=null: name the lottery run directory to compress (compress.source=RUN_DIR)")
+    from experiments.common import overlay
+
+    return overlay(composed, overrides, source, setting="compress.source")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    from experiments.common import run_or_exit
+
+    def work():
+        from lth import compress
+
+        return compress.run(compress_config(dcfg, list(HydraConfig.get().overrides.task)))
+
+    outcome = run_or_exit(work)
+    print(f"\nsummary: {os.path.join(outcome.run_dir, 'summary.json')}")
+    print(f"run directory: {outcome.run_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""From a finished level to a small file: Deep Compression's pipeline (Han, Mao & Dally 2016).
+
+For each replicate r of the members `compress.kind` (a ticket or a control) of level L of the
+lottery run `compress.source`:
+
+1. start      the level's mask m and final weights W (the pruned network), evaluated;
+2. share      per prunable tensor, k-means weight sharing with 2^b − 1 centroids over the
+              surviving weights, b = `compress.bits` of the tensor (`lth.quantize.share`);
+              pruned weights stay 0 (code 0);
+3. fine-tune  `compress.finetune_duration` steps on the training data in which only the
+              centroids train, ∂L/∂c_k = Σ_{code_i = k} ∂L/∂W_i (the gradient of the gather
+              c[codes], one jit-compiled step), under the source's optimizer at learning rate
+              `compress.lr` (default: the source schedule's final rate), without weight decay;
+4. code       each tensor in the sparse layout with relative indices of `compress.index_bits`
+              bits and filler entries, the weight codes and the relative indices Huffman-coded
+              (`lth.coding`), written to `compressed_r<r>.npz`; that file is read back, decoded
+              and rebuilt into weights, which must equal the fine-tuned shared weights bit for
+              bit, and the rebuilt network is evaluated: the size reported is the size of
+              something that decodes to the evaluated network;
+5. report     per tensor and in total: bytes as dense float32, sparse float32 (value + relative
+              index per entry), after weight sharing (codes + indices + codebook), after Huffman
+              coding (both streams + their code tables + codebook), each stage's compression
+              ratio against dense float32, and each stage's test accuracy.
+
+Parameters that are not pruned (biases, normalisation) are stored as float32 in every stage and
+counted in every total. `compress.method=int8` replaces 2-3 by symmetric per-channel int8
+(`lth.quantize.int8`, codes q + 128 so that code 0 stays the zero/filler) with the same coding
+and report. Units: bytes = bits / 8, not rounded, so per-tensor rows add up to the total.
+
+The run directory `<runs_dir>/compress-<model>-<dataset>-<hash>/` (beside the source by default;
+hashed over the source's hash, the level, kind and every compress setting) holds config.yaml,
+summary.json, report.csv (replicate, tensor, stage, bytes, ratio) and the compressed files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from lth import coding, masks as M, quantize, rewind
+from lth.config import Config, ConfigError, to_dict
+from lth.durations import parse_duration, to_steps
+from lth.run_dir import RunDir, write_atomic, write_json
+
+METHODS = ("kmeans", "int8")
+STAGES = ("dense", "sparse", "shared", "huffman")
+
+
+@dataclasses.dataclass
+class Outcome:
+    run_dir: str
+    report: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def bits_for(path: str, patterns: dict[str, int], setting: str) -> int:
+    """The value of the first pattern of `patterns` found in `path`."""
+    for pattern, bits in patterns.items():
+        if re.search(pattern, path):
+            return int(bits)
+    raise ConfigError(f"{setting}={dict(patterns)}: no pattern matches the prunable tensor {path!r}; add one "
+                      f"(e.g. {setting}={{kernel: 5}})")
+
+
+def validate(cfg: Config) -> None:
+    c = cfg.compress
+    if not c.source:
+        raise ConfigError("compress.source=null: name the lottery run directory to compress (compress.source=RUN_DIR)")
+    if c.level is None:
+        raise ConfigError("compress.level=null: name the finished level to compress (compress.level=L)")
+    if c.method not in METHODS:
+        raise ConfigError(f"compress.method={c.method!r} is not one of {', '.join(METHODS)}")
+    for setting, d in (("compress.bits", c.bits), ("compress.index_bits", c.index_bits)):
+        if not d:
+            raise ConfigError(f"{setting}={{}}: give at least one pattern, e.g. {setting}={{kernel: 5}}")
+        for pattern, b in d.items():
+            if not isinstance(b, int) or not 1 <= b <= 16:
+                raise ConfigError(f"{setting}[{pattern!r}]={b!r}: bits must be an integer in 1..16")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"{setting}: {pattern!r} is not a valid regular expression ({e})") from None
+    parse_duration(c.finetune_duration, setting="compress.finetune_duration")
+    if c.lr is not None and not c.lr > 0:
+        raise ConfigError(f"compress.lr={c.lr!r}: the learning rate must be > 0 (or null: the source's final rate)")
+
+
+def _source(cfg: Config):
+    """(source path, summary, stacked {mask, params, batch_stats} of the members to compress)."""
+    from lth.branch import source_summary
+
+    c = cfg.compress
+    src, summary = source_summary(c.source, setting="compress.source")
+    done = sorted(int(k) for k in summary.get("levels", {}))
+    rd_src = RunDir(src, summary["hash"])
+    member_dir = rd_src.member_dir(c.level, c.kind)
+    if c.level not in done or not os.path.isdir(os.path.join(member_dir, "final")):
+        kinds = ", ".join(["ticket"] + list(summary["config"].get("controls", [])))
+        raise ConfigError(f"compress.level={c.level}, compress.kind={c.kind!r}: not a finished level of that kind with "
+                          f"its weights in {src} (finished levels: {done}; kinds: {kinds})")
+    if cfg.replicates > summary["config"]["replicates"]:
+        raise ConfigError(f"replicates={cfg.replicates}: the source run has {summary['config']['replicates']} replicate(s)")
+    return src, summary, rd_src
+
+
+def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
+    """Compress level `compress.level` of `compress.source` (see the module docstring)."""
+    from lth.lottery import prepare, restore_members
+    from lth.train import replicate_keys
+
+    validate(cfg)
+    src, src_summary, rd_src = _source(cfg)
+    dataset, plan, trainer = prepare(cfg)
+    R, c = cfg.replicates, cfg.compress
+    keys = replicate_keys(cfg.seed, R)
+    variables = trainer.init_variables(keys["init"])
+    states0 = trainer.create_states(variables, jax.vmap(M.ones_like)(variables["params"]))
+    template = jax.device_get(rewind.snapshot(states0))
+    one = jax.tree.map(lambda x: x[0], variables["params"])
+    paths = M.prunable_paths(one, cfg.pruning.prunable, cfg.pruning.exclude)
+    bits = {p: bits_for(p, c.bits, "compress.bits") for p in paths} if c.method == "kmeans" else {p: 8 for p in paths}
+    index_bits = {p: bits_for(p, c.index_bits, "compress.index_bits") for p in paths}
+    steps = to_steps(c.finetune_duration, plan.steps_per_epoch, setting="compress.finetune_duration") if c.method == "kmeans" else 0
+    try:
+        members = restore_members(rd_src, c.level, c.kind, template)
+    except Exception as e:  # another model or dataset than the source's: its tensors do not fit
+        raise ConfigError(f"compress.source={c.source!r}: its level {c.level} does not fit this model "
+                          f"({type(e).__name__}); leave the model and dataset settings as the source's") from None
+    members = jax.tree.map(lambda x: np.asarray(x)[:R], members)
+
+    rd = RunDir.for_config(cfg, plan.as_dict(), {"source": src_summary["hash"], "level": c.level, "kind": c.kind,
+                                                  "compress": to_dict(cfg)["compress"] | {"source": None}},
+                           prefix="compress-")
+    rd.create()
+    lock = rd.lock()
+    try:
+        from omegaconf import OmegaConf
+
+        write_atomic(rd.file("config.yaml"), OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
+        echo(f"compress {rd.path}\n  level {c.level} ({c.kind}) of {src}: {cfg.model.name} on {dataset.name}, "
+             f"{R} replicate(s), method {c.method}"
+             + (f", bits {dict(c.bits)}, fine-tuning {steps} steps" if c.method == "kmeans" else "")
+             + f", relative indices {dict(c.index_bits)}")
+        out = _compress(cfg, rd, trainer, states0, members, paths, bits, index_bits, steps, echo)
+        report = pd.DataFrame(out["rows"])
+        write_atomic(rd.file("report.csv"), report.to_csv(index=False))
+        summary = {"run_dir": rd.path, "hash": rd.hash, "source_dir": src, "source_hash": src_summary["hash"],
+                   "level": c.level, "kind": c.kind, "method": c.method, "config": to_dict(cfg),
+                   "density": float(np.mean(out["density"])), "bits": bits, "index_bits": index_bits,
+                   "finetune_steps": steps, "stages": out["stages"], "tensors": out["tensors"],
+                   "replicates": out["replicates"]}
+        write_json(rd.file("summary.json"), summary)
+        _log_wandb(cfg, rd, report, summary)
+        echo(format_report(summary))
+        return Outcome(rd.path, report, summary)
+    finally:
+        lock.close()
+
+
+# -- the stages --------------------------------------------------------------------------------
+def _evaluate(trainer, states0, params, batch_stats) -> np.ndarray:
+    """Test accuracy of every replicate of the stacked `params`."""
+    R = jax.tree.leaves(params)[0].shape[0]
+    base = jax.tree.map(lambda x: x[:R], states0)
+    return np.asarray(trainer.evaluate(base.replace(params=jax.tree.map(jnp.asarray, params),
+                                                    batch_stats=jax.tree.map(jnp.asarray, batch_stats)), "test")["accuracy"])
+
+
+def _compress(cfg, rd, trainer, states0, members, paths, bits, index_bits, steps, echo) -> dict[str, Any]:
+    R, c = cfg.replicates, cfg.compress
+    masks, params, bstats = members["mask"], members["params"], members["batch_stats"]
+    params = M.apply_mask(params, masks)
+    flat_p = [M.flatten(jax.tree.map(lambda x: x[r], params)) for r in range(R)]
+    flat_m = [M.flatten(jax.tree.map(lambda x: x[r], masks)) for r in range(R)]
+    acc = {"start": _evaluate(trainer, states0, params, bstats)}
+    echo(f"  start:      test accuracy {100 * acc['start'].mean():.2f}%")
+    quantised: list[dict[str, Any]] = []
+    for r in range(R):
+        if c.method == "kmeans":
+            quantised.append({p: quantize.share(flat_p[r][p], flat_m[r][p], bits[p]) for p in paths})
+        else:
+            quantised.append({p: quantize.int8(flat_p[r][p], flat_m[r][p]) for p in paths})
+    rebuilt = _stack_params(flat_p, [{p: q.weights() for p, q in qs.items()} for qs in quantised])
+    stage2 = "shared" if c.method == "kmeans" else "int8"
+    acc[stage2] = _evaluate(trainer, states0, rebuilt, bstats)
+    echo(f"  {stage2 + ':':11} test accuracy {100 * acc[stage2].mean():.2f}%")
+    if c.method == "kmeans" and steps > 0:
+        for r in range(R):
+            one_b = jax.tree.map(lambda x: x[r], bstats)
+            books = finetune_centroids(cfg, trainer, flat_p[r], quantised[r], one_b, steps, r)
+            for p, book in books.items():
+                quantised[r][p] = dataclasses.replace(quantised[r][p], codebook=book)
+        rebuilt = _stack_params(flat_p, [{p: q.weights() for p, q in qs.items()} for qs in quantised])
+        acc["finetuned"] = _evaluate(trainer, states0, rebuilt, bstats)
+        echo(f"  fine-tuned: test accuracy {100 * acc['finetuned'].mean():.2f}% ({steps} steps)")
+    # Coding: write each replicate's file, read it back, decode, rebuild, compare, evaluate.
+    rows, decoded_flat, tensors = [], [], {}
+    for r in range(R):
+        file = rd.file(f"compressed_r{r}.npz")
+        enc = {p: _encode(flat_m[r][p], quantised[r][p], c.method, bits[p], index_bits[p]) for p in paths}
+        rest = {p: np.asarray(v, np.float32) for p, v in flat_p[r].items() if p not in paths}
+        coding_save(file, enc, rest, {p: _book(quantised[r][p]) for p in paths})
+        weights = coding_load_weights(file, {p: flat_p[r][p].shape for p in flat_p[r]})
+        for p in paths:
+            expect = quantised[r][p].weights()
+            if not np.array_equal(weights[p], expect):
+                raise RuntimeError(f"the decoded tensor {p} of replicate {r} differs from the compressed weights")
+        decoded_flat.append(weights)
+        rows.extend(_size_rows(r, flat_p[r], flat_m[r], quantised[r], enc, paths, bits, index_bits, c.method))
+        tensors = {p: {"bits": bits[p], "index_bits": index_bits[p], "size": int(np.size(flat_p[r][p]))} for p in paths}
+    decoded = jax.tree.map(lambda *xs: np.stack(xs), *[M.unflatten(w) for w in decoded_flat])
+    acc["huffman"] = _evaluate(trainer, states0, decoded, bstats)
+    echo(f"  decoded:    test accuracy {100 * acc['huffman'].mean():.2f}% (from the Huffman-coded files)")
+    report = pd.DataFrame(rows)
+    totals = report[report.tensor == "total"]
+    stages = {}
+    for stage in STAGES:
+        b = totals[totals.stage == stage]["bytes"].to_numpy(np.float64)
+        stages[stage] = {"bytes": float(b.mean()), "ratio": float(totals[totals.stage == "dense"]["bytes"].mean() / b.mean())}
+    stage_acc = {"dense": None, "sparse": "start", "shared": "finetuned" if "finetuned" in acc else stage2,
+                 "huffman": "huffman"}
+    for stage, key in stage_acc.items():
+        if key is not None:
+            stages[stage]["accuracy"] = float(acc[key].mean())
+    stages["dense"]["accuracy"] = None
+    accuracies = {k: float(v.mean()) for k, v in acc.items()}
+    per_rep = [{"replicate": r, **{f"{k}_accuracy": float(v[r]) for k, v in acc.items()},
+                **{f"{s}_bytes": float(totals[(totals.stage == s) & (totals.replicate == r)]["bytes"].iloc[0]) for s in STAGES}}
+               for r in range(R)]
+    density = [float(sum(flat_m[r][p].sum() for p in paths) / sum(flat_m[r][p].size for p in paths)) for r in range(R)]
+    return {"rows": rows, "stages": {**stages, "accuracy": accuracies}, "tensors": tensors, "replicates": per_rep,
+            "density": density}
+
+
+def _stack_params(flat_p: list[dict], replaced: list[dict]):
+    trees = [M.unflatten({**fp, **{p: np.asarray(w, np.float32) for p, w in rp.items()}}) for fp, rp in zip(flat_p, replaced)]
+    return jax.tree.map(lambda *xs: np.stack(xs), *trees)
+
+
+def _book(q) -> np.ndarray:
+    return q.codebook if isinstance(q, quantize.Shared) else np.asarray(q.scale, np.float32).reshape(-1)
+
+
+def _codes(q) -> np.ndarray:
+    """Flat weight codes of the surviving weights' positions (0 = zero)."""
+    if isinstance(q, quantize.Shared):
+        return q.codes.reshape(-1)
+    return (q.q.astype(np.int32) + 128).reshape(-1)  # q = 0 of a surviving weight is code 128
+
+
+def _encode(mask, q, method, bits, index_bits):
+    mask_flat = np.asarray(mask, bool).reshape(-1)
+    codes = _codes(q)
+    return coding.encode_tensor(mask_flat, codes[mask_flat], weight_bits=bits, index_bits=index_bits)
+
+
+# -- centroid fine-tuning ----------------------------------------------------------------------
+def finetune_centroids(cfg: Config, trainer, flat_params: dict[str, np.ndarray], shared: dict[str, "quantize.Shared"],
+                       batch_stats, steps: int, replicate: int) -> dict[str, np.ndarray]:
+    """`steps` updates of the codebooks of one replicate, the codes fixed (see the module
+    docstring); returns the new codebooks (entry 0 stays exactly 0)."""
+    from lth.optim import make_optimizer, make_schedule
+    from lth.train import cross_entropy, replicate_keys
+    from lth.train_state import with_learning_rate
+
+    c = cfg.compress
+    spe = trainer.steps_per_epoch
+    if c.lr is not None:
+        lr = float(c.lr)
+    else:
+        total = to_steps(cfg.train.duration, spe, setting="train.duration")
+        lr = float(make_schedule(cfg.optimizer, total_steps=total, steps_per_epoch=spe)(max(0, total - 1)))
+    tx = make_optimizer(dataclasses.replace(cfg.optimizer, weight_decay=0.0))
+    codes = {p: jnp.asarray(s.codes) for p, s in shared.items()}
+    fixed = {p: jnp.asarray(v) for p, v in flat_params.items() if p not in shared}
+    books = {p: jnp.asarray(s.codebook) for p, s in shared.items()}
+    opt_state = tx.init(books)
+    model, normalize, augment = trainer.model, trainer.dataset.normalize, trainer.augment
+
+    def loss_fn(books, bstats, x, y):
+        params = M.unflatten({**fixed, **{p: books[p][codes[p]] for p in books}})
+        variables = {"params": params}
+        if bstats:
+            logits, upd = model.apply({**variables, "batch_stats": bstats}, x, train=True, mutable=["batch_stats"])
+            return cross_entropy(logits, y), upd["batch_stats"]
+        return cross_entropy(model.apply(variables, x, train=True), y), bstats
+
+    @jax.jit
+    def step(books, opt_state, bstats, idx, key):
+        x, y = trainer.x_train[idx], trainer.y_train[idx]
+        if augment is not None:
+            x = augment(key, x)
+        (_, bstats), grads = jax.value_and_grad(loss_fn, has_aux=True)(books, bstats, normalize(x), y)
+        grads = {p: g.at[0].set(0.0) for p, g in grads.items()}  # code 0 is the fixed zero
+        updates, opt_state = tx.update(grads, with_learning_rate(opt_state, lr), books)
+        books = jax.tree.map(lambda b, u: (b + u).at[0].set(0.0), books, updates)
+        return books, opt_state, bstats
+
+    keys = replicate_keys(cfg.seed, replicate + 1)
+    data_key, aug_key = jax.random.fold_in(keys["data"][replicate], 7), keys["aug"][replicate]
+    n, bs = trainer.x_train.shape[0], trainer.batch_size
+    bstats = jax.tree.map(jnp.asarray, batch_stats)
+    perm = None
+    for t in range(steps):
+        if t % spe == 0:
+            perm = jax.random.permutation(jax.random.fold_in(data_key, t // spe), n)
+        idx = jax.lax.dynamic_slice_in_dim(perm, (t % spe) * bs, bs)
+        books, opt_state, bstats = step(books, opt_state, bstats, idx, jax.random.fold_in(aug_key, t))
+    return {p: np.asarray(b, np.float32) for p, b in books.items()}
+
+
+# -- the compressed file -----------------------------------------------------------------------
+def coding_save(file: str, enc: dict[str, "coding.EncodedTensor"], rest: dict[str, np.ndarray],
+                books: dict[str, np.ndarray]) -> None:
+    """One replicate's compressed network as an .npz: per coded tensor its two Huffman streams,
+    their canonical code lengths, the sizes needed to decode and its codebook (k-means centroids,
+    or int8 per-channel scales); the parameters that are not pruned as float32."""
+    arrays: dict[str, np.ndarray] = {}
+    for p, e in enc.items():
+        for stream, code, data, nbits in (("w", e.weight_code, e.weight_data, e.weight_nbits),
+                                          ("i", e.index_code, e.index_data, e.index_nbits)):
+            syms = np.array(sorted(code), np.int64)
+            arrays[f"{p}|{stream}_symbols"] = syms
+            arrays[f"{p}|{stream}_lengths"] = np.array([len(code[s]) for s in syms], np.uint8)
+            arrays[f"{p}|{stream}_data"] = np.frombuffer(data, np.uint8)
+            arrays[f"{p}|{stream}_nbits"] = np.array(nbits, np.int64)
+        arrays[f"{p}|meta"] = np.array([e.length, e.entries, e.weight_bits, e.index_bits], np.int64)
+        arrays[f"{p}|book"] = np.asarray(books[p], np.float32)
+    for p, v in rest.items():
+        arrays[f"{p}|float32"] = np.asarray(v, np.float32)
+    tmp = file + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, file)
+
+
+def coding_load_weights(file: str, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """The weights rebuilt from a file of `coding_save` alone: decode both Huffman streams of each
+    tensor, undo the sparse layout, look the codes up in the codebook (or scale the int8 codes)."""
+    z = np.load(file)
+    out = {}
+    for p, shape in shapes.items():
+        if f"{p}|float32" in z:
+            out[p] = z[f"{p}|float32"].reshape(shape)
+            continue
+        length, entries, wbits, ibits = (int(x) for x in z[f"{p}|meta"])
+        codes = {}
+        for stream in ("w", "i"):
+            lengths = dict(zip(z[f"{p}|{stream}_symbols"].tolist(), z[f"{p}|{stream}_lengths"].tolist()))
+            codes[stream] = coding.canonical_code(lengths)
+        et = coding.EncodedTensor(
+            length=length, entries=entries, weight_bits=wbits, index_bits=ibits,
+            weight_code=codes["w"], weight_data=z[f"{p}|w_data"].tobytes(), weight_nbits=int(z[f"{p}|w_nbits"]),
+            index_code=codes["i"], index_data=z[f"{p}|i_data"].tobytes(), index_nbits=int(z[f"{p}|i_nbits"]))
+        mask, kept = coding.decode_tensor(et)
+        full = np.zeros(length, np.int64)
+        full[mask] = kept
+        book = z[f"{p}|book"]
+        if wbits == 8 and book.size != 2 ** 8:  # int8: per-channel scales, codes q + 128
+            channels = book.size
+            q = np.where(mask, full - 128, 0).astype(np.float32)
+            w = (q.reshape(-1, channels) * book).reshape(shape) if len(shape) > 1 else q * book[0]
+        else:
+            w = book[full].reshape(shape)
+        out[p] = np.asarray(w, np.float32)
+    return out
+
+
+# -- the report --------------------------------------------------------------------------------
+def _size_rows(r, flat_p, flat_m, qs, enc, paths, bits, index_bits, method) -> list[dict[str, Any]]:
+    rows = []
+    totals = dict.fromkeys(STAGES, 0.0)
+    for p in paths:
+        mask_flat = np.asarray(flat_m[p], bool).reshape(-1)
+        codes = _codes(qs[p])[mask_flat]
+        book = 2 ** bits[p] - 1 if method == "kmeans" else int(np.size(qs[p].scale))
+        s = coding.tensor_sizes(mask_flat, codes, weight_bits=bits[p], index_bits=index_bits[p], codebook_size=book)
+        assert s["huffman"] == enc[p].bits + 32 * book
+        sizes = {"dense": s["dense"], "sparse": s["sparse_float32"], "shared": s["shared"], "huffman": s["huffman"]}
+        for stage in STAGES:
+            rows.append({"replicate": r, "tensor": p, "stage": stage, "bytes": sizes[stage] / 8,
+                         "ratio": sizes["dense"] / sizes[stage], "entries": s["entries"], "fillers": s["fillers"],
+                         "nonzero": s["nonzero"]})
+            totals[stage] += sizes[stage] / 8
+    rest = sum(int(np.size(v)) for p, v in flat_p.items() if p not in paths)
+    for stage in STAGES:
+        rows.append({"replicate": r, "tensor": "not pruned (float32)", "stage": stage, "bytes": rest * 4.0, "ratio": 1.0})
+        totals[stage] += rest * 4.0
+    for stage in STAGES:
+        rows.append({"replicate": r, "tensor": "total", "stage": stage, "bytes": totals[stage],
+                     "ratio": totals["dense"] / totals[stage]})
+    return rows
+
+
+STAGE_NAMES = {"dense": "dense float32", "sparse": "pruned (sparse float32 + indices)",
+               "shared": "weight sharing (codes + indices + codebook)", "huffman": "Huffman coding"}
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    """The totals per stage: size, ratio against dense float32, test accuracy (means over replicates)."""
+    lines = [f"{'stage':46} {'size':>12} {'ratio':>8} {'test accuracy':>14}"]
+    for stage in STAGES:
+        s = summary["stages"][stage]
+        acc = "" if s.get("accuracy") is None else f"{100 * s['accuracy']:.2f}%"
+        lines.append(f"{STAGE_NAMES[stage]:46} {s['bytes'] / 1024:>9.1f} KiB {s['ratio']:>7.1f}x {acc:>14}")
+    return "\n".join(lines)
+
+
+def _log_wandb(cfg: Config, rd: RunDir, report: pd.DataFrame, summary: dict[str, Any]) -> None:
+    wb = cfg.logger.wandb
+    if wb.mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or os.path.basename(rd.path),
+                     name=os.path.basename(rd.path), job_type="compress", tags=wb.tags, dir=rd.path,
+                     config={**to_dict(cfg), "run_dir": rd.path, "run_hash": rd.hash},
+                     settings=wandb.Settings(silent=True, console="off"), reinit="create_new")
+    try:
+        run.log({"report": wandb.Table(dataframe=report)})
+        for stage in STAGES:
+            s = summary["stages"][stage]
+            run.summary[f"{stage}/bytes"] = s["bytes"]
+            run.summary[f"{stage}/ratio"] = s["ratio"]
+            if s.get("accuracy") is not None:
+                run.summary[f"{stage}/accuracy"] = s["accuracy"]
+    finally:
+        run.finish()
