@@ -110,6 +110,50 @@ def test_pruning_at_init_presets_sweep_the_methods_on_one_ladder(preset, dataset
         validate(compose_cfg(f"experiment={preset}", f"pruning.method={m}"))
 
 
+# Han et al. 2015's per-layer densities and the exact weight counts each preset's ladder keeps after
+# its levels (round(fraction x remaining) per level), as the presets' headers state them.
+HAN_PRESETS = {
+    "han_lenet300_mnist": ("lenet_300_100", {"fc1/kernel": (18_813, 235_200, 0.08), "fc2/kernel": (2_700, 30_000, 0.09),
+                                             "head/kernel": (260, 1_000, 0.26)}),
+    "han_lenet5_mnist": ("lenet5", {"conv1/kernel": (330, 500, 0.66), "conv2/kernel": (3_000, 25_000, 0.12),
+                                    "fc1/kernel": (31_995, 400_000, 0.08), "head/kernel": (950, 5_000, 0.19)}),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(HAN_PRESETS))
+def test_han_presets_reach_the_papers_per_layer_densities(preset):
+    """Deep Compression's pruning stage: Caffe's lenet_solver (SGD 0.01, momentum 0.9, wd 5e-4, inv
+    1e-4/0.75, batch 64, 10k it), xavier init, fine-tuning, layer-wise fractions whose ladder ends
+    at Han et al.'s densities (to the weight; biases unpruned)."""
+    import jax
+    import jax.numpy as jnp
+
+    from lth import masks as M
+    from lth.models import build_model
+    from lth.pruning import ladder_counts, groups
+
+    model_name, want = HAN_PRESETS[preset]
+    cfg = compose_cfg(f"experiment={preset}")
+    validate(cfg)
+    o = cfg.optimizer
+    assert (cfg.dataset.name, cfg.model.name, cfg.model.init) == ("mnist", model_name, "xavier")
+    assert (o.name, o.lr, o.momentum, o.weight_decay, o.schedule.name, o.schedule.inv_gamma, o.schedule.inv_power) == (
+        "momentum", 0.01, 0.9, 0.0005, "inv", 0.0001, 0.75)
+    assert (cfg.train.batch_size, cfg.train.duration, cfg.rewind.mode, cfg.pruning.scope) == (64, "10000it", "finetune", "layerwise")
+
+    model = build_model(cfg.model, 10)
+    params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))["params"]
+    paths = M.prunable_paths(params, cfg.pruning.prunable, cfg.pruning.exclude)
+    assert sorted(paths) == sorted(want)  # every weight tensor, no bias
+    assert all(len(g) == 1 for g, _ in groups(paths, cfg.pruning))  # each by its own fraction
+    mask = jax.tree.map(lambda a: jnp.ones(a.shape, bool), params)
+    kept = dict(zip([g[0] for g, _ in groups(paths, cfg.pruning)], ladder_counts(mask, cfg.pruning, paths, cfg.levels)))
+    assert {p: (k, want[p][1]) for p, k in kept.items()} == {p: (k, n) for p, (k, n, _) in want.items()}
+    for p, (k, n, density) in want.items():
+        assert abs(k / n - density) < 1e-4, p
+    assert 0.08 < sum(kept.values()) / sum(n for _, n, _ in want.values()) < 0.085  # about 8% overall (12x)
+
+
 def test_gradual_preset_and_pruning_overrides_reach_the_config():
     cfg = compose_cfg("experiment=zhu_gupta_gradual_mnist1d")
     assert (cfg.levels, cfg.pruning.schedule, cfg.pruning.gradual.begin, cfg.pruning.gradual.end,

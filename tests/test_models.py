@@ -30,6 +30,7 @@ KERNEL_COUNTS = {
     "conv2": 4_300_992,
     "conv4": 2_425_024,
     "conv6": 2_261_184,
+    "lenet5": 430_500,  # Caffe's LeNet-5 (Han et al. 2015): 500 + 25,000 + 400,000 + 5,000
     "resnet20": 270_896,
     "resnet32": 464_432,
     "resnet44": 657_968,
@@ -49,7 +50,7 @@ TORCHVISION_TOTALS = {"resnet18": 11_689_512, "resnet50": 25_557_032}
 def input_shape(name: str) -> tuple[int, ...]:
     if name == "mlp":
         return (40,)
-    if name == "lenet_300_100":
+    if name in ("lenet_300_100", "lenet5"):
         return (28, 28, 1)
     if name in IMAGENET:
         return (64, 64, 3)
@@ -155,6 +156,40 @@ def test_conv_nets_layers():
         "fc2/kernel": (256, 256),
         "head/kernel": (256, 10),
     }
+
+
+def test_lenet5_is_caffes_lenet():
+    """Caffe's lenet_train_test.prototxt as Han et al. 2015/2016 prune it: 431,080 parameters on
+    28x28 MNIST, conv1 520, conv2 25,050, ip1 (fc1) 400,500, ip2 (head) 5,010."""
+    model, variables = abstract_variables("lenet5")
+    params = flat(variables["params"])
+    assert {k: v.shape for k, v in params.items()} == {
+        "conv1/kernel": (5, 5, 1, 20), "conv1/bias": (20,),
+        "conv2/kernel": (5, 5, 20, 50), "conv2/bias": (50,),
+        "fc1/kernel": (4 * 4 * 50, 500), "fc1/bias": (500,),
+        "head/kernel": (500, 10), "head/bias": (10,),
+    }
+    per_layer = {layer: sum(math.prod(v.shape) for k, v in params.items() if k.startswith(layer + "/"))
+                 for layer in ("conv1", "conv2", "fc1", "head")}
+    assert per_layer == {"conv1": 520, "conv2": 25_050, "fc1": 400_500, "head": 5_010}
+    assert sum(math.prod(v.shape) for v in params.values()) == 431_080
+
+    # The forward pass is the prototxt's: valid 5x5 convs, 2x2/2 max-pools, no ReLU after the
+    # convolutions, ReLU after ip1 only (checked against lax ops, with nonzero biases).
+    keys = iter(jax.random.split(jax.random.key(3), 9))
+    p = {k: jax.random.normal(next(keys), v.shape) * 0.3 for k, v in params.items()}
+    x = jax.random.normal(next(keys), (3, 28, 28, 1))
+
+    def conv_pool(h, layer):
+        h = jax.lax.conv_general_dilated(h, p[layer + "/kernel"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = h + p[layer + "/bias"]
+        return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    h = conv_pool(conv_pool(x, "conv1"), "conv2").reshape(3, -1)
+    h = jax.nn.relu(h @ p["fc1/kernel"] + p["fc1/bias"])
+    want = h @ p["head/kernel"] + p["head/bias"]
+    tree = {"params": {layer: {leaf: p[f"{layer}/{leaf}"] for leaf in ("kernel", "bias")} for layer in per_layer}}
+    np.testing.assert_allclose(model.apply(tree, x), want, rtol=1e-4, atol=1e-4)
 
 
 def test_resnet20_breakdown():
@@ -331,7 +366,8 @@ def test_kaiming_normal_is_pytorch_default(resnet20):
 
 @pytest.mark.parametrize(
     "name, bound",
-    [("glorot_uniform", math.sqrt(6.0 / (2304 + 4608))), ("kaiming_uniform", math.sqrt(6.0 / 2304))],
+    [("glorot_uniform", math.sqrt(6.0 / (2304 + 4608))), ("kaiming_uniform", math.sqrt(6.0 / 2304)),
+     ("xavier", math.sqrt(3.0 / 2304))],  # xavier: Caffe's XavierFiller (variance_norm FAN_IN)
 )
 def test_uniform_initializers(name, bound):
     w = kernel_initializer(name)(jax.random.key(0), (3, 3, 256, 512))  # fan_in 2304, fan_out 4608
@@ -373,9 +409,9 @@ def test_unknown_model_name():
 
 def test_unknown_init_name():
     with pytest.raises(ConfigError) as e:
-        build_model(ModelConfig(name="mlp", init="xavier"), 10)
+        build_model(ModelConfig(name="mlp", init="orthogonal"), 10)
     msg = str(e.value)
-    assert "model.init" in msg and "'xavier'" in msg and ", ".join(sorted(INITS)) in msg
+    assert "model.init" in msg and "'orthogonal'" in msg and ", ".join(sorted(INITS)) in msg
     with pytest.raises(ConfigError, match="model.bn_scale_init"):
         build_model(ModelConfig(name="vgg16", bn_scale_init="zeros"), 10)
 

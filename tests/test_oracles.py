@@ -234,6 +234,18 @@ def test_step_and_cosine_schedules_follow_their_formulas():
     assert float(warm(5)) == pytest.approx(0.1) and float(warm(40)) == pytest.approx(float(cos(40)))
 
 
+def test_inv_schedule_follows_caffes_formula():
+    """inv (Caffe's lr_policy): lr·(1 + γ t)^(-power); lenet_solver's 0.01, 1e-4, 0.75 by default."""
+    inv = make_schedule(OptimizerConfig(lr=0.01, schedule=ScheduleConfig(name="inv")), total_steps=10_000, steps_per_epoch=859)
+    for t in (0, 1, 500, 5000, 9999, 10_000):
+        assert float(inv(t)) == pytest.approx(0.01 * (1 + 1e-4 * t) ** -0.75, rel=1e-6), t
+    assert float(inv(10_000)) == pytest.approx(0.01 * 2 ** -0.75, rel=1e-6)
+    other = make_schedule(OptimizerConfig(lr=0.1, schedule=ScheduleConfig(name="inv", inv_gamma=0.01, inv_power=0.5)),
+                          total_steps=100, steps_per_epoch=10)
+    for t in (0, 7, 99):
+        assert float(other(t)) == pytest.approx(0.1 * (1 + 0.01 * t) ** -0.5, rel=1e-6), t
+
+
 # -- every refusal of validate() -----------------------------------------------------------------
 
 BAD = [
@@ -266,6 +278,8 @@ BAD = [
     ("optimizer.schedule.milestones", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="step")))),
     ("optimizer.schedule.milestones[0]", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="step", milestones=["x"])))),
     ("optimizer.schedule.warmup", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(warmup="-")))),
+    ("optimizer.schedule.inv_gamma", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="inv", inv_gamma=-1e-4)))),
+    ("optimizer.schedule.inv_power", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="inv", inv_power=-0.75)))),
     ("train.duration", dict(train=TrainConfig(duration="0it"))),
     ("train.duration", dict(train=TrainConfig(duration="ten"))),
     ("train.eval_every", dict(train=TrainConfig(eval_every="0it"))),

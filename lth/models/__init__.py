@@ -30,6 +30,7 @@ from flax import linen as nn
 
 from lth.config import ConfigError, ModelConfig
 from lth.models.conv import conv2, conv4, conv6
+from lth.models.lenet5 import lenet5
 from lth.models.mlp import lenet_300_100, mlp
 from lth.models.resnet_cifar import resnet20, resnet32, resnet44, resnet56, resnet110
 from lth.models.resnet_imagenet import resnet18, resnet50
@@ -45,6 +46,8 @@ MODELS: dict[str, ModelBuilder] = {
     "conv2": conv2,
     "conv4": conv4,
     "conv6": conv6,
+    # Caffe's MNIST LeNet-5 (Han et al. 2015, 2016)
+    "lenet5": lenet5,
     # He et al. (2016) CIFAR ResNets (OpenLTH cifar_resnet_N)
     "resnet20": resnet20,
     "resnet32": resnet32,

@@ -12,6 +12,9 @@ the names mean what they mean in PyTorch, not in Flax:
 - `kaiming_uniform` is `kaiming_uniform_` with its defaults: U[-a, a], a = sqrt(6 / fan_in).
 - `lecun_normal` is Flax's default kernel initialiser (truncated normal, variance 1 / fan_in);
   PyTorch has no counterpart.
+- `xavier` is *Caffe's* `XavierFiller` with its default `variance_norm: FAN_IN`: U[-a, a],
+  a = sqrt(3 / fan_in) (variance 1 / fan_in), the filler of Caffe's LeNet-5 (Han et al. 2015,
+  2016). Despite the name it is not `glorot_uniform`, which uses fan_in + fan_out.
 
 Fans follow PyTorch for convolutions too: for a Flax kernel of shape (kh, kw, in, out),
 fan_in = kh * kw * in and fan_out = kh * kw * out.
@@ -40,6 +43,7 @@ KERNEL_INITIALIZERS: dict[str, Callable[[], Initializer]] = {
     "kaiming_normal": lambda: nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
     "kaiming_uniform": lambda: nn.initializers.variance_scaling(2.0, "fan_in", "uniform"),
     "lecun_normal": lambda: nn.initializers.lecun_normal(),
+    "xavier": lambda: nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),  # Caffe's XavierFiller
 }
 
 # Biases of convolutions and dense layers, and BatchNorm shifts.
