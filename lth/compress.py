@@ -206,8 +206,10 @@ def _compress(cfg, rd, trainer, states0, members, paths, bits, index_bits, steps
         file = rd.file(f"compressed_r{r}.npz")
         enc = {p: _encode(flat_m[r][p], quantised[r][p], c.method, bits[p], index_bits[p]) for p in paths}
         rest = {p: np.asarray(v, np.float32) for p, v in flat_p[r].items() if p not in paths}
-        coding_save(file, enc, rest, {p: _book(quantised[r][p]) for p in paths})
-        weights = coding_load_weights(file, {p: flat_p[r][p].shape for p in flat_p[r]})
+        coding_save(file, enc, rest, {p: _book(quantised[r][p]) for p in paths}, {p: np.shape(flat_p[r][p]) for p in paths})
+        weights = coding_load_weights(file)
+        if sorted(weights) != sorted(flat_p[r]):
+            raise RuntimeError(f"the file {file} does not hold every parameter")
         for p in paths:
             expect = quantised[r][p].weights()
             if not np.array_equal(weights[p], expect):
@@ -318,7 +320,7 @@ def finetune_centroids(cfg: Config, trainer, flat_params: dict[str, np.ndarray],
 
 # -- the compressed file -----------------------------------------------------------------------
 def coding_save(file: str, enc: dict[str, "coding.EncodedTensor"], rest: dict[str, np.ndarray],
-                books: dict[str, np.ndarray]) -> None:
+                books: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
     """One replicate's compressed network as an .npz: per coded tensor its two Huffman streams,
     their canonical code lengths, the sizes needed to decode and its codebook (k-means centroids,
     or int8 per-channel scales); the parameters that are not pruned as float32."""
@@ -332,6 +334,7 @@ def coding_save(file: str, enc: dict[str, "coding.EncodedTensor"], rest: dict[st
             arrays[f"{p}|{stream}_data"] = np.frombuffer(data, np.uint8)
             arrays[f"{p}|{stream}_nbits"] = np.array(nbits, np.int64)
         arrays[f"{p}|meta"] = np.array([e.length, e.entries, e.weight_bits, e.index_bits], np.int64)
+        arrays[f"{p}|shape"] = np.array(shapes[p], np.int64)
         arrays[f"{p}|book"] = np.asarray(books[p], np.float32)
     for p, v in rest.items():
         arrays[f"{p}|float32"] = np.asarray(v, np.float32)
@@ -340,15 +343,18 @@ def coding_save(file: str, enc: dict[str, "coding.EncodedTensor"], rest: dict[st
     os.replace(tmp, file)
 
 
-def coding_load_weights(file: str, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
-    """The weights rebuilt from a file of `coding_save` alone: decode both Huffman streams of each
-    tensor, undo the sparse layout, look the codes up in the codebook (or scale the int8 codes)."""
+def coding_load_weights(file: str) -> dict[str, np.ndarray]:
+    """The weights ({path: array}) rebuilt from a file of `coding_save` alone: decode both Huffman
+    streams of each tensor, undo the sparse layout, look the codes up in the codebook (or scale
+    the int8 codes)."""
     z = np.load(file)
     out = {}
-    for p, shape in shapes.items():
-        if f"{p}|float32" in z:
-            out[p] = z[f"{p}|float32"].reshape(shape)
-            continue
+    for key in z.files:
+        p, what = key.split("|")
+        if what == "float32":
+            out[p] = z[key]
+    for p in sorted({k.split("|")[0] for k in z.files if k.endswith("|meta")}):
+        shape = tuple(int(x) for x in z[f"{p}|shape"])
         length, entries, wbits, ibits = (int(x) for x in z[f"{p}|meta"])
         codes = {}
         for stream in ("w", "i"):

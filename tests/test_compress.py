@@ -1,0 +1,137 @@
+"""Deep Compression (lth.quantize, lth.compress): k-means by hand, centroid gradients, int8
+bounds, and whole compressions of a small run (zeros stay zero, the file decodes to what was
+evaluated, sizes add up, bad sources refused with nothing written)."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import small_config
+from lth import compress, lottery, quantize
+from lth.config import CompressConfig, ConfigError
+
+
+def test_kmeans_linear_init_by_hand():
+    w = np.array([0.0, 1.0, 2.0, 10.0, 9.0, -3.0], np.float32)
+    # k = 3 (2 bits): linear init over [-3, 10] -> -3, 3.5, 10 (boundaries 0.25, 6.75), so the
+    # clusters are {-3, 0} | {1, 2} | {9, 10}; the means -1.5, 1.5, 9.5 (boundaries 0, 5.5: the tie
+    # at 0 goes to the lower centroid) assign the same: converged after one update.
+    np.testing.assert_allclose(quantize.linear_init(w, 3), [-3.0, 3.5, 10.0])
+    s = quantize.share(w, np.ones(6, bool), bits=2)
+    np.testing.assert_allclose(s.codebook, [0.0, -1.5, 1.5, 9.5])
+    assert s.codes.tolist() == [1, 2, 2, 3, 3, 1] and s.iterations == 1
+    # An empty cluster keeps its centroid: 4 values, 3 centroids, nothing near the middle one.
+    c, a, _ = quantize.kmeans_1d(np.array([0.0, 0.1, 9.9, 10.0]), 3)
+    np.testing.assert_allclose(c, [0.05, 5.0, 9.95])
+    assert a.tolist() == [0, 0, 2, 2]
+    # Pruned weights take code 0, the value 0, and do not move the centroids.
+    m = np.array([1, 1, 1, 1, 1, 0], bool)
+    s = quantize.share(w, m, bits=1)  # one centroid: the mean of the survivors
+    np.testing.assert_allclose(s.codebook, [0.0, np.mean(w[:5])], rtol=1e-6)
+    assert s.codes.tolist() == [1, 1, 1, 1, 1, 0] and s.weights()[5] == 0.0
+
+
+def test_centroid_gradient_is_the_sum_of_member_gradients():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(16, 6)), jnp.float32)
+    codes = jnp.asarray(rng.integers(0, 5, size=(6, 3)))
+    book = jnp.asarray(np.concatenate([[0.0], rng.normal(size=4)]), jnp.float32)
+    loss = lambda w: jnp.sum(jnp.tanh(x @ w) ** 2)
+    g_w = jax.grad(loss)(book[codes])
+    g_book = jax.grad(lambda b: loss(b[codes]))(book)
+    expected = np.bincount(np.asarray(codes).ravel(), weights=np.asarray(g_w).ravel(), minlength=5)
+    np.testing.assert_allclose(g_book, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_int8_error_bound_and_zeros():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(20, 7)).astype(np.float32) * np.arange(1, 8)
+    m = rng.random((20, 7)) > 0.5
+    q = quantize.int8(w, m)
+    assert q.q.dtype == np.int8 and q.scale.shape == (7,)
+    np.testing.assert_allclose(q.scale, np.abs(np.where(m, w, 0)).max(axis=0) / 127, rtol=1e-6)
+    err = np.abs(np.where(m, w, 0) - q.weights())
+    assert np.all(err <= q.scale / 2 + 1e-7) and np.all(q.weights()[~m] == 0)
+    assert np.abs(q.q).max() == 127
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compress")
+    cfg = dataclasses.replace(small_config(tmp), levels=2, replicates=2, controls=["reinit"])
+    return tmp, lottery.run(cfg, echo=lambda _: None)
+
+
+def _cfg(tmp, src, **changes):
+    cfg = small_config(tmp)
+    cfg = dataclasses.replace(cfg, levels=2, replicates=2, controls=["reinit"])
+    c = CompressConfig(source=src.run_dir, level=2, bits={"head": 5, "kernel": 4}, index_bits={"kernel": 3},
+                       finetune_duration="30it", **changes)
+    return dataclasses.replace(cfg, compress=c)
+
+
+def test_compress_a_level_every_stage(source):
+    tmp, src = source
+    out = compress.run(_cfg(tmp / "a", src), echo=lambda _: None)
+    s = json.load(open(os.path.join(out.run_dir, "summary.json")))
+    rep = pd.read_csv(os.path.join(out.run_dir, "report.csv"))
+    params = json.load(open(os.path.join(src.run_dir, "summary.json")))["parameters"]["total_parameters"]
+    totals = rep[rep.tensor == "total"]
+    # Dense float32 is every parameter at 4 bytes; every stage's tensors add up to its total.
+    assert np.allclose(totals[totals.stage == "dense"].bytes, 4 * params)
+    for (r, stage), g in rep[rep.tensor != "total"].groupby(["replicate", "stage"]):
+        assert g.bytes.sum() == pytest.approx(float(totals[(totals.replicate == r) & (totals.stage == stage)].bytes.iloc[0]))
+    b = {k: s["stages"][k]["bytes"] for k in compress.STAGES}
+    assert b["dense"] > b["sparse"] > b["shared"] >= b["huffman"] > 0
+    assert s["bits"] == {"fc1/kernel": 4, "fc2/kernel": 4, "head/kernel": 5}
+    # The file decodes to the fine-tuned shared network: its accuracy is the one reported, its
+    # pruned weights are exactly zero, each layer holds at most 2^bits - 1 distinct values.
+    acc = s["stages"]["accuracy"]
+    assert acc["huffman"] == acc["finetuned"] and set(acc) == {"start", "shared", "finetuned", "huffman"}
+    for r in range(2):
+        w = compress.coding_load_weights(os.path.join(out.run_dir, f"compressed_r{r}.npz"))
+        mask = _mask(src.run_dir, r)
+        for p, bits in s["bits"].items():
+            assert w[p].shape == mask[p].shape and np.all(w[p][~mask[p]] == 0.0)
+            assert len(np.unique(w[p][mask[p]])) <= 2 ** bits - 1
+
+
+def _mask(run_dir, r):
+    import orbax.checkpoint as ocp
+
+    from lth.masks import flatten
+
+    tree = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(run_dir, "level_02", "mask")))
+    return {p: np.asarray(v[r], bool) for p, v in flatten(tree).items()}
+
+
+def test_int8_and_a_control(source):
+    tmp, src = source
+    out = compress.run(_cfg(tmp / "b", src, method="int8", kind="reinit"), echo=lambda _: None)
+    s = out.summary
+    assert s["kind"] == "reinit" and set(s["bits"].values()) == {8}
+    assert s["stages"]["accuracy"]["huffman"] == s["stages"]["accuracy"]["int8"]
+    assert abs(s["stages"]["accuracy"]["int8"] - s["stages"]["accuracy"]["start"]) < 0.02
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(level=7), "compress.level=7, compress.kind='ticket': not a finished level"),
+    (dict(kind="random_prune"), "compress.kind='random_prune': not a finished level"),
+    (dict(method="zip"), "compress.method='zip' is not one of kmeans, int8"),
+    (dict(bits={"kernel": 0}), "compress.bits\\['kernel'\\]=0"),
+    (dict(bits={"nothing": 4}), "no pattern matches the prunable tensor"),
+    (dict(source="/nonexistent/run"), "not a lottery run directory"),
+])
+def test_bad_input_refused_with_nothing_written(source, change, match):
+    tmp, src = source
+    cfg = _cfg(tmp / "bad", src)
+    cfg = dataclasses.replace(cfg, compress=dataclasses.replace(cfg.compress, **change))
+    with pytest.raises(ConfigError, match=match):
+        compress.run(cfg, echo=lambda _: None)
+    assert not os.path.exists(tmp / "bad" / "runs")
