@@ -386,6 +386,8 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
         what += f", one shot to density {p.target_density}"
     else:
         what += f", {p.fraction:g} per level"
+        if p.fractions:
+            what += " (" + ", ".join(f"{pattern}: {frac:g}" for pattern, frac in p.fractions.items()) + ")"
     return what + (f", ablation {p.ablation}" if p.ablation != "none" else "")
 
 
