@@ -172,10 +172,13 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
     def init_variables(self, keys: jax.Array) -> PyTree:
         """Initial variables ({'params', maybe 'batch_stats'}) for each key in `keys` (R, 2)."""
-        dummy = jnp.zeros((1, *self.dataset.input_shape), jnp.float32)
-        # One compiled init reused per replicate: compiling a vmapped init costs several times more
-        # on CPU (threefry), and the stacked result is the same.
-        init = jax.jit(lambda k: self.model.init(k, dummy, train=False))
+        # One compiled init reused per replicate and per call (reinit controls draw fresh weights
+        # at every level): compiling a vmapped init costs several times more on CPU (threefry), and
+        # the stacked result is the same.
+        init = self.__dict__.get("_init")
+        if init is None:
+            dummy = jnp.zeros((1, *self.dataset.input_shape), jnp.float32)
+            init = self._init = jax.jit(lambda k: self.model.init(k, dummy, train=False))
         return jax.tree.map(lambda *xs: jnp.stack(xs), *[init(k) for k in keys])
 
     def create_states(self, variables: PyTree, masks: PyTree) -> TrainState:
