@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) experiments/lottery.py $(ARGS)
 
-## The default test suite (about 10 minutes on 2 CPU cores; never downloads).
+## The default test suite (about 10 minutes on 2 CPU cores; never downloads), with every notebook
+## under notebooks/ executed top to bottom by nbmake (outputs are not kept). TESTS picks what runs
+## (make test TESTS=tests/test_api.py); ARGS adds pytest options.
+TESTS  ?= tests notebooks
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q -n $(JOBS) $(ARGS)
+	$(PY) -m pytest -m "not slow" -q -n $(JOBS) --nbmake --nbmake-timeout=300 $(TESTS) $(ARGS)
 
 ## The slow tests only (longer real-data training, every preset for a few steps).
 test-slow: $(STAMP)

@@ -1,0 +1,44 @@
+"""The notebooks are committed without outputs (`make test` executes them with nbmake instead)."""
+
+import glob
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import clear_notebooks  # noqa: E402
+
+NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
+
+
+def test_the_notebooks_are_there():
+    names = {os.path.basename(p) for p in NOTEBOOKS}
+    assert {"quickstart.ipynb", "analysis.ipynb"} <= names
+
+
+def test_notebooks_are_committed_without_outputs(capsys):
+    rc = clear_notebooks.main(["--check", *NOTEBOOKS])
+    assert rc == 0, f"notebooks with outputs (run scripts/clear_notebooks.py): {capsys.readouterr().out}"
+    for path in NOTEBOOKS:
+        with open(path, encoding="utf-8") as f:
+            nb = json.load(f)
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"  # the kernel nbmake and jupyter start
+
+
+def test_clear_removes_outputs_counts_and_timings(tmp_path):
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# x"},
+                    {"cell_type": "code", "execution_count": 3, "metadata": {"execution": {"iopub.status.idle": "t"}},
+                     "outputs": [{"output_type": "stream", "name": "stdout", "text": "1\n"}], "source": "print(1)"}],
+          "metadata": {"language_info": {"name": "python", "version": "3.11.7"}}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "a.ipynb"
+    path.write_text(json.dumps(nb))
+    assert clear_notebooks.main(["--check", str(path)]) == 1
+    assert clear_notebooks.main([str(path)]) == 0
+    out = json.loads(path.read_text())
+    code = out["cells"][1]
+    assert code["outputs"] == [] and code["execution_count"] is None and code["metadata"] == {}
+    assert code["source"] == "print(1)" and out["cells"][0] == nb["cells"][0]
+    assert out["metadata"] == {"language_info": {"name": "python"}}
+    assert clear_notebooks.main(["--check", str(path)]) == 0
