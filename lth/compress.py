@@ -264,21 +264,35 @@ def _encode(mask, q, method, bits, index_bits):
 
 
 # -- centroid fine-tuning ----------------------------------------------------------------------
+def default_lr(cfg: Config, trainer, shared: dict[str, "quantize.Shared"]) -> float:
+    """The fine-tuning rate when `compress.lr` is null: the source schedule's final rate η_T; for
+    SGD and momentum, whose step is proportional to the gradient, divided by the mean number of
+    weights per centroid n̄ = (surviving weights) / (centroids), so that a centroid whose gradient
+    is the sum over its n̄ members moves as far as one weight trained at η_T would (Adam's step
+    does not depend on the gradient's scale: η_T as it is)."""
+    from lth.optim import make_schedule
+
+    spe = trainer.steps_per_epoch
+    total = to_steps(cfg.train.duration, spe, setting="train.duration")
+    lr = float(make_schedule(cfg.optimizer, total_steps=total, steps_per_epoch=spe)(max(0, total - 1)))
+    if cfg.optimizer.name in ("adam", "adamw"):
+        return lr
+    alive = sum(int((s.codes > 0).sum()) for s in shared.values())
+    centroids = sum(len(s.codebook) - 1 for s in shared.values())
+    return lr * centroids / max(alive, 1)
+
+
 def finetune_centroids(cfg: Config, trainer, flat_params: dict[str, np.ndarray], shared: dict[str, "quantize.Shared"],
                        batch_stats, steps: int, replicate: int) -> dict[str, np.ndarray]:
     """`steps` updates of the codebooks of one replicate, the codes fixed (see the module
     docstring); returns the new codebooks (entry 0 stays exactly 0)."""
-    from lth.optim import make_optimizer, make_schedule
+    from lth.optim import make_optimizer
     from lth.train import cross_entropy, replicate_keys
     from lth.train_state import with_learning_rate
 
     c = cfg.compress
     spe = trainer.steps_per_epoch
-    if c.lr is not None:
-        lr = float(c.lr)
-    else:
-        total = to_steps(cfg.train.duration, spe, setting="train.duration")
-        lr = float(make_schedule(cfg.optimizer, total_steps=total, steps_per_epoch=spe)(max(0, total - 1)))
+    lr = default_lr(cfg, trainer, shared) if c.lr is None else float(c.lr)
     tx = make_optimizer(dataclasses.replace(cfg.optimizer, weight_decay=0.0))
     codes = {p: jnp.asarray(s.codes) for p, s in shared.items()}
     fixed = {p: jnp.asarray(v) for p, v in flat_params.items() if p not in shared}
