@@ -68,7 +68,7 @@ FIGURE_RUNS := results/lth_lenet_mnist results/mnist1d_mlp
 figures: $(STAMP)
 	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure the README shows)" >&2; exit 1; }; done
 	rm -rf results/figures
-	$(PY) scripts/figures.py $(filter-out results/figures/,$(wildcard results/*/)) --out results/figures
+	$(PY) scripts/figures.py $(sort $(dir $(wildcard results/*/results.csv results/*/instability.csv))) --out results/figures
 
 clean:
 	rm -rf $(VENV) .pytest_cache

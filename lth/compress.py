@@ -426,13 +426,14 @@ INT8_NAMES = {**STAGE_NAMES, "shared": "int8 (codes + indices + channel scales)"
 
 
 def format_report(summary: dict[str, Any]) -> str:
-    """The totals per stage: size, ratio against dense float32, test accuracy (means over replicates)."""
+    """The totals per stage: size (KB = 1,000 bytes, as the paper counts), ratio against dense
+    float32, test accuracy (means over replicates)."""
     names = STAGE_NAMES if summary.get("method") != "int8" else INT8_NAMES
     lines = [f"{'stage':46} {'size':>12} {'ratio':>8} {'test accuracy':>14}"]
     for stage in STAGES:
         s = summary["stages"][stage]
         acc = "" if s.get("accuracy") is None else f"{100 * s['accuracy']:.2f}%"
-        lines.append(f"{names[stage]:46} {s['bytes'] / 1024:>9.1f} KiB {s['ratio']:>7.1f}x {acc:>14}")
+        lines.append(f"{names[stage]:46} {s['bytes'] / 1000:>10.1f} KB {s['ratio']:>7.1f}x {acc:>14}")
     return "\n".join(lines)
 
 

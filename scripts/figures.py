@@ -75,20 +75,29 @@ def _names(runs: list[str]) -> dict[str, str]:
     return names
 
 
+# Settings that may differ between the runs of one rewinding-mode comparison.
+NOT_COMPARED = ("rewind", "name", "paths", "logger", "levels", "controls", "branch", "instability", "compress")
+
+
 def compare_groups(loaded: dict[str, object]) -> dict[str, tuple[str, dict[str, object]]]:
-    """Runs with results grouped by (model, dataset), kept where they differ in `rewind.mode`:
+    """Runs with results grouped by (model, dataset) and every other setting but the rewinding
+    (`NOT_COMPARED`), kept where they differ in `rewind.mode`:
     {folder name: (title, {line label: results})}. The label is the mode, with the rewind point
     when one mode appears more than once."""
     from lth.figures import _get
+
+    import json
 
     groups: dict[tuple, list] = {}
     for path, run in loaded.items():
         if run.results is None or not len(run.results) or not run.config:
             continue
-        key = (_get(run.config, "model.name"), _get(run.config, "dataset.name"))
+        # Only runs that differ in nothing but their rewinding are one comparison.
+        same = {k: v for k, v in run.config.items() if k not in NOT_COMPARED}
+        key = (_get(run.config, "model.name"), _get(run.config, "dataset.name"), json.dumps(same, sort_keys=True, default=str))
         groups.setdefault(key, []).append(run)
     out = {}
-    for (model, dataset), runs in groups.items():
+    for (model, dataset, _), runs in groups.items():
         modes = [_get(r.config, "rewind.mode") for r in runs]
         if len(set(modes)) < 2:
             continue

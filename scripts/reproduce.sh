@@ -3,7 +3,7 @@
 # (results.csv, summary.json, config.yaml and each level's result.json with its evaluation history;
 # no checkpoints) copied to OUT/<name>/ (default results/).
 #
-#   scripts/reproduce.sh [--only lenet,mnist1d,lmc_lenet] [OUT]
+#   scripts/reproduce.sh [--only lenet,mnist1d,lmc_lenet,han] [OUT]
 #
 # Stages:
 #   lenet      Frankle & Carbin 2019, LeNet-300-100 on MNIST (experiment=lth_lenet_mnist: 5 replicates,
@@ -11,6 +11,9 @@
 #   mnist1d    MNIST-1D MLP (experiment=mnist1d_mlp), 5 replicates, 18 levels, both controls
 #   lmc_lenet  instability of LeNet-300-100 (the lenet stage's protocol, 3 replicates) across rewind
 #              points: dense, and under the level-8 ticket mask (16.8%) of a 3-replicate lottery run
+#   han        Deep Compression of LeNet-300-100: experiment=han_lenet300_mnist (3 replicates, 5 levels
+#              to Han et al.'s per-layer densities), then level 5 compressed with 6-bit weights and
+#              5-bit relative indices (k-means + fine-tuning + Huffman), and with int8
 # Runs go to $RUNS (default runs/reproduce); each stage resumes where a killed one stopped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,4 +62,15 @@ if want lmc_lenet; then
   stage lmc_lenet_sparse $PY experiments/instability.py instability.source="$src" instability.level=8 \
     "instability.points=[0it,500it,2000it]" paths.runs_dir="$RUNS/lmc_lenet" "${common[@]}"
   keep lmc_lenet_sparse "$(dirname "$(ls -d "$RUNS"/lmc_lenet/lmc-*/instability.csv | xargs ls -t | head -n 1)")"
+fi
+if want han; then
+  stage han $PY experiments/lottery.py experiment=han_lenet300_mnist paths.runs_dir="$RUNS/han" "${common[@]}"
+  src=$(dirname "$(ls -d "$RUNS"/han/lenet_300_100-*/results.csv | head -n 1)")
+  keep han_lenet300_mnist "$src"
+  for m in kmeans int8; do
+    stage "compress_$m" $PY experiments/compress.py compress.source="$src" compress.level=5 "compress.bits={kernel: 6}" \
+      "compress.index_bits={kernel: 5}" compress.method=$m paths.runs_dir="$RUNS/han_compress_$m" "${common[@]}"
+    d=$(dirname "$(ls -d "$RUNS"/han_compress_$m/compress-*/summary.json | head -n 1)")
+    mkdir -p "$OUT/han_lenet300_compress_$m" && cp "$d"/{summary.json,report.csv,config.yaml} "$OUT/han_lenet300_compress_$m/"
+  done
 fi
