@@ -56,7 +56,7 @@ class Run(NamedTuple):
 
 # -- running ---------------------------------------------------------------------------------------
 
-EXPERIMENTS = ("auto", "lottery", "branch", "instability")
+EXPERIMENTS = ("auto", "lottery", "branch", "instability", "compress")
 
 
 def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "auto") -> Run:
@@ -67,7 +67,9 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
     value by `lth.config.validate`, before anything is written. `experiment`: `auto` is a lottery
     run, or a branch of the lottery run `branch.source` when that is set (`lth.branch.run`);
     `instability` is the instability analysis (`lth.instability.run`; a dict with
-    `instability.source` starts from that run's config, as a branch does)."""
+    `instability.source` starts from that run's config, as a branch does); `compress` is Deep
+    Compression of a level (`lth.compress.run`, from `compress.source`'s config likewise; its
+    `Run.results` is the size report, report.csv)."""
     from lth.config import Config, ConfigError
 
     if experiment not in EXPERIMENTS:
@@ -75,11 +77,13 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
     if isinstance(config, Config):
         cfg = config
     elif isinstance(config, dict):
-        cfg = config_from_dict(config, source_key="instability" if experiment == "instability" else "branch")
+        cfg = config_from_dict(config, source_key=experiment if experiment in ("instability", "compress") else "branch")
     else:
         raise TypeError(f"lth.run: config must be an lth.config.Config or a dict of settings, not {type(config).__name__}")
     if experiment == "instability":
         from lth import instability as module
+    elif experiment == "compress":
+        from lth import compress as module
     elif experiment == "branch" or (experiment == "auto" and cfg.branch.source):
         from lth import branch as module
     else:
@@ -134,8 +138,9 @@ def _nest(settings: dict[str, Any]) -> dict[str, Any]:
 # -- loading ---------------------------------------------------------------------------------------
 
 def is_run_dir(path: str) -> bool:
-    """A lottery run or a branch (results.csv), or an instability analysis (instability.csv)."""
-    return any(os.path.isfile(os.path.join(path, f)) for f in ("results.csv", "instability.csv"))
+    """A lottery run or a branch (results.csv), an instability analysis (instability.csv) or a
+    compression (report.csv)."""
+    return any(os.path.isfile(os.path.join(path, f)) for f in ("results.csv", "instability.csv", "report.csv"))
 
 
 def load_run(path: Union[str, os.PathLike]) -> Run:
@@ -152,6 +157,8 @@ def load_run(path: Union[str, os.PathLike]) -> Run:
                                 "config.yaml, summary.json and level_NN/; an instability analysis, instability.csv)")
     if os.path.isfile(os.path.join(path, "results.csv")):
         results = pd.read_csv(os.path.join(path, "results.csv"))
+    elif os.path.isfile(os.path.join(path, "report.csv")):  # a compression: its size report
+        results = pd.read_csv(os.path.join(path, "report.csv"))
     else:  # an instability analysis: no levels
         from lth.results import COLUMNS
 

@@ -368,6 +368,7 @@ def short_run(ds, model_cfg, opt, *, steps, batch_size, augment):
     return hist.evals[-1]
 
 
+@pytest.mark.slow  # over 20 s here; `make test-slow` runs it (the default suite stays near 10 minutes)
 def test_real_cifar10_pipeline_learns_far_above_chance(data_dir):
     """The whole on-device pipeline on real CIFAR-10 (uint8 images gathered per step, crop+flip,
     normalisation, evaluation on held-out images) with a network cheap enough for the default
@@ -402,6 +403,7 @@ def test_real_cifar10_resnet20_learns_far_above_chance(data_dir):
 # ----------------------------------------------------------------------------- ImageNet-style ResNets through TFDS
 
 
+@pytest.mark.slow  # over 20 s here; `make test-slow` runs it (the default suite stays near 10 minutes)
 def test_resnet18_runs_on_a_tfds_image_dataset_under_mock_data(tmp_path):
     """ResNet-18 on a variable-size TFDS image dataset (imagenette, mocked: nothing is downloaded),
     resized to 32x32 and augmented, through a whole two-level IMP run."""

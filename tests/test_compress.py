@@ -135,3 +135,14 @@ def test_bad_input_refused_with_nothing_written(source, change, match):
     with pytest.raises(ConfigError, match=match):
         compress.run(cfg, echo=lambda _: None)
     assert not os.path.exists(tmp / "bad" / "runs")
+
+
+def test_python_api_runs_and_loads_a_compression(source):
+    import lth
+
+    tmp, src = source
+    run = lth.run({"compress.source": src.run_dir, "compress.level": 1, "compress.method": "int8",
+                   "paths.runs_dir": str(tmp / "api"), "logger.wandb.mode": "disabled"},
+                  experiment="compress", echo=lambda _: None)
+    assert set(run.results.stage) == set(compress.STAGES) and run.summary["method"] == "int8"
+    assert run.config["compress"]["level"] == 1 and run.config["model"]["widths"] == [64, 64]  # the source's

@@ -103,7 +103,16 @@ def _cfg(tmp_path, points=("0it", "20it"), **inst):
 
 
 def test_dense_run_writes_barriers_and_extends(tmp_path):
-    out = instability.run(_cfg(tmp_path), echo=lambda _: None)
+    cfg = _cfg(tmp_path)
+    cfg.logger.wandb.mode = "offline"
+    out = instability.run(cfg, echo=lambda _: None)
+    # W&B (offline): one run with the tables and both figures as images.
+    runs = [d for d in os.listdir(os.path.join(out.run_dir, "wandb")) if d.startswith("offline-run-")]
+    assert len(runs) == 1
+    media = os.path.join(out.run_dir, "wandb", runs[0], "files", "media")
+    files = [f for _, _, fs in os.walk(media) for f in fs]
+    assert any("barrier_vs_point" in f for f in files) and any("interpolation_curves" in f for f in files), files
+    assert any(f.endswith(".table.json") for f in files)
     t = pd.read_csv(os.path.join(out.run_dir, "instability.csv"))
     c = pd.read_csv(os.path.join(out.run_dir, "curves.csv"))
     assert list(t.columns) == instability.CSV_COLUMNS
@@ -154,14 +163,3 @@ def test_bad_input_refused_before_anything_is_written(tmp_path, change, match):
         instability.run(cfg, echo=lambda _: None)
     assert not os.path.exists(tmp_path / "runs")
 
-
-def test_wandb_offline_gets_the_barriers_and_figures(tmp_path):
-    cfg = _cfg(tmp_path, points=("0it",))
-    cfg.logger.wandb.mode = "offline"
-    out = instability.run(cfg, echo=lambda _: None)
-    runs = [d for d in os.listdir(os.path.join(out.run_dir, "wandb")) if d.startswith("offline-run-")]
-    assert len(runs) == 1
-    media = os.path.join(out.run_dir, "wandb", runs[0], "files", "media")
-    files = [f for _, _, fs in os.walk(media) for f in fs]
-    assert any(f.startswith("figures_barrier_vs_point") or "barrier_vs_point" in f for f in files), files
-    assert any(f.endswith(".table.json") for f in files)

@@ -83,7 +83,7 @@ def test_controls_start_beside_the_ticket_as_defined(tmp_path, spy):
     assert "gap_reinit" in printed and f"{100 * table.loc[1, 'gap_reinit']:+.2f}" in printed
 
 
-@pytest.mark.parametrize("replicates_as", ["loop", "vmap"])
+@pytest.mark.parametrize("replicates_as", [pytest.param("loop", marks=pytest.mark.slow), "vmap"])  # loop: 40 s here
 def test_controls_together_equal_controls_trained_later_alone(tmp_path, spy, replicates_as):
     """A run with both controls from the start and a run extended with one control, then the
     other, give the same rows; each extension trains only the members it lacks (2 = the new

@@ -274,6 +274,7 @@ def test_mlp_widths():
     assert shapes == {"fc1/kernel": (40, 7), "fc2/kernel": (7, 5), "fc3/kernel": (5, 3), "head/kernel": (3, 10)}
 
 
+@pytest.mark.slow  # over 20 s here; `make test-slow` runs it (the default suite stays near 10 minutes)
 def test_vmapped_replicates(resnet20):
     """R replicates = one vmapped init and step; different keys give different networks."""
     model = build_model(ModelConfig(name="mlp", widths=[32, 16]), 10)

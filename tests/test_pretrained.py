@@ -89,6 +89,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_each_tensor(tmp_path, 
     assert not os.path.exists(tmp_path / "runs")
 
 
+@pytest.mark.slow  # over 20 s here; `make test-slow` runs it (the default suite stays near 10 minutes)
 def test_the_checkpoints_content_not_its_path_names_the_run(tmp_path, finished):
     a = str(tmp_path / "a.npz")
     saved = M.flatten(on_disk(finished)["params"])

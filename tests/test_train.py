@@ -234,7 +234,8 @@ def test_scan_and_python_loop_paths_agree(tiny_dataset):
     assert a["accuracy"].shape == b["accuracy"].shape == (final[False].step.shape[0],)
 
 
-@pytest.mark.parametrize("start,n", [(5, 30), (0, 12), (11, 1), (3, 40)])
+@pytest.mark.parametrize("start,n", [(0, 12), (11, 1), pytest.param(5, 30, marks=pytest.mark.slow),
+                                     pytest.param(3, 40, marks=pytest.mark.slow)])  # the slow ones: over 15 s each here
 def test_precomputed_permutations_and_unrolling_change_nothing(tiny_dataset, start, n):
     """The scanned call's variants (permutations before the loop or at epoch boundaries inside it,
     1 or several steps per loop iteration) train on the very same batches: identical results,
@@ -277,7 +278,7 @@ def _image_dataset(n_train=32, n_test=12, size=8):
     return Dataset("images", x[:n_train], y[:n_train], x[:0], y[:0], x[n_train:], y[n_train:], 10, mean, std, 255.0)
 
 
-@pytest.mark.parametrize("kind,steps", [("mlp", 5), ("resnet20", 1)])
+@pytest.mark.parametrize("kind,steps", [("mlp", 5), pytest.param("resnet20", 1, marks=pytest.mark.slow)])  # resnet20: 50 s here
 def test_replicates_vmapped_or_looped_train_alike(tiny_dataset, kind, steps):
     """`replicates_as="loop"` (lax.map over replicates, the GPU default for conv models) and
     `"vmap"` compute the same training and evaluation, BatchNorm statistics and augmentation
