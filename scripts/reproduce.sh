@@ -3,7 +3,7 @@
 # (results.csv, summary.json, config.yaml and each level's result.json with its evaluation history;
 # no checkpoints) copied to OUT/<name>/ (default results/).
 #
-#   scripts/reproduce.sh [--only lenet,mnist1d,lmc_lenet,han] [OUT]
+#   scripts/reproduce.sh [--only lenet,mnist1d,lmc_lenet,han,han5] [OUT]
 #
 # Stages:
 #   lenet      Frankle & Carbin 2019, LeNet-300-100 on MNIST (experiment=lth_lenet_mnist: 5 replicates,
@@ -14,6 +14,9 @@
 #   han        Deep Compression of LeNet-300-100: experiment=han_lenet300_mnist (3 replicates, 5 levels
 #              to Han et al.'s per-layer densities), then level 5 compressed with 6-bit weights and
 #              5-bit relative indices (k-means + fine-tuning + Huffman), and with int8
+#   han5       the same for LeNet-5: experiment=han_lenet5_mnist (REPLICATES, default 3; the README's
+#              table is 1 replicate on a CPU), level 5 compressed with the default 8-bit conv /
+#              5-bit fc weights and indices, and with int8
 # Runs go to $RUNS (default runs/reproduce); each stage resumes where a killed one stopped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,5 +75,16 @@ if want han; then
       "compress.index_bits={kernel: 5}" compress.method=$m paths.runs_dir="$RUNS/han_compress_$m" "${common[@]}"
     d=$(dirname "$(ls -d "$RUNS"/han_compress_$m/compress-*/summary.json | head -n 1)")
     mkdir -p "$OUT/han_lenet300_compress_$m" && cp "$d"/{summary.json,report.csv,config.yaml} "$OUT/han_lenet300_compress_$m/"
+  done
+fi
+if want han5; then
+  stage han5 $PY experiments/lottery.py experiment=han_lenet5_mnist replicates="${REPLICATES:-3}" paths.runs_dir="$RUNS/han5" "${common[@]}"
+  src=$(dirname "$(ls -d "$RUNS"/han5/lenet5-*/results.csv | head -n 1)")
+  keep han_lenet5_mnist "$src"
+  for m in kmeans int8; do
+    stage "compress5_$m" $PY experiments/compress.py compress.source="$src" compress.level=5 compress.method=$m \
+      paths.runs_dir="$RUNS/han5_compress_$m" "${common[@]}"
+    d=$(dirname "$(ls -d "$RUNS"/han5_compress_$m/compress-*/summary.json | head -n 1)")
+    mkdir -p "$OUT/han_lenet5_compress_$m" && cp "$d"/{summary.json,report.csv,config.yaml} "$OUT/han_lenet5_compress_$m/"
   done
 fi
