@@ -25,20 +25,16 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lth.config import Config, ConfigError, structured_schema  # noqa: E402
+from lth.config import Config, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 
 def branch_config(composed: DictConfig, overrides: list[str]) -> Config:
-    """The source run's config with the command line's overrides applied
-    (`experiments/common.py`)."""
-    source = composed.branch.source
-    if not source:
-        raise ConfigError("branch.source=null: name the lottery run directory to branch from (branch.source=RUN_DIR)")
-    from experiments.common import overlay
+    """The settings of this run (`experiments/common.py`: a source run's config + the overrides)."""
+    from experiments.common import settings
 
-    return overlay(composed, overrides, source, setting="branch.source")
+    return settings(composed, overrides, "branch", required=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -59,3 +59,14 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
     except (ConfigError, DataError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def settings(composed: DictConfig, overrides: list[str], section: str, *, required: bool) -> Config:
+    """The run's config: with `<section>.source` set, that run's config with `overrides`
+    (`overlay`); without it, the composed config, or a refusal when the section needs a source."""
+    source = composed[section].source
+    if source:
+        return overlay(composed, overrides, source, setting=f"{section}.source")
+    if required:
+        raise ConfigError(f"{section}.source=null: name the lottery run directory to start from ({section}.source=RUN_DIR)")
+    return from_dict(OmegaConf.to_container(composed, resolve=True))

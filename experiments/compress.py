@@ -25,19 +25,16 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lth.config import Config, ConfigError, structured_schema  # noqa: E402
+from lth.config import Config, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 
 def compress_config(composed: DictConfig, overrides: list[str]) -> Config:
-    """The source run's config with this command line's overrides (`experiments/common.py`)."""
-    source = composed.compress.source
-    if not source:
-        raise ConfigError("compress.source=null: name the lottery run directory to compress (compress.source=RUN_DIR)")
-    from experiments.common import overlay
+    """The settings of this run (`experiments/common.py`: a source run's config + the overrides)."""
+    from experiments.common import settings
 
-    return overlay(composed, overrides, source, setting="compress.source")
+    return settings(composed, overrides, "compress", required=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -24,21 +24,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from lth.config import Config, from_dict, structured_schema  # noqa: E402
+from lth.config import Config, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 
 def instability_config(composed: DictConfig, overrides: list[str]) -> Config:
-    """The composed config; with `instability.source`, that run's config with these overrides."""
-    source = composed.instability.source
-    if not source:
-        return from_dict(OmegaConf.to_container(composed, resolve=True))
-    from experiments.common import overlay
+    """The settings of this run (`experiments/common.py`: a source run's config + the overrides)."""
+    from experiments.common import settings
 
-    return overlay(composed, overrides, source, setting="instability.source")
+    return settings(composed, overrides, "instability", required=False)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
