@@ -80,6 +80,9 @@ def _check(cfg: Config) -> tuple[str, dict[str, Any]]:
 
 def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
     """Train the branch `cfg` (`cfg.branch` says from what); returns its directory and tables."""
+    from lth.config import resolve
+
+    cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.defaults)
     from lth.lottery import Outcome, prepare
 
     src, src_summary = _check(cfg)

@@ -112,6 +112,9 @@ def _source(cfg: Config):
 
 def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     """Compress level `compress.level` of `compress.source` (see the module docstring)."""
+    from lth.config import resolve
+
+    cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.defaults)
     from lth.lottery import prepare, restore_members
     from lth.train import replicate_keys
 

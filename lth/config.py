@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from lth import defaults as _defaults
 from lth.durations import parse_duration
 
 
@@ -32,7 +33,7 @@ class DatasetConfig:
 
     name: str = "mnist1d"
     source: str = "auto"  # auto | files | tfds
-    val_size: int = 500  # examples held out of the training set for validation (early stopping)
+    val_size: Optional[int] = None  # held out of the training set for validation (early stopping); null: the dataset's own (conf/dataset)
     split_seed: int = 0  # fixed permutation used to choose the validation examples
     normalize: bool = True  # per-channel standardisation with the dataset's statistics
     augment: bool = False  # random 4-pixel-padded crop + horizontal flip on training images
@@ -46,13 +47,15 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    """Which network. `widths` is used by `mlp`; `width_multiplier` by ResNets and VGGs."""
+    """Which network. A setting left null takes the model's own value from `conf/model/<name>.yaml`
+    (`lth.defaults`); one the model does not use stays null and may not be set: `widths` is used
+    by `mlp` only, `width_multiplier` and `bn_scale_init` by the ResNets and VGGs."""
 
     name: str = "mlp"
-    widths: list[int] = field(default_factory=lambda: [500, 500])
-    init: str = "kaiming_normal"  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal | xavier (Caffe)
-    width_multiplier: int = 1
-    bn_scale_init: str = "ones"  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
+    widths: Optional[list[int]] = None  # mlp: hidden widths
+    init: Optional[str] = None  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal | xavier (Caffe)
+    width_multiplier: Optional[int] = None  # ResNets, VGGs
+    bn_scale_init: Optional[str] = None  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
 
 
 @dataclass
@@ -71,11 +74,14 @@ class ScheduleConfig:
 
 @dataclass
 class OptimizerConfig:
+    """The optimizer. `lr`, `momentum` and `weight_decay` left null take the optimizer's own values
+    from `conf/optimizer/<name>.yaml` (`lth.defaults`); Adam and AdamW use no `momentum`."""
+
     name: str = "adam"  # sgd | momentum | adam | adamw
-    lr: float = 1e-3
-    momentum: float = 0.0
+    lr: Optional[float] = None
+    momentum: Optional[float] = None
     nesterov: bool = False
-    weight_decay: float = 0.0
+    weight_decay: Optional[float] = None
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
@@ -245,7 +251,7 @@ class PathsConfig:
 @dataclass
 class Config:
     name: str = "default"  # a label for the run directory and W&B group; not part of the hash
-    levels: int = 3  # pruning levels after the dense level 0: levels 0..N are trained
+    levels: int = 4  # pruning levels after the dense level 0: levels 0..N are trained
     replicates: int = 2
     seed: int = 0
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -332,9 +338,18 @@ def structured_schema():
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    """Build a `Config` from a plain nested dict (e.g. `OmegaConf.to_container(cfg)`)."""
+    """Build a `Config` from a plain nested dict (e.g. `OmegaConf.to_container(cfg)`), with the
+    chosen model's, dataset's and optimizer's own defaults filled in (`resolve`)."""
     data = {k: v for k, v in data.items() if k != "hydra"}
-    return _from_dict(Config, data)
+    return resolve(_from_dict(Config, data))
+
+
+def resolve(cfg: Config) -> Config:
+    """`cfg` with every option-specific setting left null (`model.init`, `dataset.val_size`,
+    `optimizer.lr`, ...) taken from its option's file under `conf/` (`lth.defaults.fill`): a
+    `Config` built in Python gets the values the command line composes. Idempotent."""
+    return dataclasses.replace(cfg, model=_defaults.fill(cfg.model, "model"), dataset=_defaults.fill(cfg.dataset, "dataset"),
+                               optimizer=_defaults.fill(cfg.optimizer, "optimizer"))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -355,7 +370,15 @@ def _choice(setting: str, value: Any, allowed: tuple[str, ...]) -> None:
 def validate(cfg: Config) -> None:
     """Check every value a type cannot check. Raises `ConfigError` naming the setting, the value
     and what is allowed. Durations are checked for syntax here; that the rewind point lies before
-    the end of training is checked once the dataset size is known (`lth.lottery.plan`)."""
+    the end of training is checked once the dataset size is known (`lth.lottery.plan`). Checks
+    `resolve(cfg)`: the values the run will use."""
+    cfg = resolve(cfg)
+    for group, section in (("model", cfg.model), ("optimizer", cfg.optimizer)):
+        bad = _defaults.unused(section, group)
+        if bad:
+            used = ", ".join(f"{group}.{f}" for f in _defaults.uses(group, section.name)) or "none of them"
+            raise ConfigError(f"{group}.{bad[0]}={getattr(section, bad[0])!r}: {group}={section.name} does not use this setting "
+                              f"(it uses {used}); leave it out")
     if not isinstance(cfg.levels, int) or cfg.levels < 0:
         raise ConfigError(f"levels={cfg.levels!r}: the number of pruning levels must be an integer >= 0")
     if not isinstance(cfg.replicates, int) or cfg.replicates < 1:
@@ -396,11 +419,11 @@ def validate(cfg: Config) -> None:
     _choice("branch.mask", cfg.branch.mask, BRANCH_MASKS)
     o = cfg.optimizer
     _choice("optimizer.name", o.name, OPTIMIZERS)
-    if not o.lr > 0:
+    if o.lr is None or not o.lr > 0:
         raise ConfigError(f"optimizer.lr={o.lr!r}: the learning rate must be > 0")
-    if not 0 <= o.momentum < 1:
+    if o.momentum is not None and not 0 <= o.momentum < 1:
         raise ConfigError(f"optimizer.momentum={o.momentum!r}: must lie in [0, 1)")
-    if o.weight_decay < 0:
+    if o.weight_decay is not None and o.weight_decay < 0:
         raise ConfigError(f"optimizer.weight_decay={o.weight_decay!r}: must be >= 0")
     _choice("optimizer.schedule.name", o.schedule.name, SCHEDULES)
     if o.schedule.name == "step" and not o.schedule.milestones:
@@ -424,16 +447,19 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.eval_batch_size={t.eval_batch_size!r}: must be >= 1")
     d = cfg.dataset
     _choice("dataset.source", d.source, DATA_SOURCES)
-    if d.val_size < 0:
+    if d.val_size is None or d.val_size < 0:
         raise ConfigError(f"dataset.val_size={d.val_size!r}: must be >= 0")
     if d.image_size is not None and d.image_size < 1:
         raise ConfigError(f"dataset.image_size={d.image_size!r}: must be a side length in pixels >= 1 (or null: keep the images' size)")
     m = cfg.model
     _choice("model.init", m.init, INITS)
-    _choice("model.bn_scale_init", m.bn_scale_init, BN_SCALE_INITS)
-    if m.width_multiplier < 1:
+    if m.bn_scale_init is not None:
+        _choice("model.bn_scale_init", m.bn_scale_init, BN_SCALE_INITS)
+    if m.width_multiplier is not None and m.width_multiplier < 1:
         raise ConfigError(f"model.width_multiplier={m.width_multiplier!r}: must be >= 1")
-    if any(w < 1 for w in m.widths):
+    if m.name == "mlp" and not m.widths:
+        raise ConfigError(f"model.widths={m.widths!r}: model=mlp needs its hidden widths, e.g. model.widths=[500,500]")
+    if any(w < 1 for w in m.widths or []):
         raise ConfigError(f"model.widths={m.widths!r}: every width must be >= 1")
     _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     parse_duration(cfg.logger.wandb.log_every, setting="logger.wandb.log_every")

@@ -104,10 +104,12 @@ def shuffle_layerwise(mask: PyTree, paths: list[str], rng: np.random.Generator) 
     return M.unflatten(flat)
 
 
-def fresh_weights(trainer, seed: int, replicates: int, name: str, level: int) -> dict[str, Any]:
-    """{"params", "batch_stats"} drawn fresh from the initialiser for every replicate, replicate r
-    with `control_key(seed, r, name, level)` (reinit controls, the reinit ablation, reinit branches)."""
+def fresh_weights(trainer, seed: int, replicates, name: str, level: int) -> dict[str, Any]:
+    """{"params", "batch_stats"} drawn fresh from the initialiser for every replicate (`replicates`:
+    a count, or which replicates), replicate r with `control_key(seed, r, name, level)` (reinit
+    controls, the reinit ablation, reinit branches)."""
     import jax.numpy as jnp
 
-    fresh = trainer.init_variables(jnp.stack([control_key(seed, r, name, level) for r in range(replicates)]))
+    ids = range(replicates) if isinstance(replicates, int) else replicates
+    fresh = trainer.init_variables(jnp.stack([control_key(seed, r, name, level) for r in ids]))
     return {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}

@@ -159,6 +159,9 @@ def _bn_batches(trainer, cfg: Config, key) -> jax.Array | None:
 
 def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     """Run (or extend) the instability analysis `cfg`; returns its directory and tables."""
+    from lth.config import resolve
+
+    cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.defaults)
     from lth.lottery import prepare
 
     validate(cfg)

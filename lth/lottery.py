@@ -18,6 +18,7 @@ skips what is done, and adding a control trains just the missing members.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from lth import ablations, checkpoints, controls as C, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
-from lth import structured
+from lth import replicates as REP, shared_dense, structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
 from lth.optim import make_optimizer, make_schedule
@@ -130,6 +131,9 @@ def prepare(cfg: Config):
 
 def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     """Run (or continue) the lottery experiment `cfg`; returns its directory and tables."""
+    from lth.config import resolve
+
+    cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.defaults)
     dataset, plan, trainer = prepare(cfg)
     keys = replicate_keys(cfg.seed, cfg.replicates)
     variables = trainer.init_variables(keys["init"])
@@ -154,14 +158,18 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     ones = jax.vmap(M.ones_like)(variables["params"])
     states0 = trainer.create_states(variables, ones)
 
-    rd = RunDir.for_config(cfg, plan.as_dict(), inputs or None)
+    # The replicate count is not part of the name: more replicates extend the run (lth.replicates).
+    rd = RunDir.for_config(cfg, plan.as_dict(), inputs or None, replicates=False)
+    rd.adopt_legacy(cfg, plan.as_dict(), inputs or None, echo)
     rd.create()
     lock = rd.lock()
     try:
+        REP.recover(rd.path)
+        rd0 = shared_dense.for_run(cfg, plan.as_dict(), inputs or None, rd)  # where level 0 lives
         for note in notes:
             echo(f"init.checkpoint: {note}")
         ctx = methods.Context(cfg, trainer, keys["data"], paths, prune_paths)
-        return _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs)
+        return _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs)
     finally:
         lock.close()
 
@@ -191,66 +199,90 @@ def _counts(params, paths) -> dict[str, Any]:
 
 class _Sources:
     """What later levels start from, read from disk only when a level has something to train: the
-    states at the rewind point and each finished level's ticket mask and final weights."""
+    states at the rewind point and each finished level's ticket mask and final weights (all the
+    replicates on disk; level 0 and the rewind point from `rd0`, the shared dense level)."""
 
-    def __init__(self, rd: RunDir, template):
-        self.rd, self.template = rd, template
+    def __init__(self, rd: RunDir, rd0: RunDir, template):
+        self.rd, self.rd0, self.template = rd, rd0, template
         self.saved = None  # host tree of the states at the rewind point
         self.levels: dict[int, dict[str, Any]] = {}  # level -> {"mask", "params", "batch_stats"}
 
     def rewind_point(self):
         if self.saved is None:
-            self.saved = checkpoints.restore(self.rd.file("rewind"), self.template)
+            n = REP.count(_read_result(self.rd0, 0, "ticket"))
+            self.saved = checkpoints.restore(self.rd0.file("rewind"), REP.template(_one(self.template), n))
         return self.saved
 
     def level(self, level: int) -> dict[str, Any]:
         if level not in self.levels:
-            self.levels = {level: restore_members(self.rd, level, "ticket", self.template)}
+            self.levels = {level: restore_members(self.rd0 if level == 0 else self.rd, level, "ticket", self.template)}
         return self.levels[level]
 
-    def keep(self, level: int, host) -> None:
-        self.levels = {level: {"mask": host.mask, "params": host.params, "batch_stats": host.batch_stats}}
+    def keep(self, level: int, members: dict[str, Any]) -> None:
+        self.levels = {level: members}
+
+
+def _one(template):
+    """One member's tree of a stacked template."""
+    return jax.tree.map(lambda x: np.asarray(x)[0], template)
 
 
 def restore_members(rd: RunDir, level: int, kind: str, template) -> dict[str, Any]:
-    """{"mask", "params", "batch_stats"} (stacked, host) of a finished level's members of one kind."""
+    """{"mask", "params", "batch_stats"} (stacked, host) of a finished level's members of one kind:
+    all the replicates it holds (`template`: stacked states of any number of members)."""
     d = rd.member_dir(level, kind)
-    mask = checkpoints.restore(os.path.join(d, "mask"), jax.tree.map(lambda p: np.zeros(np.shape(p), bool), template["params"]))
-    final = checkpoints.restore(os.path.join(d, "final"), {"params": template["params"], "batch_stats": template["batch_stats"]})
+    t = REP.template(_one(template), REP.count(_read_result(rd, level, kind)))
+    mask = checkpoints.restore(os.path.join(d, "mask"), jax.tree.map(lambda p: np.zeros(np.shape(p), bool), t["params"]))
+    final = checkpoints.restore(os.path.join(d, "final"), {"params": t["params"], "batch_stats": t["batch_stats"]})
     return {"mask": mask, **final}
 
 
+def _host_members(host) -> dict[str, Any]:
+    return {"mask": host.mask, "params": host.params, "batch_stats": host.batch_stats}
+
+
 def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> list[members.Group]:
-    """The members a level still has to train, as groups of stacked states at their start."""
+    """The members a level still has to train, as groups of stacked states at their start: per
+    kind, the replicates `todo[kind]` (a range: all of them, or the new ones of an extended run)."""
+    take = lambda tree, lo, hi: members.take(tree, slice(lo, hi))
     if level == 0:
-        return [members.Group("ticket", states0)]
-    R, mode, paths = cfg.replicates, rewind.MODES[cfg.rewind.mode], ctx.paths
-    saved = sources.rewind_point()
-    prev = sources.level(level - 1) if (mode.weights_from == "final" or "ticket" in todo) else None
-    if "ticket" in todo:
-        ticket_mask = methods.next_masks(methods.METHODS[cfg.pruning.method], ctx, level, prev["mask"], prev, saved)
-    else:
-        ticket_mask = restore_members(sources.rd, level, "ticket", sources.template)["mask"]
+        rr = todo["ticket"]
+        return [members.Group("ticket", take(states0, rr.start, rr.stop), first=rr.start)]
+    mode, paths = rewind.MODES[cfg.rewind.mode], ctx.paths
+    lo, hi = min(r.start for r in todo.values()), max(r.stop for r in todo.values())
+    saved = take(sources.rewind_point(), lo, hi)
+    prev = take(sources.level(level - 1), lo, hi) if (mode.weights_from == "final" or "ticket" in todo) else None
+    # the ticket masks of replicates lo .. hi-1: those finished on disk, the others computed now
+    t = todo.get("ticket", range(hi, hi))
+    ticket_mask = None
+    if t.start > lo:
+        ticket_mask = take(restore_members(sources.rd, level, "ticket", sources.template)["mask"], lo, t.start)
+    if len(t):
+        sub = lambda tree: take(tree, t.start - lo, t.stop - lo)
+        tctx = dataclasses.replace(ctx, data_keys=ctx.data_keys[t.start:t.stop], replicates=tuple(t))
+        new = methods.next_masks(methods.METHODS[cfg.pruning.method], tctx, level, sub(prev["mask"]), sub(prev), sub(saved))
+        ticket_mask = new if ticket_mask is None else REP.concat(ticket_mask, new)
     start = rewind.start_weights(mode, saved, prev)
     groups = []
-    for kind in todo:
+    for kind, rr in todo.items():
+        ids, part = list(rr), (lambda tree: take(tree, rr.start - lo, rr.stop - lo))
+        masks, weights, opt = part(ticket_mask), part(start), cfg.rewind.optimizer_state
         if kind == "ticket":
-            masks, weights, opt = ticket_mask, start, cfg.rewind.optimizer_state
             if ablations.ABLATIONS[cfg.pruning.ablation].fresh_weights:
-                weights, opt = C.fresh_weights(trainer, cfg.seed, R, "ablation:reinit", level), "reset"
+                weights, opt = C.fresh_weights(trainer, cfg.seed, ids, "ablation:reinit", level), "reset"
         else:
             control = C.CONTROLS[kind]
             masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level))
-                             for r, m in enumerate(M.unstack(ticket_mask, R))])
-            weights, opt = start, cfg.rewind.optimizer_state
+                             for r, m in zip(ids, M.unstack(masks, len(ids)))])
             if control.fresh_weights:
-                weights, opt = C.fresh_weights(trainer, cfg.seed, R, kind, level), "reset"
-        st = rewind.restart(states0, weights["params"], weights["batch_stats"], saved, masks, optimizer_state=opt, lr_fn=lr_fn)
-        groups.append(members.Group(kind, st))
+                weights, opt = C.fresh_weights(trainer, cfg.seed, ids, kind, level), "reset"
+        st = rewind.restart(take(states0, rr.start, rr.stop), weights["params"], weights["batch_stats"], part(saved), masks,
+                            optimizer_state=opt, lr_fn=lr_fn)
+        groups.append(members.Group(kind, st, first=rr.start))
     return groups
 
 
-def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs) -> Outcome:
+def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs) -> Outcome:
     from omegaconf import OmegaConf
 
     R, paths = cfg.replicates, ctx.paths
@@ -259,6 +291,8 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
                "dataset": {"name": dataset.name, "train": int(dataset.num_train), "val": int(len(dataset.x_val)),
                            "test": int(len(dataset.x_test)), "num_classes": int(dataset.num_classes)},
                "parameters": _counts(one_params, paths), "levels": {}}
+    if rd0.path != rd.path:
+        summary["dense_level"] = rd0.path  # level 0 and the rewind point, shared (lth.shared_dense)
     label = f"{cfg.name}-{rd.hash}" if cfg.name != "default" else os.path.basename(rd.path)
     from lth.logging.wandb_logger import WandbLogger
 
@@ -268,7 +302,7 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
                          directory=rd.path, log_every=plan.log_every, label=label)
     rows: list[dict] = []
     template = jax.device_get(rewind.snapshot(states0))
-    sources = _Sources(rd, template)
+    sources = _Sources(rd, rd0, template)
     T, k = plan.total_steps, plan.rewind_step
     mode = rewind.MODES[cfg.rewind.mode]
     lr_fn = mode.lr_fn(states0.lr_fn, T)  # levels >= 1; built once (a static part of the states)
@@ -279,48 +313,32 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
          f"{cfg.rewind.mode} rewinding to step {k}{ctl}")
     try:
         for level in range(cfg.levels + 1):
+            lrd = rd0 if level == 0 else rd  # level 0 may be the shared dense level
             kinds = ["ticket"] + (list(cfg.controls) if level > 0 else [])
-            todo = [kind for kind in kinds if not rd.level_done(level, kind)]
-            done = {kind: _read_result(rd, level, kind) for kind in kinds if kind not in todo}
-            if todo:
-                groups = _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn)
-                states, member_keys = members.stack(groups, keys)
-                start = 0 if level == 0 else k
-                dens = stacked_density(states.mask, paths)
-                logger.start_level(level, float(dens[:R].mean()), members=[(g.kind, g.size) for g in groups])
-                extra = [g.kind for g in groups if g.kind != "ticket"]
-                desc = f"level {level} ({100 * dens[:R].mean():.1f}%)" + (f" + {', '.join(extra)}" if extra else "")
-                progress = _progress(cfg, total=T - start, desc=desc)
-                try:
-                    states, hist, captured = train_level(
-                        trainer, states, member_keys, start=start, end=T, eval_every=plan.eval_every,
-                        capture_at=k if level == 0 else None, on_eval=logger.log_eval, on_train=logger.log_train,
-                        progress=progress)
-                finally:
-                    if progress is not None:
-                        progress.close()
+            with shared_dense.holding(rd0, rd, echo) if level == 0 else contextlib.nullcontext():
                 if level == 0:
-                    sources.saved = jax.device_get(rewind.snapshot(captured))
-                    checkpoints.save(rd.file("rewind"), sources.saved)
-                for g, sl in zip(groups, members.slices(groups)):
-                    host = jax.device_get(members.take(states, sl))
-                    done[g.kind] = _save_members(rd, level, g.kind, host, hist.select(sl), ctx, start, T)
-                    if g.kind == "ticket":
-                        sources.keep(level, host)
-                seconds = hist.seconds
-            else:
-                seconds = None
+                    REP.recover(rd0.path)
+                on_disk = {kind: _read_result(lrd, level, kind) if lrd.level_done(level, kind) else None for kind in kinds}
+                have = {kind: REP.count(res) for kind, res in on_disk.items()}
+                todo = {kind: range(have[kind], R) for kind in kinds if have[kind] < R}
+                if todo:
+                    trained, seconds = _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx, lr_fn,
+                                                    keys, plan, logger)
+                    on_disk.update(trained)
+            done = {kind: REP.view(res, R, _kind_summary) for kind, res in on_disk.items()}
             lsum = _level_summary(done)
             level_rows = [r for kind in kinds for r in done[kind]["rows"]]
             rows.extend(level_rows)
             summary["levels"][str(level)] = lsum
             if todo:
                 logger.end_level(_flat_summary(lsum))
-                echo(_level_line(level, lsum, seconds))
+                partial = [f"{kind} {r.start}..{r.stop - 1}" for kind, r in todo.items() if r.start > 0]
+                echo(_level_line(level, lsum, seconds) + (f"\n          trained now: replicates {', '.join(partial)}; the "
+                                                          "others were on disk" if partial else ""))
             else:
                 echo(f"level {level:2d}: done already (density {lsum['density']:.4f}), skipped")
             _write_tables(rd, rows, summary)
-        kept = _finished_beyond(rd, cfg.levels, rows, summary)
+        kept = _finished_beyond(rd, cfg.levels, R, rows, summary)
         if kept:
             echo(f"levels {cfg.levels + 1}..{cfg.levels + kept}: finished in an earlier run, kept in the tables")
         df = results.to_frame(rows)
@@ -335,6 +353,59 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
         logger.finish(failed=True)
         raise
     return Outcome(rd.path, df, table)
+
+
+def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx, lr_fn, keys, plan, logger):
+    """Train a level's missing members (`todo`: kind -> replicates), write them (appended to the
+    replicates on disk when the run is extended: `lth.replicates`); returns their results (kind ->
+    result.json) and the training's seconds."""
+    R, T, k, paths = cfg.replicates, plan.total_steps, plan.rewind_step, ctx.paths
+    groups = _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn)
+    states, member_keys = members.stack(groups, keys)
+    start = 0 if level == 0 else k
+    dens = stacked_density(states.mask, paths)
+    first = dens[:groups[0].size]
+    logger.start_level(level, float(first.mean()), members=[(g.kind, g.size) for g in groups])
+    extra = [g.kind for g in groups if g.kind != "ticket"]
+    desc = f"level {level} ({100 * first.mean():.1f}%)" + (f" + {', '.join(extra)}" if extra else "")
+    progress = _progress(cfg, total=T - start, desc=desc)
+    try:
+        states, hist, captured = train_level(
+            trainer, states, member_keys, start=start, end=T, eval_every=plan.eval_every,
+            capture_at=k if level == 0 else None, on_eval=logger.log_eval, on_train=logger.log_train,
+            progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    out, replace = {}, {}
+    rewind_new = jax.device_get(rewind.snapshot(captured)) if level == 0 else None
+    for g, sl in zip(groups, members.slices(groups)):
+        host = jax.device_get(members.take(states, sl))
+        result = _member_result(level, g.kind, host, hist.select(sl), ctx, start, T, first=g.first)
+        d = lrd.member_dir(level, g.kind)
+        if on_disk.get(g.kind) is None:  # a first write: files, then result.json (the level's "done" mark)
+            if rewind_new is not None:
+                checkpoints.save(lrd.file("rewind"), rewind_new)
+                sources.saved = rewind_new
+            _write_members(d, host, result)
+            full = _host_members(host)
+        else:  # more replicates: old ++ new beside the old files, then one atomic swap
+            full = REP.concat(restore_members(lrd, level, g.kind, sources.template), _host_members(host))
+            result = REP.merge_results(on_disk[g.kind], result, _kind_summary)
+            rel = os.path.relpath(d, lrd.path)
+            _write_members(d, full, result, suffix=".new")
+            replace.update({os.path.join(rel, f + ".new"): os.path.join(rel, f) for f in ("mask", "final", "result.json")})
+            if rewind_new is not None:
+                merged = REP.concat(sources.rewind_point(), rewind_new)
+                checkpoints.save(lrd.file("rewind.new"), merged)
+                replace["rewind.new"] = "rewind"
+                sources.saved = merged
+        out[g.kind] = result
+        if g.kind == "ticket":
+            sources.keep(level, full)
+    if replace:
+        REP.commit(lrd.path, replace)
+    return out, hist.seconds
 
 
 def _log_ticket_metrics(logger, run_dir: str, echo) -> None:
@@ -363,12 +434,13 @@ def _log_figures(logger, run_dir: str, echo) -> None:
         echo(f"figures not logged to W&B ({type(e).__name__}: {e})")
 
 
-def _finished_beyond(rd: RunDir, levels: int, rows: list, summary: dict) -> int:
+def _finished_beyond(rd: RunDir, levels: int, replicates: int, rows: list, summary: dict) -> int:
     """Add to `rows` and `summary` the levels after `levels` finished on disk by an earlier run with
     more levels (a re-run with fewer levels must not drop them from the tables); returns how many."""
     level = levels + 1
     while rd.level_done(level, "ticket"):
-        done = {kind: _read_result(rd, level, kind) for kind in ["ticket", *C.CONTROLS] if rd.level_done(level, kind)}
+        done = {kind: REP.view(_read_result(rd, level, kind), replicates, _kind_summary)
+                for kind in ["ticket", *C.CONTROLS] if rd.level_done(level, kind)}
         rows.extend(r for kind in done for r in done[kind]["rows"])
         summary["levels"][str(level)] = _level_summary(done)
         level += 1
@@ -396,15 +468,12 @@ def _read_result(rd: RunDir, level: int, kind: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def _save_members(rd: RunDir, level: int, kind: str, host, hist, ctx, start: int, end: int) -> dict[str, Any]:
-    """Write one kind's mask, final weights and result.json for a trained level; returns the result."""
+def _member_result(level: int, kind: str, host, hist, ctx, start: int, end: int, *, first: int = 0) -> dict[str, Any]:
+    """One kind's result.json for a trained level (replicates `first`, `first` + 1, ...)."""
     paths = ctx.paths
-    d = rd.member_dir(level, kind)
-    checkpoints.save(os.path.join(d, "mask"), host.mask)
-    checkpoints.save(os.path.join(d, "final"), {"params": host.params, "batch_stats": host.batch_stats})
     dens = stacked_density(host.mask, paths)
     n = len(dens)
-    level_rows = results.level_rows(level, kind, dens, _pruned_part(hist, ctx, level), start=start, end=end,
+    level_rows = results.level_rows(level, kind, dens, _pruned_part(hist, ctx, level), start=start, end=end, first=first,
                                     flops=flops.member_flops(ctx.trainer.model, ctx.trainer.dataset.input_shape, host))
     per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, n)] for p in paths}
     result = {
@@ -415,8 +484,15 @@ def _save_members(rd: RunDir, level: int, kind: str, host, hist, ctx, start: int
         reports = [structured.report(m, ctx.prune_paths) for m in M.unstack(host.mask, n)]
         result["summary"]["structured"] = {key: {p: [r[key][p] for r in reports] for p in reports[0][key]}
                                            for key in ("alive_units", "dead_batchnorm_channels")}
-    write_json(os.path.join(d, "result.json"), result)
     return result
+
+
+def _write_members(d: str, members_, result: dict[str, Any], suffix: str = "") -> None:
+    """Write one kind's mask, final weights, then result.json (each name + `suffix`) into `d`."""
+    get = (lambda k: members_[k]) if isinstance(members_, dict) else (lambda k: getattr(members_, k))
+    checkpoints.save(os.path.join(d, "mask" + suffix), get("mask"))
+    checkpoints.save(os.path.join(d, "final" + suffix), {"params": get("params"), "batch_stats": get("batch_stats")})
+    write_json(os.path.join(d, "result.json" + suffix), result)
 
 
 def _pruned_part(hist, ctx, level: int):

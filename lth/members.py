@@ -26,10 +26,12 @@ PyTree = Any
 
 @dataclasses.dataclass
 class Group:
-    """R members of one kind: their stacked states."""
+    """Members of one kind: the stacked states of replicates `first`, `first` + 1, ... (a run
+    extended to more replicates trains only the new ones)."""
 
     kind: str
     states: TrainState
+    first: int = 0
 
     @property
     def size(self) -> int:
@@ -38,12 +40,12 @@ class Group:
 
 def stack(groups: list[Group], keys: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
     """All groups' states as one stacked state, and the matching per-member keys (each group reuses
-    the replicates' keys)."""
+    its replicates' keys: rows `first` .. `first` + size of each key array)."""
     if len(groups) == 1:
         states = groups[0].states
     else:
         states = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[g.states for g in groups])
-    member_keys = {name: jnp.concatenate([k[: g.size] for g in groups]) for name, k in keys.items()}
+    member_keys = {name: jnp.concatenate([k[g.first: g.first + g.size] for g in groups]) for name, k in keys.items()}
     return states, member_keys
 
 

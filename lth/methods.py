@@ -71,6 +71,11 @@ class Context:
     data_keys: jax.Array
     paths: list[str]
     prune_paths: list[str]
+    replicates: tuple[int, ...] | None = None  # which replicates (default: 0 .. cfg.replicates - 1); data_keys are theirs
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.replicates if self.replicates is not None else tuple(range(self.cfg.replicates))
 
 
 def score_batches(trainer, data_keys: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
@@ -121,7 +126,7 @@ def _compiled(model, kind: str, temperature: float, input_shape: tuple[int, ...]
 def next_masks(method: Method, ctx: Context, level: int, prev_mask: PyTree, final: dict | None, saved: dict | None) -> PyTree:
     """The level-`level` masks of all replicates (stacked, host numpy), a subset of `prev_mask`.
     `final`: the previous level's {"params", "batch_stats"}; `saved`: the rewind point's."""
-    cfg, R = ctx.cfg, ctx.cfg.replicates
+    cfg, R = ctx.cfg, len(ctx.ids)
     if method.scored_at == "rewind":  # pruning at initialisation: from the dense mask, to level L's counts
         prev_mask = jax.tree.map(lambda m: np.ones(np.shape(m), bool), prev_mask)
     masks = M.unstack(prev_mask, R)
@@ -134,17 +139,17 @@ def next_masks(method: Method, ctx: Context, level: int, prev_mask: PyTree, fina
         sc = _scores(method, ctx, level, prev_mask, final, saved)
         new = [pruning.prune_to(ablation.scores(s), m, cfg.pruning, ctx.prune_paths, k)
                for s, m, k in zip(M.unstack(sc, R), masks, keep)]
-    new = [ablation.mask(n, m, ctx.prune_paths, cfg, r, level) for r, (n, m) in enumerate(zip(new, masks))]
+    new = [ablation.mask(n, m, ctx.prune_paths, cfg, r, level) for r, n, m in zip(ctx.ids, new, masks)]
     return M.stack(new)
 
 
 def _scores(method: Method, ctx: Context, level: int, prev_mask, final, saved) -> PyTree:
     """Stacked scores (R, ...) of every parameter for one of the single-step methods."""
-    cfg = ctx.cfg
+    cfg, R = ctx.cfg, len(ctx.ids)
     if method.name == "magnitude":
         return pruning.magnitudes(final["params"])
     if method.name == "random":
-        keys = jnp.stack([control_key(cfg.seed, r, "method:random", level) for r in range(cfg.replicates)])
+        keys = jnp.stack([control_key(cfg.seed, r, "method:random", level) for r in ctx.ids])
         return jax.device_get(jax.jit(jax.vmap(scores.random))(keys, saved["params"]))
     params = M.apply_mask(saved["params"], prev_mask)
     if method.name == "magnitude_at_init":
@@ -159,7 +164,7 @@ def _synflow_rounds(ctx: Context, masks: list[PyTree], targets: list[list[int]],
     """SynFlow's iterative pruning: `synflow_rounds` rounds, each rescoring the network under the
     current mask and pruning every group to alive_j = alive_0 (target / alive_0)^(j / rounds)
     (rounded half up; the last round exactly the level's target count)."""
-    cfg, R = ctx.cfg, ctx.cfg.replicates
+    cfg, R = ctx.cfg, len(ctx.ids)
     fn = _compiled(ctx.trainer.model, "synflow", 0.0, tuple(ctx.trainer.dataset.input_shape))
     rounds = cfg.pruning.synflow_rounds
     starts = [pruning.alive_counts(m, cfg.pruning, ctx.prune_paths) for m in masks]

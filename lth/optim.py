@@ -15,6 +15,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
+from lth import defaults
 from lth.config import OptimizerConfig
 from lth.durations import to_steps
 
@@ -28,6 +29,7 @@ def make_schedule(cfg: OptimizerConfig, *, total_steps: int, steps_per_epoch: in
     none; Caffe's lenet_solver: 1e-4, 0.75). A `warmup` ramps linearly from 0 to the schedule's
     value first.
     """
+    cfg = defaults.fill(cfg, "optimizer")  # the optimizer's own lr (conf/optimizer)
     s = cfg.schedule
     warmup = to_steps(s.warmup, steps_per_epoch, setting="optimizer.schedule.warmup")
     if s.name == "constant":
@@ -56,10 +58,11 @@ def make_schedule(cfg: OptimizerConfig, *, total_steps: int, steps_per_epoch: in
 
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
     """An optax optimizer whose `learning_rate` hyperparameter the train step sets every update."""
+    cfg = defaults.fill(cfg, "optimizer")  # the optimizer's own lr, momentum, weight decay (conf/optimizer)
 
     def build(learning_rate):
         if cfg.name in ("sgd", "momentum"):
-            momentum = cfg.momentum if cfg.name == "sgd" else (cfg.momentum or 0.9)
+            momentum = cfg.momentum or 0.0
             core = optax.sgd(learning_rate, momentum=momentum or None, nesterov=cfg.nesterov)
         elif cfg.name == "adam":
             core = optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)

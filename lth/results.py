@@ -31,10 +31,10 @@ COLUMNS = [
 
 
 def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: int, end: int,
-               flops: list | None = None) -> list[dict[str, Any]]:
-    """The rows of one trained level (all replicates) from its `LevelHistory`, with each
-    replicate's `lth.flops.FlopReport` (`flops`: effective MACs per example, and their fraction
-    of the dense network's) when given."""
+               flops: list | None = None, first: int = 0) -> list[dict[str, Any]]:
+    """The rows of one trained level (replicates `first`, `first` + 1, ...) from its `LevelHistory`,
+    with each replicate's `lth.flops.FlopReport` (`flops`: effective MACs per example, and their
+    fraction of the dense network's) when given."""
     last = history.evals[-1]
     es = history.early_stop()
     train_loss = history.train["loss"]
@@ -42,7 +42,7 @@ def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: 
     for r in range(len(densities)):
         get = lambda key: float(last[key][r]) if key in last else float("nan")
         rows.append({
-            "level": level, "replicate": r, "kind": kind, "density": float(densities[r]),
+            "level": level, "replicate": first + r, "kind": kind, "density": float(densities[r]),
             "test_accuracy": get("test/accuracy"), "test_loss": get("test/loss"),
             "val_accuracy": get("val/accuracy"), "val_loss": get("val/loss"),
             "train_loss": float(train_loss[-1, r]) if train_loss.size else float("nan"),

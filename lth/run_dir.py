@@ -26,16 +26,21 @@ import os
 import tempfile
 from typing import Any
 
-from lth.config import HASH_OMITTED_AT_DEFAULT, HASHED_SECTIONS, UNHASHED_DATASET_KEYS, Config, to_dict
+from lth import defaults
+from lth.config import HASH_OMITTED_AT_DEFAULT, HASHED_SECTIONS, UNHASHED_DATASET_KEYS, Config, resolve, to_dict
 
 
-def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None, *,
+                    replicates: bool = True) -> dict[str, Any]:
     """The settings that change results, with the resolved step counts (`steps`) and anything else
     that identifies the run's inputs (`extra`: the content hash of a pre-trained checkpoint, the
     source of a branch). `init` enters only with a checkpoint, as that checkpoint's content (the
-    caller passes `extra={"init_checkpoint": sha256}`), not its path."""
-    d = to_dict(cfg)
+    caller passes `extra={"init_checkpoint": sha256}`), not its path. `replicates=False` leaves the
+    replicate count out (a lottery run extends to more replicates in place: `lth.replicates`)."""
+    d = to_dict(resolve(cfg))
     out = {k: d[k] for k in HASHED_SECTIONS}
+    for group in ("model", "optimizer"):  # settings an option does not use: the values older runs hashed
+        out[group] = defaults.for_hash(group, out[group])
     out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in UNHASHED_DATASET_KEYS}
     if cfg.init.checkpoint is None:
         out["init"] = None
@@ -47,6 +52,8 @@ def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None, extra: dic
             parent = parent[key]
         if parent.get(path[-1], default) == default:
             parent.pop(path[-1], None)
+    if not replicates:
+        out.pop("replicates")
     if steps:
         out["steps"] = dict(steps)
     if extra:
@@ -54,8 +61,9 @@ def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None, extra: dic
     return out
 
 
-def content_hash(cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> str:
-    blob = json.dumps(hashed_settings(cfg, steps, extra), sort_keys=True, default=str)
+def content_hash(cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None, *,
+                 replicates: bool = True) -> str:
+    blob = json.dumps(hashed_settings(cfg, steps, extra, replicates=replicates), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -111,10 +119,25 @@ class RunDir:
 
     @classmethod
     def for_config(cls, cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                   prefix: str = "") -> "RunDir":
-        h = content_hash(cfg, steps, extra)
-        name = f"{prefix}{cfg.model.name}-{cfg.dataset.name.replace('/', '_')}-{h}"
-        return cls(os.path.abspath(os.path.join(os.path.expanduser(cfg.paths.runs_dir), name)), h)
+                   prefix: str = "", *, replicates: bool = True) -> "RunDir":
+        h = content_hash(cfg, steps, extra, replicates=replicates)
+        return cls(_path(cfg, prefix, h), h)
+
+    def adopt_legacy(self, cfg: Config, steps: dict[str, Any] | None, extra: dict[str, Any] | None,
+                     echo=print, most: int = 64) -> None:
+        """A lottery run made when the replicate count was part of the hash lives under its old
+        name: move the one with the most replicates (1 .. `most`) with these settings to this
+        run's name, once, so that re-running its command continues it."""
+        import dataclasses as dc
+
+        if os.path.exists(self.path):
+            return
+        for n in range(most, 0, -1):
+            old = _path(cfg, "", content_hash(dc.replace(cfg, replicates=n), steps, extra))
+            if os.path.isdir(old):
+                os.rename(old, self.path)
+                echo(f"moved {old} -> {self.path} (the replicate count is no longer part of a run's name)")
+                return
 
     def create(self) -> None:
         os.makedirs(self.path, exist_ok=True)
@@ -145,3 +168,8 @@ class RunDir:
                 "stop it (a finished or killed run leaves no lock behind)"
             ) from None
         return f
+
+
+def _path(cfg: Config, prefix: str, h: str) -> str:
+    name = f"{prefix}{cfg.model.name}-{cfg.dataset.name.replace('/', '_')}-{h}"
+    return os.path.abspath(os.path.join(os.path.expanduser(cfg.paths.runs_dir), name))

@@ -67,6 +67,9 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
     `$LTH_DATA_DIR`, else `~/.cache/lth/datasets`). Normalisation statistics are those of the full
     training split (published values where they exist), so they do not depend on the split seed.
     """
+    from lth import defaults
+
+    cfg = defaults.fill(cfg, "dataset")  # the dataset's own val_size (conf/dataset)
     raw = load_raw(cfg, data_dir)
     x_train, y_train, x_val, y_val = split_validation(raw.x_train, raw.y_train, cfg.val_size, cfg.split_seed, raw.name)
     if cfg.normalize:

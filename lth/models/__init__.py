@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 from flax import linen as nn
 
+from lth import defaults
 from lth.config import ConfigError, ModelConfig
 from lth.models.conv import conv2, conv4, conv6
 from lth.models.lenet5 import lenet5
@@ -70,7 +71,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     `model.name` or `model.init` / `model.bn_scale_init`."""
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name={cfg.name!r} is not one of {', '.join(sorted(MODELS))}")
-    return MODELS[cfg.name](cfg, num_classes)
+    return MODELS[cfg.name](defaults.fill(cfg, "model"), num_classes)  # the model's own defaults (conf/model)
 
 
 def has_batch_norm(variables: Mapping[str, Any]) -> bool:
