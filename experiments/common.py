@@ -46,7 +46,8 @@ def overlay(composed: DictConfig, overrides: list[str], source: str, *, setting:
 
 def run_or_exit(work: Callable[[], Any]) -> Any:
     """`work()`, with library logging at WARNING; a `ConfigError`, `DataError` or `RunLocked`
-    becomes `error: ...` on stderr and exit status 2."""
+    becomes `error: ...` on stderr and exit status 2. In a Hydra multirun, each job's overrides,
+    run directory and status are printed and recorded (`record_job`)."""
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -55,10 +56,38 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
     from lth.run_dir import RunLocked
 
     try:
-        return work()
+        out = work()
     except (ConfigError, DataError, RunLocked) as e:
+        record_job("refused", error=str(e))
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except BaseException as e:
+        record_job("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    record_job("done", run_dir=getattr(out, "run_dir", None))
+    return out
+
+
+def record_job(status: str, **fields: Any) -> None:
+    """In a Hydra multirun: print which overrides went to which run directory and write it to
+    `<sweep dir>/jobs/<job number>.json` (each sweep has a folder of its own, named by its start
+    time: `hydra.sweep.dir`, so a later sweep never overwrites it); outside a multirun, nothing."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):  # not under Hydra (a test, the Python API)
+        return
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    from lth.run_dir import write_json
+
+    overrides = list(hc.overrides.task)
+    record = {"job": hc.job.num, "overrides": overrides, "status": status, **fields}
+    write_json(os.path.join(hc.sweep.dir, "jobs", f"{hc.job.num:04d}.json"), record)
+    where = fields.get("run_dir") or fields.get("error", "")
+    print(f"[sweep {hc.sweep.dir}] job {hc.job.num} ({' '.join(overrides) or 'no overrides'}): {status} {where}".rstrip())
 
 
 def settings(composed: DictConfig, overrides: list[str], section: str, *, required: bool) -> Config:

@@ -7,9 +7,11 @@
     df = lth.load_runs("runs/frankle2021_pai_mnist1d")   # many runs, one table, settings as columns
     lth.api.varying_settings(df)     # the settings that differ between them
 
-`run(config)` takes a `lth.config.Config` or a nested dict of settings over the schema's defaults
-(`lth.config`'s dataclasses, not the presets of `conf/`); keys may also be dotted
-(`{"pruning.fraction": 0.5}`). With `branch.source` set it is a branch (`lth.branch`): a dict then
+`run(config)` takes a `lth.config.Config` or a nested dict of settings over the defaults the
+command line has (the schema's, with the chosen model's, dataset's and optimizer's own from
+`conf/`: `lth.defaults`); keys may also be dotted (`{"pruning.fraction": 0.5}`), and
+`{"experiment": "lth_lenet_mnist", ...}` starts from a preset, composed by Hydra as on the
+command line (`compose` does the same for a list of command-line overrides). With `branch.source` set it is a branch (`lth.branch`): a dict then
 starts from the source run's config, as `experiments/branch.py` does; `experiment="instability"`
 runs the instability analysis (`lth.instability`). It returns `load_run` of the run directory.
 
@@ -102,8 +104,11 @@ def config_from_dict(settings: dict[str, Any], *, source_key: str = "branch"):
 
     nested = _nest(settings)
     source = (nested.get(source_key) or {}).get("source")
+    preset = nested.pop("experiment", None)
     try:
         base = structured_schema()
+        if preset is not None:
+            base = OmegaConf.merge(base, to_dict(compose([f"experiment={preset}"])))
         if source:
             from lth.branch import source_config
 
@@ -116,6 +121,29 @@ def config_from_dict(settings: dict[str, Any], *, source_key: str = "branch"):
     except OmegaConfBaseException as e:
         msg = str(e).splitlines()[0]
         raise ConfigError(f"lth.run: {msg}") from None
+
+
+def compose(overrides: list[str] = ()) -> "Config":
+    """The `Config` the command line `python experiments/lottery.py OVERRIDES...` runs (Hydra's
+    compose API over `conf/`, e.g. `compose(["experiment=lth_lenet_mnist", "levels=2"])`)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from lth import defaults
+    from lth.config import ConfigError, from_dict, structured_schema
+
+    ConfigStore.instance().store(name="lth_schema", node=structured_schema())
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (over the same conf/) or a test's
+            composed = hydra_compose("config", overrides=list(overrides))
+        else:
+            with initialize_config_dir(config_dir=defaults.CONF_DIR, version_base="1.3"):
+                composed = hydra_compose("config", overrides=list(overrides))
+    except Exception as e:  # noqa: BLE001  (Hydra's errors: an unknown preset, a misspelt key)
+        raise ConfigError(f"lth.api.compose({list(overrides)}): {str(e).splitlines()[0]}") from None
+    return from_dict(OmegaConf.to_container(composed, resolve=True))
 
 
 def _nest(settings: dict[str, Any]) -> dict[str, Any]:

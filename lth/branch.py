@@ -131,7 +131,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
         logger = WandbLogger(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or label, tags=wb.tags + ["branch"],
                              config={**to_dict(cfg), "run_hash": rd.hash, "run_dir": rd.path, "source_run": source_run,
                                      "plan": plan.as_dict()},
-                             directory=rd.path, log_every=plan.log_every, label=label)
+                             directory=rd.path, log_every=plan.log_every, label=label, run_id=f"lth-{rd.hash}")
         try:
             rows = _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, source_run, summary, logger, echo)
             df = results.to_frame(rows)

@@ -299,7 +299,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
     wb = cfg.logger.wandb
     logger = WandbLogger(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or label, tags=wb.tags,
                          config={**to_dict(cfg), "run_hash": rd.hash, "run_dir": rd.path, "plan": plan.as_dict()},
-                         directory=rd.path, log_every=plan.log_every, label=label)
+                         directory=rd.path, log_every=plan.log_every, label=label, run_id=f"lth-{rd.hash}")
     rows: list[dict] = []
     template = jax.device_get(rewind.snapshot(states0))
     sources = _Sources(rd, rd0, template)

@@ -2,7 +2,9 @@
 
 One W&B run per level (job_type `level`), all in one group per experiment (the run directory's
 name, so an experiment's levels sit together and extend together), plus one `summary` run per
-invocation holding the results table (a `wandb.Table`), accuracy-vs-density summaries and the
+experiment (its id is the run hash's: a re-run, an extension to more levels or replicates, updates
+it rather than adding one; offline, each invocation writes a directory that `wandb sync` uploads
+into that one run) holding the results table (a `wandb.Table`), accuracy-vs-density summaries and the
 run's figures (`lth.figures`, as `wandb.Image`s under `figures/`) and the ticket metrics
 (`lth.metrics`: tables under `metrics/`, the headline numbers in the run's summary).
 
@@ -27,25 +29,27 @@ import numpy as np
 
 class WandbLogger:
     def __init__(self, *, mode: str, project: str, entity: Optional[str], group: str, tags: list[str],
-                 config: dict[str, Any], directory: str, log_every: int, label: str):
+                 config: dict[str, Any], directory: str, log_every: int, label: str, run_id: Optional[str] = None):
         self.mode, self.project, self.entity, self.group = mode, project, entity, group
         self.tags, self.config, self.dir, self.log_every, self.label = list(tags), config, directory, max(1, log_every), label
+        self.run_id = run_id  # the experiment's id (its hash): the summary run is `<run_id>-summary`
         self.run = None
         self.summary_run = None  # the invocation's `summary` run, open from the results on until `finish`
         self.enabled = mode != "disabled"
         self.members: list[tuple[str, int]] = []  # (kind, count) along the member axis of the metrics
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def _init(self, name: str, job_type: str, extra: dict[str, Any]):
+    def _init(self, name: str, job_type: str, extra: dict[str, Any], run_id: Optional[str] = None):
         if not self.enabled:
             return None
         import wandb
 
         os.makedirs(self.dir, exist_ok=True)
+        resume = {"id": run_id, "resume": "allow"} if run_id else {}
         return wandb.init(
             mode=self.mode, project=self.project, entity=self.entity, group=self.group, name=name,
             job_type=job_type, tags=self.tags, dir=self.dir, config={**self.config, **extra},
-            settings=wandb.Settings(silent=True, console="off"), reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off"), reinit="create_new", **resume,
         )
 
     def start_level(self, level: int, density: float, members: Optional[list[tuple[str, int]]] = None) -> None:
@@ -64,11 +68,12 @@ class WandbLogger:
                 run.finish(exit_code=1 if failed else 0)
 
     def _summary(self):
-        """The `summary` run of this invocation (opened on first use; `finish` closes it), so the
-        results, figures and metrics of one invocation share one W&B run."""
+        """The experiment's `summary` run (opened on first use; `finish` closes it), so the
+        results, figures and metrics share one W&B run, across invocations too."""
         if self.summary_run is None:
             self.finish()
-            self.summary_run = self._init(f"{self.label}-summary", "summary", {})
+            self.summary_run = self._init(f"{self.label}-summary", "summary", {},
+                                          run_id=f"{self.run_id}-summary" if self.run_id else None)
         return self.summary_run
 
     # -- metrics ------------------------------------------------------------------------------
