@@ -10,7 +10,8 @@ Definitions (DESIGN.md §1):
 - winning ticket (Frankle & Carbin 2019): early-stop test accuracy >= the dense network's, reached
   in no more steps (compared on means over replicates).
 - matching (Frankle et al. 2020): final test accuracy within one standard deviation (across
-  replicates) of the dense network's, or within `tolerance` when that is larger.
+  replicates) of the dense network's, or within `tolerance` when that is larger; with one dense
+  replicate (no spread) and no tolerance, undefined (n/a), never a silent standard deviation of 0.
 - against a control (paired by replicate: control r is trained beside ticket r): the gap is the
   mean over replicates of ticket − control final test accuracy (`gap`, with `es_gap` for the
   early-stop accuracy); the ticket is winning against the control when that gap is > 0.
@@ -106,9 +107,11 @@ def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0)
         # Without validation data there is no early-stopping point, hence no verdict (NA, "n/a").
         win = win.astype("boolean").mask(out.es_test_acc.isna() | pd.isna(dense.es_test_acc))
         match = out.test_acc >= dense.test_acc - max(float(dense.test_acc_std), tolerance)
+        # One dense replicate has no spread to compare within: no verdict (n/a) unless a tolerance is given.
+        single = int(dense.replicates) < 2 and tolerance <= 0
         # Undefined for the dense network itself (pandas' nullable boolean holds the NA).
         out["winning_ticket"] = win.astype("boolean").mask(out.index == 0)
-        out["matching"] = match.astype("boolean").mask(out.index == 0)
+        out["matching"] = match.astype("boolean").mask((out.index == 0) | single)
     if kind == "ticket":
         for control in [k for k in dict.fromkeys(df.kind) if k != "ticket"]:
             _add_control_columns(out, df, control)

@@ -326,3 +326,61 @@ def test_each_sweep_records_its_jobs_in_a_folder_of_its_own(tmp_path):
     rec = json.loads((sweeps[0] / "jobs" / "0001.json").read_text())
     assert rec["status"] == "done" and os.path.isfile(os.path.join(rec["run_dir"], "results.csv"))
     assert "job 1 (" in first.stdout and rec["run_dir"] in first.stdout
+
+
+# -- the README's examples -------------------------------------------------------------------------
+
+def readme_commands() -> list[list[str]]:
+    """Every `python experiments/<name>.py ...` command the README shows (code blocks and inline,
+    continuation lines joined, comments dropped), as [name, override, ...]."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for m in re.finditer(r"(`?)python experiments/(\w+)\.py", text):
+        rest = text[m.end():]
+        if m.group(1):  # inline: up to the closing backtick, across line breaks
+            body = rest[:rest.index("`")]
+        else:  # a code block line, with its continuation lines
+            body = ""
+            for line in rest.split("\n"):
+                part = line.split("#")[0] if "#" in line and not line.lstrip().startswith("\"") else line
+                body += " " + part.rstrip().rstrip("\\")
+                if not line.rstrip().endswith("\\"):
+                    break
+        body = re.sub(r"<(\w+)>", r"\1", body)  # placeholders: runs/<run> stands for a run directory
+        tokens = [os.path.expandvars(t) for t in shlex.split(body.replace("\n", " "))
+                  if "=" in t and not t.startswith("[") and not t.endswith("=NAME")]  # experiment=NAME: any preset  # as the shell expands $HOME
+        out.append([m.group(2), *tokens])
+    return out
+
+
+def test_every_readme_command_composes(composed):
+    """Each override the README shows composes as written (sweeps: their first value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    commands = readme_commands()
+    assert len(commands) >= 30 and {c[0] for c in commands} == {"lottery", "branch", "instability", "compress"}
+    parser = OverridesParser.create()
+    for name, *overrides in commands:
+        plain = []
+        for ov, text in zip(parser.parse_overrides(overrides), overrides):
+            plain.append(f"{ov.key_or_group}={next(ov.sweep_string_iterator())}" if ov.is_sweep_override() else text)
+        cfg = composed(*plain)
+        assert isinstance(cfg, Config), (name, overrides)
+
+
+def test_matching_with_one_replicate_is_na_unless_a_tolerance_is_given():
+    from lth import results
+
+    rows = [{"level": lv, "replicate": 0, "kind": "ticket", "density": d, "test_accuracy": a, "early_stop_step": 10.0,
+             "early_stop_test_accuracy": a} for lv, d, a in ((0, 1.0, 0.90), (1, 0.8, 0.8995), (2, 0.64, 0.95))]
+    df = pd.DataFrame(rows)
+    t = results.summarize(df)
+    assert t.matching.isna().all()  # no spread to compare within: not "no" from a std of 0
+    assert list(t.winning_ticket[1:]) == [False, True]
+    t = results.summarize(df, tolerance=0.005)
+    assert list(t.matching[1:]) == [True, True]
+    two = pd.concat([df, df.assign(replicate=1, test_accuracy=df.test_accuracy + 0.002)])
+    assert list(results.summarize(two).matching[1:]) == [True, True]  # population std 0.001: 0.9005 within it
