@@ -326,6 +326,9 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
                                                     keys, plan, logger)
                     on_disk.update(trained)
             done = {kind: REP.view(res, R, _kind_summary) for kind, res in on_disk.items()}
+            if lrd is not rd:  # a shared dense level: every tensor dense, listed by this run's prunable tensors
+                done["ticket"] = {**done["ticket"], "summary": {**done["ticket"]["summary"], "tensor_densities": {
+                    p: [1.0] * REP.count(done["ticket"]) for p in paths}}}
             lsum = _level_summary(done)
             level_rows = [r for kind in kinds for r in done[kind]["rows"]]
             rows.extend(level_rows)
