@@ -385,7 +385,7 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
     elif p.schedule == "oneshot":
         what += f", one shot to density {p.target_density}"
     else:
-        what += f", {p.fraction:g} per level"
+        what += f", {p.fraction:g} per level" + (" of the dense count (linear)" if p.schedule == "linear" else "")
         if p.fractions:
             what += " (" + ", ".join(f"{pattern}: {frac:g}" for pattern, frac in p.fractions.items()) + ")"
     return what + (f", ablation {p.ablation}" if p.ablation != "none" else "")
