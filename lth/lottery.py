@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lth import ablations, checkpoints, controls as C, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
+from lth import ablations, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
 from lth import structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
@@ -59,6 +59,8 @@ class Plan:
 
 def make_plan(cfg: Config, num_train: int) -> Plan:
     spe = num_train // cfg.train.batch_size
+    if spe >= 1 and not cfg.train.drop_last:  # a last, smaller batch per epoch (lth.train)
+        spe = -(-num_train // cfg.train.batch_size)
     if spe < 1:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set ({num_train} examples)")
     total = to_steps(cfg.train.duration, spe, setting="train.duration")
@@ -124,7 +126,8 @@ def prepare(cfg: Config):
     lr_fn = make_schedule(cfg.optimizer, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     trainer = Trainer(model, dataset, make_optimizer(cfg.optimizer), lr_fn, batch_size=cfg.train.batch_size,
                       eval_batch_size=cfg.train.eval_batch_size, augment=_augmenter(cfg),
-                      replicates_as=None if cfg.train.replicates_as == "auto" else cfg.train.replicates_as)
+                      replicates_as=None if cfg.train.replicates_as == "auto" else cfg.train.replicates_as,
+                      shuffle=cfg.dataset.shuffle, drop_last=cfg.train.drop_last)
     return dataset, plan, trainer
 
 
@@ -271,6 +274,7 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
     sources = _Sources(rd, template)
     T, k = plan.total_steps, plan.rewind_step
     mode = rewind.MODES[cfg.rewind.mode]
+    order = data_order.ORDERS[cfg.train.data_order]
     lr_fn = mode.lr_fn(states0.lr_fn, T)  # levels >= 1; built once (a static part of the states)
     ctl = f", controls {', '.join(cfg.controls)}" if cfg.controls else ""
     echo(f"run {rd.path}\n  {cfg.model.name} on {dataset.name} ({dataset.num_train} train / {len(dataset.x_val)} val / "
@@ -284,7 +288,7 @@ def _run_levels(cfg, rd, plan, dataset, trainer, keys, states0, ctx, one_params,
             done = {kind: _read_result(rd, level, kind) for kind in kinds if kind not in todo}
             if todo:
                 groups = _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn)
-                states, member_keys = members.stack(groups, keys)
+                states, member_keys = members.stack(groups, order.level_keys(keys, level))
                 start = 0 if level == 0 else k
                 dens = stacked_density(states.mask, paths)
                 logger.start_level(level, float(dens[:R].mean()), members=[(g.kind, g.size) for g in groups])
