@@ -55,7 +55,9 @@ class ModelConfig:
 
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [500, 500])
-    init: str = "kaiming_normal"  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal | xavier (Caffe)
+    # glorot_normal | glorot_truncated (TF1's, F&C's release) | glorot_uniform | kaiming_normal | kaiming_uniform |
+    # lecun_normal (= TF1's variance_scaling_initializer()) | xavier (Caffe) | pytorch_default | normal_0.01
+    init: str = "kaiming_normal"
     width_multiplier: int = 1
     bn_scale_init: str = "ones"  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
     head_init: Optional[str] = None  # the output layer's kernel initialiser (null: `init`), e.g. normal_0.01
@@ -317,7 +319,7 @@ CONTROLS = ("reinit", "random_prune", "random_prune_global")
 BRANCH_WEIGHTS = ("rewind", "reinit", "final")
 BRANCH_MASKS = ("ticket", "shuffle_layerwise")
 WANDB_MODES = ("offline", "online", "disabled")
-INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier",
+INITS = ("glorot_normal", "glorot_truncated", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier",
          "pytorch_default", "normal_0.01")
 BN_SCALE_INITS = ("ones", "uniform")
 BIAS_INITS = ("zeros", "pytorch")

@@ -6,6 +6,13 @@ the names mean what they mean in PyTorch, not in Flax:
 - `glorot_normal` is `torch.nn.init.xavier_normal_`: an *untruncated* normal with variance
   2 / (fan_in + fan_out). Flax's `nn.initializers.glorot_normal` is a truncated normal (rescaled to
   the same variance); its tails differ, and Frankle & Carbin (2019) used the untruncated one.
+- `glorot_truncated` is TF1's `tf.contrib.layers.xavier_initializer(uniform=False)`, the kernel
+  initialiser of Frankle & Carbin's released code (google-research/lottery-ticket-hypothesis,
+  `foundations/model_fc.py`): a normal truncated at two standard deviations whose untruncated
+  variance is 1.3 · 2 / (fan_in + fan_out) (`variance_scaling_initializer(FAN_AVG)`'s 1.3 makes
+  up for the truncation: the result has variance ≈ 2 / (fan_in + fan_out)). Flax's truncated
+  normal divides the standard deviation by 0.87962566 instead of multiplying the variance by 1.3,
+  so the scale here is 1.3 · 0.87962566² to give TF's exact distribution.
 - `glorot_uniform` is `xavier_uniform_`: U[-a, a], a = sqrt(6 / (fan_in + fan_out)).
 - `kaiming_normal` is `kaiming_normal_` with its defaults (a = 0, mode `fan_in`): a normal with
   variance 2 / fan_in. OpenLTH's default for the CIFAR ResNets and VGGs.
@@ -49,8 +56,12 @@ from lth.config import ConfigError, ModelConfig
 
 Initializer = Callable[..., jax.Array]
 
+# The standard deviation of a standard normal truncated to [-2, 2]; Flax's truncated normal divides by it.
+TRUNCATED_STD = 0.87962566103423978
+
 KERNEL_INITIALIZERS: dict[str, Callable[[], Initializer]] = {
     "glorot_normal": lambda: nn.initializers.variance_scaling(1.0, "fan_avg", "normal"),
+    "glorot_truncated": lambda: nn.initializers.variance_scaling(1.3 * TRUNCATED_STD**2, "fan_avg", "truncated_normal"),
     "glorot_uniform": lambda: nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
     "kaiming_normal": lambda: nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
     "kaiming_uniform": lambda: nn.initializers.variance_scaling(2.0, "fan_in", "uniform"),
