@@ -35,7 +35,12 @@ class DatasetConfig:
     source: str = "auto"  # auto | files | tfds
     val_size: Optional[int] = None  # held out of the training set for validation (early stopping); null: the dataset's own (conf/dataset)
     split_seed: int = 0  # fixed permutation used to choose the validation examples
-    normalize: bool = True  # per-channel standardisation with the dataset's statistics
+    normalize: bool = True  # standardise the inputs (how: `normalization`)
+    # dataset: per-channel, the dataset's own statistics | imagenet: per-channel, ImageNet's
+    # (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225), OpenLTH's CIFAR-10 constants | per_image: each
+    # image by its own mean and std (TF's per_image_standardization, Renda et al.'s release)
+    normalization: str = "dataset"
+    shuffle: bool = True  # false: every epoch visits the training examples in their stored order
     augment: bool = False  # random 4-pixel-padded crop + horizontal flip on training images
     tfds_data_dir: Optional[str] = None  # TFDS's data_dir (None: TFDS default)
     tfds_manual_dir: Optional[str] = None  # where manually downloaded archives are (imagenet2012's tars)
@@ -53,9 +58,16 @@ class ModelConfig:
 
     name: str = "mlp"
     widths: Optional[list[int]] = None  # mlp: hidden widths
-    init: Optional[str] = None  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal | xavier (Caffe)
+    # glorot_normal | glorot_truncated (TF1's, F&C's release) | glorot_uniform | kaiming_normal | kaiming_uniform |
+    # lecun_normal (= TF1's variance_scaling_initializer()) | xavier (Caffe) | pytorch_default | normal_0.01
+    init: Optional[str] = None
     width_multiplier: Optional[int] = None  # ResNets, VGGs
-    bn_scale_init: Optional[str] = None  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
+    bn_scale_init: Optional[str] = None  # BatchNorm models: ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
+    head_init: Optional[str] = None  # the output layer's kernel initialiser (null: `init`), e.g. normal_0.01
+    bias_init: str = "zeros"  # zeros | pytorch (U[-1/sqrt(fan_in), 1/sqrt(fan_in)], PyTorch's default)
+    bn_momentum: Optional[float] = None  # BatchNorm models: running = m * running + (1 - m) * batch (PyTorch's 0.1 is 0.9)
+    stage1_projection: Optional[bool] = None  # CIFAR ResNets: a projection shortcut in stage 1's first block too
+    residual: Optional[bool] = None  # mlp: hidden layers after the first are residual, h = h + relu(W h + b)
 
 
 @dataclass
@@ -106,8 +118,11 @@ class PruningConfig:
     """Which weights each pruning step removes, how many, and when.
 
     `schedule`: `iterative` (each level removes `fraction` of the *remaining* prunable weights),
-    `oneshot` (one level straight from the dense network to `target_density`) or `gradual` (within
-    level 0's training, `lth.gradual`). `method` scores the weights (`lth.methods`): `magnitude`
+    `linear` (the sparsity grows by `fraction` of the *dense* count per level, `lth.linear_schedule`:
+    the MNIST-1D lottery notebook's 100 rounds are `fraction: 1/99`), `oneshot` (one level straight
+    from the dense network to `target_density`) or `gradual` (within level 0's training,
+    `lth.gradual`). `scope`: `global` (one threshold over all prunable tensors), `layerwise` (each
+    tensor its own), `module` (the prunable tensors of one layer, its kernel and bias, share one). `method` scores the weights (`lth.methods`): `magnitude`
     of the previous level's final weights (IMP), `random`, or at the rewind point (θ0 by default)
     `snip`, `grasp`, `synflow`, `magnitude_at_init`. The lowest scores go, an exact count, ties
     broken by position. `granularity`: single `weight`s, or whole units by the sum of their
@@ -121,12 +136,12 @@ class PruningConfig:
     """
 
     fraction: float = 0.2
-    scope: str = "layerwise"  # global | layerwise
+    scope: str = "layerwise"  # global | layerwise | module
     prunable: list[str] = field(default_factory=lambda: ["kernel$"])
     exclude: list[str] = field(default_factory=list)
     fractions: dict[str, float] = field(default_factory=dict)
     method: str = "magnitude"  # magnitude | random | snip | grasp | synflow | magnitude_at_init
-    schedule: str = "iterative"  # iterative | oneshot | gradual
+    schedule: str = "iterative"  # iterative | linear | oneshot | gradual
     target_density: Optional[float] = None  # oneshot and gradual: the density reached
     granularity: str = "weight"  # weight | neuron | channel
     ablation: str = "none"  # none | shuffle_layerwise | reinit | invert
@@ -224,6 +239,14 @@ class TrainConfig:
     # `loop` (one member after another inside it: bit-identical whatever the number of members),
     # `auto` (vmap for dense models, loop for convolutional ones on accelerators; lth.train.Trainer).
     replicates_as: str = "auto"
+    # Epochs of `n // batch_size` full batches (true, the default; 390 steps per CIFAR-10 epoch at
+    # batch 128) or `ceil(n / batch_size)` with a last, smaller batch (false, as PyTorch's DataLoader
+    # and OpenLTH: 391). Epoch durations (`40ep`) count these steps.
+    drop_last: bool = True
+    # `fixed`: every level sees the same data order (replicate r's, from step k on), so levels differ
+    # only in their masks; `per_level`: a different order at every level, as OpenLTH by default
+    # (it leaves the order unseeded; here it is seeded by (seed, replicate, level)).
+    data_order: str = "fixed"
 
 
 @dataclass
@@ -281,15 +304,19 @@ HASH_OMITTED_AT_DEFAULT = {
     ("pruning", "synflow_rounds"): 100, ("pruning", "grasp_temperature"): 200.0,
     ("pruning", "gradual"): dataclasses.asdict(GradualConfig()),
     ("optimizer", "schedule", "inv_gamma"): 1e-4, ("optimizer", "schedule", "inv_power"): 0.75,
+    ("model", "head_init"): None, ("model", "bias_init"): "zeros", ("model", "bn_momentum"): 0.9,
+    ("model", "stage1_projection"): False, ("model", "residual"): False,
+    ("dataset", "normalization"): "dataset", ("dataset", "shuffle"): True,
+    ("train", "drop_last"): True, ("train", "data_order"): "fixed",
 }
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inv")
-SCOPES = ("global", "layerwise")
+SCOPES = ("global", "layerwise", "module")
 METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init")
-PRUNING_SCHEDULES = ("iterative", "oneshot", "gradual")
+PRUNING_SCHEDULES = ("iterative", "linear", "oneshot", "gradual")
 GRANULARITIES = ("weight", "neuron", "channel")
 ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")
 OPTIMIZER_STATE_MODES = ("reset", "rewound")
@@ -298,8 +325,13 @@ CONTROLS = ("reinit", "random_prune", "random_prune_global")
 BRANCH_WEIGHTS = ("rewind", "reinit", "final")
 BRANCH_MASKS = ("ticket", "shuffle_layerwise")
 WANDB_MODES = ("offline", "online", "disabled")
-INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier")
+INITS = ("glorot_normal", "glorot_truncated", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier",
+         "pytorch_default", "normal_0.01")
 BN_SCALE_INITS = ("ones", "uniform")
+BIAS_INITS = ("zeros", "pytorch")
+NORMALIZATIONS = ("dataset", "imagenet", "per_image")
+DATA_ORDERS = ("fixed", "per_level")
+CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 DATA_SOURCES = ("auto", "files", "tfds")
 
 
@@ -441,12 +473,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.eval_every={t.eval_every!r}: must be at least one step")
     parse_duration(cfg.rewind.point, setting="rewind.point")
     _choice("train.replicates_as", t.replicates_as, ("auto", "vmap", "loop"))
+    _choice("train.data_order", t.data_order, DATA_ORDERS)
     if t.batch_size < 1:
         raise ConfigError(f"train.batch_size={t.batch_size!r}: must be >= 1")
     if t.eval_batch_size < 1:
         raise ConfigError(f"train.eval_batch_size={t.eval_batch_size!r}: must be >= 1")
     d = cfg.dataset
     _choice("dataset.source", d.source, DATA_SOURCES)
+    _choice("dataset.normalization", d.normalization, NORMALIZATIONS)
     if d.val_size is None or d.val_size < 0:
         raise ConfigError(f"dataset.val_size={d.val_size!r}: must be >= 0")
     if d.image_size is not None and d.image_size < 1:
@@ -455,6 +489,15 @@ def validate(cfg: Config) -> None:
     _choice("model.init", m.init, INITS)
     if m.bn_scale_init is not None:
         _choice("model.bn_scale_init", m.bn_scale_init, BN_SCALE_INITS)
+    if m.head_init is not None:
+        _choice("model.head_init", m.head_init, INITS)
+    _choice("model.bias_init", m.bias_init, BIAS_INITS)
+    if m.bn_momentum is not None and not 0.0 <= m.bn_momentum < 1.0:
+        raise ConfigError(f"model.bn_momentum={m.bn_momentum!r}: must lie in [0, 1) (running = m * running + (1 - m) * batch; "
+                          "PyTorch's momentum 0.1 is 0.9 here)")
+    if m.residual and len(set(m.widths or [])) > 1:
+        raise ConfigError(f"model.residual=true with model.widths={m.widths!r}: a residual layer adds its output to its "
+                          "input, so every hidden width must be the same (e.g. [500, 500])")
     if m.width_multiplier is not None and m.width_multiplier < 1:
         raise ConfigError(f"model.width_multiplier={m.width_multiplier!r}: must be >= 1")
     if m.name == "mlp" and not m.widths:
@@ -472,10 +515,11 @@ def _validate_pruning_method(cfg: Config) -> None:
     _choice("pruning.schedule", p.schedule, PRUNING_SCHEDULES)
     _choice("pruning.granularity", p.granularity, GRANULARITIES)
     _choice("pruning.ablation", p.ablation, ABLATIONS)
-    if p.schedule == "iterative":
+    if p.schedule in ("iterative", "linear"):
         if p.target_density is not None:
             raise ConfigError(f"pruning.target_density={p.target_density!r} is for pruning.schedule=oneshot or gradual; "
-                              "the iterative schedule removes pruning.fraction of the remaining weights per level")
+                              f"the {p.schedule} schedule removes pruning.fraction of the "
+                              f"{'remaining' if p.schedule == 'iterative' else 'dense'} weights per level")
     else:
         if p.target_density is None or not 0.0 < p.target_density < 1.0:
             raise ConfigError(f"pruning.target_density={p.target_density!r}: pruning.schedule={p.schedule} needs the "

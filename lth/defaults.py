@@ -30,7 +30,7 @@ CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 # Per group, the settings that take their default from the option's YAML file.
 GROUP_FIELDS = {
-    "model": ("widths", "init", "width_multiplier", "bn_scale_init"),
+    "model": ("widths", "init", "width_multiplier", "bn_scale_init", "bn_momentum", "stage1_projection", "residual"),
     "dataset": ("val_size",),
     "optimizer": ("lr", "momentum", "weight_decay"),
 }
@@ -94,9 +94,14 @@ def unused(section, group: str) -> list[str]:
 
 
 def for_hash(group: str, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` (a section as a dict) with the unused settings at the values older runs hashed."""
+    """`values` (a section as a dict) with the unused settings at the values older runs hashed, or
+    left out when they came after those runs (as every setting added later is at its default)."""
     out = dict(values)
-    for key, legacy in LEGACY_HASH_VALUES.get(group, {}).items():
+    legacy = LEGACY_HASH_VALUES.get(group, {})
+    for key in GROUP_FIELDS.get(group, ()):
         if key in out and out[key] is None:
-            out[key] = legacy
+            if key in legacy:
+                out[key] = legacy[key]
+            else:
+                out.pop(key)
     return out

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lth import ablations, checkpoints, controls as C, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
+from lth import ablations, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
 from lth import replicates as REP, shared_dense, structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
@@ -60,6 +60,8 @@ class Plan:
 
 def make_plan(cfg: Config, num_train: int) -> Plan:
     spe = num_train // cfg.train.batch_size
+    if spe >= 1 and not cfg.train.drop_last:  # a last, smaller batch per epoch (lth.train)
+        spe = -(-num_train // cfg.train.batch_size)
     if spe < 1:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set ({num_train} examples)")
     total = to_steps(cfg.train.duration, spe, setting="train.duration")
@@ -125,7 +127,8 @@ def prepare(cfg: Config):
     lr_fn = make_schedule(cfg.optimizer, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     trainer = Trainer(model, dataset, make_optimizer(cfg.optimizer), lr_fn, batch_size=cfg.train.batch_size,
                       eval_batch_size=cfg.train.eval_batch_size, augment=_augmenter(cfg),
-                      replicates_as=None if cfg.train.replicates_as == "auto" else cfg.train.replicates_as)
+                      replicates_as=None if cfg.train.replicates_as == "auto" else cfg.train.replicates_as,
+                      shuffle=cfg.dataset.shuffle, drop_last=cfg.train.drop_last)
     return dataset, plan, trainer
 
 
@@ -364,7 +367,7 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
     result.json) and the training's seconds."""
     R, T, k, paths = cfg.replicates, plan.total_steps, plan.rewind_step, ctx.paths
     groups = _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn)
-    states, member_keys = members.stack(groups, keys)
+    states, member_keys = members.stack(groups, data_order.ORDERS[cfg.train.data_order].level_keys(keys, level))
     start = 0 if level == 0 else k
     dens = stacked_density(states.mask, paths)
     first = dens[:groups[0].size]
@@ -460,7 +463,7 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
     elif p.schedule == "oneshot":
         what += f", one shot to density {p.target_density}"
     else:
-        what += f", {p.fraction:g} per level"
+        what += f", {p.fraction:g} per level" + (" of the dense count (linear)" if p.schedule == "linear" else "")
         if p.fractions:
             what += " (" + ", ".join(f"{pattern}: {frac:g}" for pattern, frac in p.fractions.items()) + ")"
     return what + (f", ablation {p.ablation}" if p.ablation != "none" else "")

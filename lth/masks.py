@@ -49,6 +49,11 @@ def ones_like(params: PyTree) -> PyTree:
     return jax.tree.map(lambda p: jnp.ones(jnp.shape(p), dtype=bool), params)
 
 
+def ones_like_np(tree: PyTree) -> PyTree:
+    """The dense mask as host numpy booleans (for counting)."""
+    return jax.tree.map(lambda p: np.ones(np.shape(p), dtype=bool), tree)
+
+
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """`mask ⊙ params`, with pruned weights exactly 0 (`where`, not a multiply: no -0.0, no NaN*0)."""
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import ablations, masks as M, pruning, scores
+from lth import ablations, linear_schedule, masks as M, pruning, scores
 from lth.controls import control_key
 from lth.config import Config
 
@@ -130,8 +130,13 @@ def next_masks(method: Method, ctx: Context, level: int, prev_mask: PyTree, fina
     if method.scored_at == "rewind":  # pruning at initialisation: from the dense mask, to level L's counts
         prev_mask = jax.tree.map(lambda m: np.ones(np.shape(m), bool), prev_mask)
     masks = M.unstack(prev_mask, R)
-    keep = [pruning.ladder_counts(m, cfg.pruning, ctx.prune_paths, level if method.scored_at == "rewind" else 1)
-            for m in masks]
+    if cfg.pruning.schedule == "linear":  # counts from the dense network's (lth.linear_schedule)
+        fracs = [f for _, f in pruning.groups(ctx.prune_paths, cfg.pruning)]
+        keep = [linear_schedule.keep_counts(pruning.alive_counts(M.ones_like_np(m), cfg.pruning, ctx.prune_paths), level, fracs)
+                for m in masks]
+    else:
+        keep = [pruning.ladder_counts(m, cfg.pruning, ctx.prune_paths, level if method.scored_at == "rewind" else 1)
+                for m in masks]
     ablation = ablations.ABLATIONS[cfg.pruning.ablation]
     if method.rounds:
         new = _synflow_rounds(ctx, masks, keep, saved, ablation)

@@ -5,7 +5,9 @@ structured granularity: `lth.structured`), those with the lowest scores (`lth.me
 scores: |θ| of the final weights for IMP, SNIP's, GraSP's, ...):
 - `global` scope ranks every prunable item against one threshold (Frankle et al. 2020, Renda
   et al. 2020);
-- `layerwise` scope prunes each tensor by its own fraction (Frankle & Carbin 2019).
+- `layerwise` scope prunes each tensor by its own fraction (Frankle & Carbin 2019);
+- `module` scope prunes the prunable tensors of one layer (its kernel and, when prunable, its bias)
+  against one threshold, as the MNIST-1D lottery notebook's per-layer parameter vector.
 Tensors matched by a pattern in `pruning.fractions` are pruned by that fraction on their own in
 either scope (e.g. the output layer at half the rate).
 
@@ -54,14 +56,22 @@ def step_fraction(cfg: PruningConfig) -> float:
 
 def groups(paths: list[str], cfg: PruningConfig) -> list[tuple[list[str], float]]:
     """The groups that share one threshold, with their fraction: each tensor with a per-tensor
-    fraction alone; under layerwise scope every tensor alone; under global scope the rest together."""
-    out, shared = [], []
+    fraction alone; under layerwise scope every tensor alone; under module scope the tensors of
+    one module (`fc1/kernel` and `fc1/bias`: the path up to its last `/`) together, in the order of
+    their first tensor; under global scope the rest together."""
+    out, shared, modules = [], [], {}
     for p in paths:
         frac = tensor_fraction(p, cfg)
         if frac is not None:
             out.append(([p], frac))
         elif cfg.scope == "layerwise":
             out.append(([p], step_fraction(cfg)))
+        elif cfg.scope == "module":
+            module = p.rsplit("/", 1)[0] if "/" in p else p
+            if module not in modules:
+                modules[module] = ([], step_fraction(cfg))
+                out.append(modules[module])
+            modules[module][0].append(p)
         else:
             shared.append(p)
     if shared:

@@ -13,6 +13,11 @@ from Python, and so is evaluation.
 
 Because the data order is a function of (data key, step), a level that rewinds to step k sees
 exactly the batches the dense run saw from step k on, and R = 1 is the same code path as R = 8.
+
+An epoch is `n // batch_size` full batches (`drop_last=True`), or `ceil(n / batch_size)` batches
+whose last has the `n - (steps_per_epoch - 1) * batch_size` examples left (`drop_last=False`, as
+PyTorch's DataLoader): that step is compiled once more for its own batch size and runs on its own.
+With `shuffle=False` every epoch's order is the stored order 0 .. n-1 (no permutation).
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ class Trainer:
         convolution, which cuDNN runs more slowly per image than R plain ones (measured on an
         H200: ResNet-20, R = 8 vmapped 40.4k images/s against 51.8k for one replicate). Results
         agree up to float rounding (different convolution algorithms).
+      shuffle: permute the training examples every epoch (True) or keep their stored order.
+      drop_last: drop the last partial batch of an epoch (True) or train on it (False).
       mask_update: an `lth.gradual.GradualPruning`, or None (the mask is fixed: the default, and
         then the step is exactly what it was without this option). With one, every step first
         asks `mask_update.is_update(step)` of the loop's step (not of the per-replicate
@@ -121,13 +128,16 @@ class Trainer:
     def __init__(self, model, dataset, tx, lr_fn, *, batch_size: int, eval_batch_size: int = 1000,
                  augment: Optional[Callable] = None, masked: bool = True, scan: Optional[bool] = None,
                  perms: Optional[str] = None, unroll: int = 1, replicates_as: Optional[str] = None,
-                 mask_update: Optional[GradualPruning] = None):
+                 mask_update: Optional[GradualPruning] = None, shuffle: bool = True, drop_last: bool = True):
         self.model, self.dataset, self.tx, self.lr_fn = model, dataset, tx, lr_fn
         if mask_update is not None and not masked:
             raise ValueError("mask_update needs masked=True (the dense baseline has no mask to update)")
         self.mask_update = mask_update
         self.batch_size = batch_size
-        self.steps_per_epoch = dataset.num_train // batch_size
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.steps_per_epoch = dataset.num_train // batch_size if drop_last else -(-dataset.num_train // batch_size)
+        # Examples in the last batch of an epoch (batch_size unless drop_last=False leaves fewer).
+        self.last_batch = dataset.num_train - (self.steps_per_epoch - 1) * batch_size
         if self.steps_per_epoch < 1:
             from lth.config import ConfigError
 
@@ -163,8 +173,8 @@ class Trainer:
         if unroll < 1:
             raise ValueError(f"unroll={unroll}: must be >= 1")
         self.perms, self.unroll = perms, int(unroll)
-        self._run = jax.jit(self._run_impl, static_argnames=("n", "precompute"))
-        self._step1 = jax.jit(self._replica_step_in_epoch)
+        self._run = jax.jit(self._run_impl, static_argnames=("n", "precompute", "size"))
+        self._step1 = jax.jit(self._replica_step_in_epoch, static_argnames=("size",))
         self._perms = jax.jit(self._epoch_perms)
         self._eval = jax.jit(self._eval_impl, static_argnames=("batch",))
         self._eval1 = jax.jit(self._eval_batch, static_argnames=("batch",))
@@ -214,14 +224,35 @@ class Trainer:
     # -- many steps, one compiled call ---------------------------------------------------------
     def _epoch_perms(self, data_keys, epoch):
         n = self.x_train.shape[0]
+        if not self.shuffle:  # the stored order, every epoch
+            return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (data_keys.shape[0], n))
         return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(data_keys)
 
-    def _batch_indices(self, perms, first_epoch, step):
-        """Every replicate's batch indices (R, batch) at `step`, from the permutations `perms`
-        (E, R, N) of epochs first_epoch .. first_epoch + E - 1."""
+    def _batch_indices(self, perms, first_epoch, step, size: Optional[int] = None):
+        """Every replicate's batch indices (R, size) at `step`, from the permutations `perms`
+        (E, R, N) of epochs first_epoch .. first_epoch + E - 1 (`size`: batch_size, or the last
+        batch's size at the last step of an epoch with drop_last=False)."""
         bs, spe = self.batch_size, self.steps_per_epoch
         R = perms.shape[1]
-        return jax.lax.dynamic_slice(perms, (step // spe - first_epoch, 0, (step % spe) * bs), (1, R, bs))[0]
+        return jax.lax.dynamic_slice(perms, (step // spe - first_epoch, 0, (step % spe) * bs), (1, R, size or bs))[0]
+
+    def batch_size_at(self, step: int) -> int:
+        """Examples in the batch of `step`: batch_size, except at the last step of an epoch when
+        drop_last=False leaves fewer."""
+        return self.last_batch if step % self.steps_per_epoch == self.steps_per_epoch - 1 else self.batch_size
+
+    def segments(self, start: int, n: int) -> list[tuple[int, int, int]]:
+        """Steps start .. start+n-1 as (first step, number of steps, batch size) runs of one batch size."""
+        if self.last_batch == self.batch_size:
+            return [(start, n, self.batch_size)] if n > 0 else []
+        out = []
+        for step in range(start, start + n):
+            size = self.batch_size_at(step)
+            if out and out[-1][2] == size and out[-1][0] + out[-1][1] == step:
+                out[-1] = (out[-1][0], out[-1][1] + 1, size)
+            else:
+                out.append((step, 1, size))
+        return out
 
     def _replica_step(self, state, idx, aug_key, x_all, y_all, step):
         """One step of one replicate on the examples `idx` of its epoch permutation, augmented
@@ -243,9 +274,9 @@ class Trainer:
         state, metrics = self._train_step(state, self.dataset.normalize(x), y)
         return state, {**metrics, "density": density}
 
-    def _replica_step_in_epoch(self, state, perm, aug_key, x_all, y_all, step):
+    def _replica_step_in_epoch(self, state, perm, aug_key, x_all, y_all, step, size: Optional[int] = None):
         """`_replica_step` on the batch of `step` in one replicate's epoch permutation `perm` (N,)."""
-        idx = self._batch_indices(perm[None, None], step // self.steps_per_epoch, step)[0]
+        idx = self._batch_indices(perm[None, None], step // self.steps_per_epoch, step, size)[0]
         return self._replica_step(state, idx, aug_key, x_all, y_all, step)
 
     def _step_impl(self, states, idx, aug_keys, x_all, y_all, step):
@@ -263,7 +294,7 @@ class Trainer:
         """One masked update of every replicate on its own batch: x (R, batch, ...), y (R, batch)."""
         return self.over_replicates(self._train_step, states, x, y)
 
-    def _run_impl(self, states, data_keys, aug_keys, x_all, y_all, start, n: int, precompute: bool):
+    def _run_impl(self, states, data_keys, aug_keys, x_all, y_all, start, n: int, precompute: bool, size: Optional[int] = None):
         spe = self.steps_per_epoch
         first = start // spe
         steps = start + jnp.arange(n, dtype=jnp.int32)
@@ -274,14 +305,14 @@ class Trainer:
             perms = jax.vmap(lambda e: self._epoch_perms(data_keys, e))(epochs)  # (E, R, N)
 
             def body(states, step):
-                return self._step_impl(states, self._batch_indices(perms, first, step), aug_keys, x_all, y_all, step)
+                return self._step_impl(states, self._batch_indices(perms, first, step, size), aug_keys, x_all, y_all, step)
 
             return jax.lax.scan(body, states, steps, unroll=self.unroll)
 
         def body_in_loop(carry, step):
             states, perms = carry
             perms = jax.lax.cond(step % spe == 0, lambda: self._epoch_perms(data_keys, step // spe), lambda: perms)
-            idx = self._batch_indices(perms[None], step // spe, step)
+            idx = self._batch_indices(perms[None], step // spe, step, size)
             states, metrics = self._step_impl(states, idx, aug_keys, x_all, y_all, step)
             return (states, perms), metrics
 
@@ -294,10 +325,16 @@ class Trainer:
         numpy arrays of shape (n, R))."""
         if self.scan:
             R, N = keys["data"].shape[0], self.x_train.shape[0]
-            precompute = self.perms == "precomputed" and ((n - 1) // self.steps_per_epoch + 2) * R * N * 4 <= PERMS_BYTES
-            states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train,
-                                        jnp.asarray(start, jnp.int32), n=n, precompute=precompute)
-            return states, jax.device_get(metrics)
+            parts = []
+            for first, m, size in self.segments(start, n):  # one segment unless drop_last=False
+                precompute = self.perms == "precomputed" and ((m - 1) // self.steps_per_epoch + 2) * R * N * 4 <= PERMS_BYTES
+                states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train,
+                                            jnp.asarray(first, jnp.int32), n=m, precompute=precompute,
+                                            size=None if size == self.batch_size else size)
+                parts.append(jax.device_get(metrics))
+            if len(parts) == 1:
+                return states, parts[0]
+            return states, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         # CPU: a Python loop over steps and replicates of one compiled single-replicate step.
         # (XLA:CPU turns vmapped convolutions into grouped ones, several times slower than one
         # replicate after another.) The permutation is recomputed once per epoch.
@@ -312,8 +349,10 @@ class Trainer:
                 perms = [stacked[r] for r in range(R)]  # sliced once per epoch, not per step
             s = jnp.asarray(step, jnp.int32)
             row = []
+            size = self.batch_size_at(step)
+            size = None if size == self.batch_size else size
             for r in range(R):
-                reps[r], m = self._step1(reps[r], perms[r], aug[r], self.x_train, self.y_train, s)
+                reps[r], m = self._step1(reps[r], perms[r], aug[r], self.x_train, self.y_train, s, size)
                 row.append(m)
             out.append(row)
         out = jax.device_get(out)

@@ -190,17 +190,19 @@ def test_lmc_presets_are_frankle_et_al_2020(compose, preset, model, rewind_step,
     assert n_weights(variables["params"], M.prunable_paths(variables["params"], cfg.pruning.prunable, cfg.pruning.exclude)) == prunable
 
 
-def test_renda_preset_schedule_in_epochs(compose):
+def test_renda_preset_schedule_is_the_released_codes(compose):
     cfg = compose("experiment=renda_resnet56_cifar10")
     assert (cfg.model.name, cfg.dataset.augment, cfg.dataset.val_size) == ("resnet56", True, 0)
     o = cfg.optimizer
-    assert (o.name, o.lr, o.momentum, o.weight_decay, o.schedule.milestones) == ("momentum", 0.1, 0.9, 2e-4, ["91ep", "136ep"])
+    assert (o.name, o.lr, o.momentum, o.weight_decay, o.schedule.milestones) == ("momentum", 0.1, 0.9, 2e-4, ["35546it", "53125it"])
     assert (cfg.pruning.scope, cfg.pruning.fraction, cfg.train.batch_size) == ("global", 0.2, 128)
-    plan = make_plan(cfg, 50_000)  # 390 steps per epoch
-    assert (plan.steps_per_epoch, plan.total_steps, plan.rewind_step) == (390, 182 * 390, 0)
+    plan = make_plan(cfg, 50_000)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.rewind_step) == (390, 71_108, 0)
     assert (cfg.rewind.mode, cfg.rewind.point) == ("lr", "0it")  # Renda's method: full LR rewinding
     lr = make_schedule(o, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
-    assert [float(lr(s)) for s in (0, 91 * 390 - 1, 91 * 390, 136 * 390)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    # TF's learning_rate_with_decay: boundaries int(50000 / 128 * epoch) for epochs 91 and 136
+    assert [int(50_000 / 128 * e) for e in (91, 136)] == [35_546, 53_125]
+    assert [float(lr(s)) for s in (0, 35_545, 35_546, 53_124, 53_125, 71_107)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
 # ----------------------------------------------------------------------------- BatchNorm and augmentation in the trainer

@@ -81,7 +81,9 @@ def _preset_as_python(name: str) -> dict:
     text.pop("hydra", None)  # a preset's sweep (hydra.sweeper.params) is not a setting
     out: dict = {}
     for entry in text.pop("defaults", []):
-        if not isinstance(entry, dict):
+        if isinstance(entry, str):  # another preset this one builds on (or _self_)
+            if entry != "_self_":
+                out = _deep_merge(out, _preset_as_python(entry))
             continue
         for key, option in entry.items():
             group = key.replace("override", "").strip().lstrip("/")
@@ -90,11 +92,13 @@ def _preset_as_python(name: str) -> dict:
             else:
                 body = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()) or {}
                 out.setdefault(group, {}).update(body)
-    for key, value in text.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
+    return _deep_merge(out, text)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

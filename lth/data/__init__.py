@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 __all__ = ["BUILTIN", "DataError", "Dataset", "load_dataset", "load_raw", "split_validation"]
 
 SOURCES = ("auto", "files", "tfds")
+# ImageNet's per-channel statistics, which OpenLTH's CIFAR-10 also normalises with
+# (`open_lth/datasets/cifar10.py`), for `dataset.normalization=imagenet`.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 _TFDS_ONLY_DEFAULTS = {"train_split": "train", "test_split": "test", "image_size": None}
 
 
@@ -72,7 +76,13 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
     cfg = defaults.fill(cfg, "dataset")  # the dataset's own val_size (conf/dataset)
     raw = load_raw(cfg, data_dir)
     x_train, y_train, x_val, y_val = split_validation(raw.x_train, raw.y_train, cfg.val_size, cfg.split_seed, raw.name)
-    if cfg.normalize:
+    normalization = getattr(cfg, "normalization", "dataset")
+    if cfg.normalize and normalization == "imagenet":
+        if np.shape(raw.mean) != (3,):
+            raise DataError(f"dataset.normalization=imagenet: ImageNet's per-channel statistics need RGB images, but dataset "
+                            f"{raw.name!r} has {np.size(raw.mean)} channel(s); use dataset.normalization=dataset")
+        mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    elif cfg.normalize:
         mean, std = raw.mean, raw.std
     else:
         mean, std = np.zeros_like(raw.mean), np.ones_like(raw.std)
@@ -88,4 +98,5 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
         mean=np.asarray(mean, np.float32),
         std=np.asarray(std, np.float32),
         scale=float(raw.scale),
+        per_image=bool(cfg.normalize and normalization == "per_image"),
     )

@@ -34,6 +34,7 @@ class Dataset:
     mean: np.ndarray
     std: np.ndarray
     scale: float
+    per_image: bool = False  # standardise each example by its own statistics (`dataset.normalization=per_image`)
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
@@ -53,10 +54,19 @@ class Dataset:
         return int(self.x_train.shape[0])
 
     def normalize(self, x):
-        """Raw examples -> standardised float32: `(x / scale - mean) / std`.
+        """Raw examples -> standardised float32: `(x / scale - mean) / std`, or with `per_image`
+        TF's `per_image_standardization` of each raw example x (N values, after augmentation):
+        `(x - mean(x)) / max(std(x), 1 / sqrt(N))`.
 
-        Only arithmetic and `astype`, so it works on NumPy arrays and on (traced) JAX arrays alike.
+        Only arithmetic and array methods, so it works on NumPy arrays and on (traced) JAX arrays alike.
         """
+        if self.per_image:
+            x = x.astype(np.float32)
+            axes = tuple(range(1, x.ndim))
+            n = int(np.prod(x.shape[1:]))
+            mean = x.mean(axis=axes, keepdims=True)
+            std = x.std(axis=axes, keepdims=True).clip(min=1.0 / np.sqrt(n))
+            return (x - mean) / std
         return (x.astype(np.float32) / self.scale - self.mean) / self.std
 
 

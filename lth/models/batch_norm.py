@@ -1,7 +1,9 @@
 """The one BatchNorm every model uses, with PyTorch's (and so OpenLTH's) constants.
 
 `momentum=0.9` in Flax is PyTorch's `momentum=0.1` (running = 0.9 * running + 0.1 * batch) and
-`epsilon=1e-5` is PyTorch's `eps`. Running statistics live in the `batch_stats` collection: in
+`epsilon=1e-5` is PyTorch's `eps`. `model.bn_momentum` changes the momentum, written as Flax and
+TensorFlow write it: running = m * running + (1 - m) * batch (TF's official ResNet, Renda et al.
+2020's release, uses `_BATCH_NORM_DECAY = 0.997`; its epsilon is 1e-5 too). Running statistics live in the `batch_stats` collection: in
 training mode the layer normalises with the batch's statistics and updates them (apply with
 `mutable=["batch_stats"]`); in evaluation mode it normalises with the running statistics and
 leaves them untouched. One difference from PyTorch: Flax tracks the biased batch variance where
@@ -18,11 +20,11 @@ MOMENTUM = 0.9
 EPSILON = 1e-5
 
 
-def batch_norm(train: bool, scale_init: Initializer, name: str) -> nn.BatchNorm:
+def batch_norm(train: bool, scale_init: Initializer, name: str, momentum: float = MOMENTUM) -> nn.BatchNorm:
     """A BatchNorm named `name` (which should contain `bn`, the convention pruning presets rely on)."""
     return nn.BatchNorm(
         use_running_average=not train,
-        momentum=MOMENTUM,
+        momentum=momentum,
         epsilon=EPSILON,
         scale_init=scale_init,
         bias_init=bias_init,

@@ -19,7 +19,7 @@ from flax import linen as nn
 
 from lth.config import ModelConfig
 from lth.models.cpu_conv import Conv
-from lth.models.initializers import Initializer, bias_init, kernel_initializer
+from lth.models.initializers import Initializer, bias_initializer, init_fields
 
 CONV_PLANS: dict[int, tuple[int, ...]] = {2: (64,), 4: (64, 128), 6: (64, 128, 256)}
 FC_WIDTHS = (256, 256)
@@ -33,6 +33,8 @@ class ConvNet(nn.Module):
     num_classes: int
     fc_widths: Sequence[int] = FC_WIDTHS
     kernel_init: Initializer = nn.initializers.lecun_normal()
+    head_init: Initializer | None = None  # None: kernel_init
+    bias_init: str = "zeros"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -41,19 +43,22 @@ class ConvNet(nn.Module):
         for f in self.filters:
             for _ in range(2):
                 index += 1
-                x = Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init, bias_init=bias_init, name=f"conv{index}")(x)
+                x = Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init,
+                         bias_init=bias_initializer(self.bias_init, 9 * x.shape[-1]), name=f"conv{index}")(x)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.fc_widths, start=1):
-            x = nn.Dense(width, kernel_init=self.kernel_init, bias_init=bias_init, name=f"fc{i}")(x)
+            x = nn.Dense(width, kernel_init=self.kernel_init, bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                         name=f"fc{i}")(x)
             x = nn.relu(x)
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, bias_init=bias_init, name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
 
 
 def _conv(depth: int):
     def build(cfg: ModelConfig, num_classes: int) -> ConvNet:
-        return ConvNet(filters=CONV_PLANS[depth], num_classes=num_classes, kernel_init=kernel_initializer(cfg.init))
+        return ConvNet(filters=CONV_PLANS[depth], num_classes=num_classes, **init_fields(cfg))
 
     build.__name__ = f"conv{depth}"
     build.__doc__ = f"Conv-{depth} (Frankle & Carbin 2019): conv filters {CONV_PLANS[depth]} in pairs, FC 256-256."

@@ -32,7 +32,7 @@ from flax import linen as nn
 
 from lth.config import ModelConfig
 from lth.models.cpu_conv import Conv
-from lth.models.initializers import Initializer, bias_init, kernel_initializer
+from lth.models.initializers import Initializer, bias_initializer, init_fields
 
 
 class LeNet5(nn.Module):
@@ -40,19 +40,23 @@ class LeNet5(nn.Module):
 
     num_classes: int
     kernel_init: Initializer = nn.initializers.lecun_normal()
+    head_init: Initializer | None = None  # None: kernel_init
+    bias_init: str = "zeros"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no BatchNorm or dropout
         for i, filters in enumerate((20, 50), start=1):
-            x = Conv(filters, (5, 5), padding="VALID", kernel_init=self.kernel_init, bias_init=bias_init, name=f"conv{i}")(x)
+            x = Conv(filters, (5, 5), padding="VALID", kernel_init=self.kernel_init,
+                     bias_init=bias_initializer(self.bias_init, 25 * x.shape[-1]), name=f"conv{i}")(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))  # no ReLU: Caffe's lenet_train_test.prototxt has none here
         x = x.reshape(x.shape[0], -1)
-        x = nn.Dense(500, kernel_init=self.kernel_init, bias_init=bias_init, name="fc1")(x)
+        x = nn.Dense(500, kernel_init=self.kernel_init, bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="fc1")(x)
         x = nn.relu(x)
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, bias_init=bias_init, name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
 
 
 def lenet5(cfg: ModelConfig, num_classes: int) -> LeNet5:
     """Caffe's LeNet-5 (Han et al. 2015, 2016); `model.init` picks the kernel initialiser."""
-    return LeNet5(num_classes=num_classes, kernel_init=kernel_initializer(cfg.init))
+    return LeNet5(num_classes=num_classes, **init_fields(cfg))

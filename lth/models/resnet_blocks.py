@@ -5,7 +5,10 @@ convolutions without bias, each followed by BatchNorm; 3x3 convolutions padded b
 every side (PyTorch `padding=1`; Flax's 'SAME' would pad a stride-2 convolution asymmetrically);
 the stride of a downsampling bottleneck sits on its 3x3 convolution (torchvision's "ResNet v1.5",
 as in Flax's examples/imagenet). The shortcut is the identity, or, when the block changes the
-shape, a strided 1x1 convolution + BatchNorm (`shortcut_conv`, `shortcut_bn`).
+shape, a strided 1x1 convolution + BatchNorm (`shortcut_conv`, `shortcut_bn`). A block with
+`projection=True` takes the projection even when the shape does not change: TF's official ResNet
+(Renda et al. 2020's release) gives the first block of *every* stage one, the first stage of a
+CIFAR ResNet included (`model.stage1_projection`).
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ class BasicBlock(nn.Module):
     strides: int
     kernel_init: Initializer
     bn_scale_init: Initializer
+    bn_momentum: float = 0.9
+    projection: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         y = conv(self.filters, 3, self.strides, self.kernel_init, "conv1")(x)
-        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1")(y))
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(y))
         y = conv(self.filters, 3, 1, self.kernel_init, "conv2")(y)
-        y = batch_norm(train, self.bn_scale_init, "bn2")(y)
+        y = batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum)(y)
         return nn.relu(y + _shortcut(self, x, y.shape[-1], train))
 
 
@@ -59,30 +64,34 @@ class Bottleneck(nn.Module):
     strides: int
     kernel_init: Initializer
     bn_scale_init: Initializer
+    bn_momentum: float = 0.9
+    projection: bool = False
 
     EXPANSION = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         y = conv(self.filters, 1, 1, self.kernel_init, "conv1")(x)
-        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1")(y))
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(y))
         y = conv(self.filters, 3, self.strides, self.kernel_init, "conv2")(y)
-        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn2")(y))
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum)(y))
         y = conv(self.filters * self.EXPANSION, 1, 1, self.kernel_init, "conv3")(y)
-        y = batch_norm(train, self.bn_scale_init, "bn3")(y)
+        y = batch_norm(train, self.bn_scale_init, "bn3", self.bn_momentum)(y)
         return nn.relu(y + _shortcut(self, x, y.shape[-1], train))
 
 
 def _shortcut(block: nn.Module, x: jax.Array, out_filters: int, train: bool) -> jax.Array:
-    """Identity when the block keeps the shape; else strided 1x1 conv + BN (called inside `block`)."""
-    if block.strides == 1 and x.shape[-1] == out_filters:
+    """Identity when the block keeps the shape (and `block.projection` is off); else strided 1x1
+    conv + BN (called inside `block`)."""
+    if block.strides == 1 and x.shape[-1] == out_filters and not block.projection:
         return x
     x = conv(out_filters, 1, block.strides, block.kernel_init, "shortcut_conv")(x)
-    return batch_norm(train, block.bn_scale_init, "shortcut_bn")(x)
+    return batch_norm(train, block.bn_scale_init, "shortcut_bn", block.bn_momentum)(x)
 
 
 class Stage(nn.Module):
-    """`num_blocks` blocks (`block0`, `block1`, ...) of `filters`; the first has stride `strides`."""
+    """`num_blocks` blocks (`block0`, `block1`, ...) of `filters`; the first has stride `strides`
+    (and, with `project_first`, a projection shortcut whatever the shapes)."""
 
     block: Any  # BasicBlock or Bottleneck
     num_blocks: int
@@ -90,6 +99,8 @@ class Stage(nn.Module):
     strides: int
     kernel_init: Initializer
     bn_scale_init: Initializer
+    bn_momentum: float = 0.9
+    project_first: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -99,6 +110,8 @@ class Stage(nn.Module):
                 strides=self.strides if i == 0 else 1,
                 kernel_init=self.kernel_init,
                 bn_scale_init=self.bn_scale_init,
+                bn_momentum=self.bn_momentum,
+                projection=self.project_first and i == 0,
                 name=f"block{i}",
             )(x, train)
         return x

@@ -11,6 +11,10 @@ ResNet-20 has 270,896 kernel weights: stem 432, stage 1 13,824, stage 2 51,200 (
 Renda et al. (2020) prune ResNet-20 / ResNet-56 with OpenLTH's defaults: kaiming_normal kernels
 and BatchNorm scales from U[0, 1) (`bn_scale_init: uniform`).
 
+`model.stage1_projection=true` gives the first block of stage 1 a 1x1 projection shortcut + BN
+too (stride 1, 16 -> 16 filters: 256 more kernel weights), as TF's official ResNet v1 that Renda
+et al. (2020) trained, where the first block of every stage projects.
+
 Names: `conv1`, `bn1`, `stage{1,2,3}/block{i}/{conv1,bn1,conv2,bn2,shortcut_conv,shortcut_bn}`, `head`.
 """
 
@@ -21,7 +25,7 @@ from flax import linen as nn
 
 from lth.config import ConfigError, ModelConfig
 from lth.models.batch_norm import batch_norm
-from lth.models.initializers import Initializer, bias_init, bn_model_fields
+from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
 from lth.models.resnet_blocks import BasicBlock, Stage, conv
 
 STAGE_FILTERS = (16, 32, 64)
@@ -35,6 +39,10 @@ class CifarResNet(nn.Module):
     width_multiplier: int = 1
     kernel_init: Initializer = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
     bn_scale_init: Initializer = nn.initializers.ones
+    head_init: Initializer | None = None  # None: kernel_init
+    bias_init: str = "zeros"
+    bn_momentum: float = 0.9
+    stage1_projection: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -43,7 +51,7 @@ class CifarResNet(nn.Module):
         n = (self.depth - 2) // 6
         filters = [f * self.width_multiplier for f in STAGE_FILTERS]
         x = conv(filters[0], 3, 1, self.kernel_init, "conv1")(x)
-        x = nn.relu(batch_norm(train, self.bn_scale_init, "bn1")(x))
+        x = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(x))
         for s, f in enumerate(filters, start=1):
             x = Stage(
                 block=BasicBlock,
@@ -52,10 +60,13 @@ class CifarResNet(nn.Module):
                 strides=1 if s == 1 else 2,
                 kernel_init=self.kernel_init,
                 bn_scale_init=self.bn_scale_init,
+                bn_momentum=self.bn_momentum,
+                project_first=self.stage1_projection and s == 1,
                 name=f"stage{s}",
             )(x, train)
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, bias_init=bias_init, name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
 
 
 def _resnet_cifar(depth: int):
@@ -63,6 +74,7 @@ def _resnet_cifar(depth: int):
         return CifarResNet(
             depth=depth,
             num_classes=num_classes,
+            stage1_projection=bool(cfg.stage1_projection),
             **bn_model_fields(cfg),
         )
 

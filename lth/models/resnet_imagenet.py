@@ -21,7 +21,7 @@ from flax import linen as nn
 
 from lth.config import ModelConfig
 from lth.models.batch_norm import batch_norm
-from lth.models.initializers import Initializer, bias_init, bn_model_fields
+from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
 from lth.models.resnet_blocks import BasicBlock, Bottleneck, Stage, conv
 
 STAGE_FILTERS = (64, 128, 256, 512)
@@ -37,12 +37,15 @@ class ImageNetResNet(nn.Module):
     width_multiplier: int = 1
     kernel_init: Initializer = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
     bn_scale_init: Initializer = nn.initializers.ones
+    head_init: Initializer | None = None  # None: kernel_init
+    bias_init: str = "zeros"
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         w = self.width_multiplier
         x = conv(64 * w, 7, 2, self.kernel_init, "conv1")(x)
-        x = nn.relu(batch_norm(train, self.bn_scale_init, "bn1")(x))
+        x = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for s, (n, f) in enumerate(zip(self.stage_sizes, STAGE_FILTERS), start=1):
             x = Stage(
@@ -52,10 +55,12 @@ class ImageNetResNet(nn.Module):
                 strides=1 if s == 1 else 2,
                 kernel_init=self.kernel_init,
                 bn_scale_init=self.bn_scale_init,
+                bn_momentum=self.bn_momentum,
                 name=f"stage{s}",
             )(x, train)
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, bias_init=bias_init, name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
 
 
 def _build(cfg: ModelConfig, num_classes: int, depth: int, block: Any) -> ImageNetResNet:

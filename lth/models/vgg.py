@@ -21,7 +21,7 @@ from flax import linen as nn
 from lth.config import ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.cpu_conv import Conv
-from lth.models.initializers import Initializer, bias_init, bn_model_fields
+from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
 
 M = "M"
 VGG_PLANS: dict[int, tuple[Union[int, str], ...]] = {
@@ -40,6 +40,9 @@ class VGG(nn.Module):
     width_multiplier: int = 1
     kernel_init: Initializer = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
     bn_scale_init: Initializer = nn.initializers.ones
+    head_init: Initializer | None = None  # None: kernel_init
+    bias_init: str = "zeros"
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -54,12 +57,13 @@ class VGG(nn.Module):
                 (3, 3),
                 padding=((1, 1), (1, 1)),
                 kernel_init=self.kernel_init,
-                bias_init=bias_init,
+                bias_init=bias_initializer(self.bias_init, 9 * x.shape[-1]),
                 name=f"conv{index}",
             )(x)
-            x = nn.relu(batch_norm(train, self.bn_scale_init, f"bn{index}")(x))
+            x = nn.relu(batch_norm(train, self.bn_scale_init, f"bn{index}", self.bn_momentum)(x))
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, bias_init=bias_init, name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
 
 
 def _vgg(depth: int):
