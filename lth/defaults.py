@@ -38,7 +38,7 @@ GROUP_FIELDS = {
 # settings became option-specific).
 LEGACY_HASH_VALUES = {
     "model": {"widths": [500, 500], "width_multiplier": 1, "bn_scale_init": "ones"},
-    "optimizer": {"momentum": 0.0},
+    "optimizer": {"momentum": 0.0, "weight_decay": 0.0},
 }
 
 

@@ -220,7 +220,8 @@ def test_openlth_lenet_preset(compose):
 def test_openlth_cifar_presets(compose, preset, model, exclude):
     cfg = compose(f"experiment={preset}")
     m, d = cfg.model, cfg.dataset
-    assert (m.name, m.init, m.bn_scale_init, m.bias_init, m.bn_momentum, m.stage1_projection) == (model, "kaiming_normal", "uniform", "pytorch", 0.9, False)
+    assert (m.name, m.init, m.bn_scale_init, m.bias_init, m.bn_momentum) == (model, "kaiming_normal", "uniform", "pytorch", 0.9)
+    assert m.stage1_projection is (False if model.startswith("resnet") else None)  # VGGs have no shortcuts: not shown
     assert (d.name, d.val_size, d.augment, d.normalization) == ("cifar10", 0, True, "imagenet")
     o = cfg.optimizer
     assert (o.name, o.lr, o.momentum, o.weight_decay, o.schedule.milestones) == ("momentum", 0.1, 0.9, 1e-4, ["80ep", "120ep"])
@@ -302,8 +303,8 @@ def test_per_level_data_order_keys():
 
 @pytest.mark.parametrize("change,match", [
     (dict(model=ModelConfig(name="mlp", widths=[500, 100], residual=True)), "model.residual=true with model.widths"),
-    (dict(model=ModelConfig(name="lenet_300_100", residual=True)), "model.residual=true applies to model.name=mlp"),
-    (dict(model=ModelConfig(name="vgg16", stage1_projection=True)), "model.stage1_projection=true applies to the CIFAR ResNets"),
+    (dict(model=ModelConfig(name="lenet_300_100", residual=True)), "model.residual=True: model=lenet_300_100 does not use this setting"),
+    (dict(model=ModelConfig(name="vgg16", stage1_projection=True)), "model.stage1_projection=True: model=vgg16 does not use this setting"),
     (dict(model=ModelConfig(bn_momentum=1.0)), "model.bn_momentum=1.0"),
     (dict(model=ModelConfig(bias_init="uniform")), "model.bias_init='uniform' is not one of zeros, pytorch"),
     (dict(model=ModelConfig(head_init="tiny")), "model.head_init='tiny' is not one of"),
