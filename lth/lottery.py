@@ -136,7 +136,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     inputs, notes = {}, []
     if cfg.init.checkpoint is not None:
         # Loaded and checked against the model before anything is written.
-        loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate)
+        loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate, cfg.model)
         variables, notes = pretrained.apply(variables, loaded, cfg.init.reinit_patterns,
                                             setting=f"init.checkpoint={cfg.init.checkpoint!r}")
         inputs["init_checkpoint"] = pretrained.content_hash(cfg.init.checkpoint)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 from flax import linen as nn
 
 from lth.config import ConfigError, ModelConfig
+from lth.models.bert import bert
 from lth.models.conv import conv2, conv4, conv6
 from lth.models.lenet5 import lenet5
 from lth.models.mlp import lenet_300_100, mlp
@@ -62,6 +63,8 @@ MODELS: dict[str, ModelBuilder] = {
     # ImageNet-style ResNets (torchvision)
     "resnet18": resnet18,
     "resnet50": resnet50,
+    # transformers on token ids (Devlin et al. 2019; Chen et al. 2020's tickets in pre-trained BERT)
+    "bert": bert,
 }
 
 

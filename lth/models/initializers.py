@@ -15,6 +15,8 @@ the names mean what they mean in PyTorch, not in Flax:
 - `xavier` is *Caffe's* `XavierFiller` with its default `variance_norm: FAN_IN`: U[-a, a],
   a = sqrt(3 / fan_in) (variance 1 / fan_in), the filler of Caffe's LeNet-5 (Han et al. 2015,
   2016). Despite the name it is not `glorot_uniform`, which uses fan_in + fan_out.
+- `bert_normal` is BERT's initialiser (Devlin et al. 2019; Hugging Face `initializer_range`): a
+  normal with standard deviation 0.02 whatever the fans, for kernels and embeddings alike.
 
 Fans follow PyTorch for convolutions too: for a Flax kernel of shape (kh, kw, in, out),
 fan_in = kh * kw * in and fan_out = kh * kw * out.
@@ -44,6 +46,7 @@ KERNEL_INITIALIZERS: dict[str, Callable[[], Initializer]] = {
     "kaiming_uniform": lambda: nn.initializers.variance_scaling(2.0, "fan_in", "uniform"),
     "lecun_normal": lambda: nn.initializers.lecun_normal(),
     "xavier": lambda: nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),  # Caffe's XavierFiller
+    "bert_normal": lambda: nn.initializers.normal(stddev=0.02),
 }
 
 # Biases of convolutions and dense layers, and BatchNorm shifts.
