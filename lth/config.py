@@ -77,7 +77,7 @@ class ScheduleConfig:
     it). Milestones and warmup are durations (`32000it`, `91ep`). `inv` is Caffe's policy,
     lr · (1 + inv_gamma · t)^(-inv_power) (Caffe's `gamma` and `power`; lenet_solver: 1e-4, 0.75)."""
 
-    name: str = "constant"  # constant | step | cosine | inv
+    name: str = "constant"  # constant | step | cosine | inv | linear
     milestones: list[str] = field(default_factory=list)
     gamma: float = 0.1
     warmup: str = "0it"
@@ -303,7 +303,7 @@ HASH_OMITTED_AT_DEFAULT = {
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "inv")
+SCHEDULES = ("constant", "step", "cosine", "inv", "linear")
 SCOPES = ("global", "layerwise")
 METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init")
 PRUNING_SCHEDULES = ("iterative", "oneshot", "gradual")

@@ -7,7 +7,8 @@ is used (inside the jit-compiled step, after any augmentation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,6 +22,11 @@ class Dataset:
     `x_*` keep the raw dtype (uint8 images, float32 for MNIST-1D); `y_*` are int32 class indices.
     `mean` and `std` are float32 per-channel statistics in units of `x / scale` (so 0.1307 for
     MNIST, not 33.3); with `dataset.normalize=false` they are 0 and 1 and `normalize` only scales.
+
+    Text (`tokens=True`, `lth.data.text`): `x_*` are int32 token ids (N, max_len) that `normalize`
+    passes through unchanged. `objective` is None (classify `y`) or the masked-language-modelling
+    objective (`lth.data.mlm.MaskedLM`) the trainer applies to the tokens instead. `info` is what
+    the run's summary records about the data's origin and splits.
     """
 
     name: str
@@ -34,6 +40,9 @@ class Dataset:
     mean: np.ndarray
     std: np.ndarray
     scale: float
+    tokens: bool = False
+    objective: Optional[Any] = None
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
@@ -56,7 +65,10 @@ class Dataset:
         """Raw examples -> standardised float32: `(x / scale - mean) / std`.
 
         Only arithmetic and `astype`, so it works on NumPy arrays and on (traced) JAX arrays alike.
+        Token ids (`tokens`) are returned as they are.
         """
+        if self.tokens:
+            return x
         return (x.astype(np.float32) / self.scale - self.mean) / self.std
 
 
@@ -105,7 +117,8 @@ class RawSplits:
     """What a loader returns: the full training and test sets, before the validation split.
 
     `mean`/`std` are the dataset's normalisation statistics over the whole training split (the
-    published ones where they exist); `load_dataset` turns this into a `Dataset`.
+    published ones where they exist); `load_dataset` turns this into a `Dataset`. `tokens` and
+    `info` as in `Dataset`.
     """
 
     name: str
@@ -117,3 +130,5 @@ class RawSplits:
     mean: np.ndarray
     std: np.ndarray
     scale: float
+    tokens: bool = False
+    info: dict = field(default_factory=dict)
