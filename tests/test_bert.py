@@ -385,3 +385,38 @@ def test_tiny_bert_imp_end_to_end(tmp_path, monkeypatch, vocab_file):
                               optimizer=dataclasses.replace(cfg.optimizer, lr=1e-2))
     r = lottery.run(mlm, echo=lambda *_: None).results
     assert r.test_accuracy.iloc[0] > 3 / TINY["vocab_size"]
+
+
+def test_tfds_text_datasets_are_tokenised(tmp_path, vocab_file, monkeypatch):
+    """`dataset=tfds dataset.name=glue/sst2` (or a pair task): string features tokenised like the
+    built-in corpora ([CLS] a [SEP] b [SEP] for pairs); an unlabelled test split (GLUE's) is refused
+    with the fix. TFDS's GLUE builder imports TensorFlow, which is not installed here, so the
+    builder and the data source are stand-ins with TFDS's real feature types."""
+    import types
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from lth.config import DatasetConfig
+    from lth.data import DataError, load_dataset
+    from lth.data import tfds as lth_tfds
+
+    def builder(keys):
+        feats = tfds.features.FeaturesDict({**{k: tfds.features.Text() for k in keys},
+                                            "label": tfds.features.ClassLabel(num_classes=2), "idx": tfds.features.Scalar(np.int32)})
+        return types.SimpleNamespace(info=types.SimpleNamespace(features=feats), data_dir=str(tmp_path))
+
+    rows = {"train": [{"sentence": b"a good movie", "sentence1": b"good", "sentence2": b"bad film", "label": i % 2, "idx": i}
+                      for i in range(10)],
+            "validation": [{"sentence": b"dull", "sentence1": b"fun", "sentence2": b"it", "label": 1, "idx": 0}] * 4,
+            "test": [{"sentence": b"dull", "sentence1": b"a", "sentence2": b"b", "label": -1, "idx": 0}] * 4}
+    monkeypatch.setattr(tfds, "data_source", lambda name, split, **kw: rows[split])
+    cfg = DatasetConfig(name="glue/sst2", source="tfds", val_size=2, download=False, max_len=8, vocab=vocab_file,
+                        test_split="validation")
+    monkeypatch.setattr(lth_tfds, "get_builder", lambda *a, **k: builder(["sentence"]))
+    ds = load_dataset(cfg, str(tmp_path))
+    assert ds.tokens and ds.x_train.shape == (8, 8) and ds.x_test.shape == (4, 8) and ds.num_classes == 2
+    assert list(ds.x_test[0]) == [2, 21, 3, 0, 0, 0, 0, 0] and ds.info["source"] == "tfds: glue/sst2 (sentence)"
+    monkeypatch.setattr(lth_tfds, "get_builder", lambda *a, **k: builder(["sentence1", "sentence2"]))
+    pairs = load_dataset(cfg, str(tmp_path))
+    assert list(pairs.x_test[0]) == [2, 20, 3, 25, 3, 0, 0, 0]  # [CLS] fun [SEP] it [SEP]
+    with pytest.raises(DataError, match="no labels.*dataset.test_split=validation"):
+        load_dataset(DatasetConfig(name="glue/sst2", source="tfds", val_size=2, download=False, vocab=vocab_file), str(tmp_path))
