@@ -61,7 +61,8 @@ class ModelConfig:
     width_multiplier: int = 1
     bn_scale_init: str = "ones"  # ones | uniform (OpenLTH draws BatchNorm scales from U[0, 1])
     # BERT (`model=bert`, `lth.models.bert`): encoder layers, hidden width, attention heads,
-    # feed-forward width, vocabulary size, longest sequence (position embeddings), dropout.
+    # feed-forward width, vocabulary size, longest sequence (position embeddings), dropout, and
+    # what the classifier reads: `cls` (BERT's pooler on [CLS]) or `mean` (mean of the tokens).
     layers: int = 12
     hidden: int = 768
     heads: int = 12
@@ -69,6 +70,7 @@ class ModelConfig:
     vocab_size: int = 30522
     max_len: int = 512
     dropout: float = 0.1
+    pooling: str = "cls"  # cls | mean
 
 
 @dataclass
@@ -297,7 +299,7 @@ HASH_OMITTED_AT_DEFAULT = {
     # text data and BERT (issue 12)
     ("dataset", "max_len"): 64, ("dataset", "vocab"): None, ("dataset", "task"): "classify",
     ("model", "layers"): 12, ("model", "hidden"): 768, ("model", "heads"): 12, ("model", "intermediate"): 3072,
-    ("model", "vocab_size"): 30522, ("model", "max_len"): 512, ("model", "dropout"): 0.1, ("train", "dtype"): "float32",
+    ("model", "vocab_size"): 30522, ("model", "max_len"): 512, ("model", "dropout"): 0.1, ("model", "pooling"): "cls", ("train", "dtype"): "float32",
 }
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
@@ -473,6 +475,7 @@ def validate(cfg: Config) -> None:
     if m.hidden % m.heads:
         raise ConfigError(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}: each attention head "
                           "gets hidden / heads dimensions")
+    _choice("model.pooling", m.pooling, ("cls", "mean"))
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout={m.dropout!r}: must lie in [0, 1)")
     _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)

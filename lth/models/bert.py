@@ -5,7 +5,9 @@ encoder blocks (multi-head self-attention with a padding mask, then a GELU feed-
 `model.intermediate`, each followed by dropout, a residual connection and LayerNorm); the pooler
 (tanh of a dense layer on the [CLS] position); a classification head on the pooled vector; and a
 masked-language-modelling head (dense + GELU + LayerNorm, then the decoder tied to the word
-embeddings plus a bias). The same computation as Hugging Face's `BertModel` /
+embeddings plus a bias). `model.pooling=mean` classifies the mean of the non-padding hidden
+states instead of the pooled [CLS] (the pooler then goes unused): what sentence-embedding models
+such as all-MiniLM-L6-v2 were trained to produce. The same computation as Hugging Face's `BertModel` /
 `BertForSequenceClassification` / `BertForMaskedLM` (exact-erf GELU, LayerNorm eps 1e-12), so
 their checkpoints load (`lth.hf_bert`).
 
@@ -177,6 +179,7 @@ class Bert(nn.Module):
     vocab_size: int = 30522
     max_len: int = 512
     dropout: float = 0.1
+    pooling: str = "cls"
     pad_id: int = 0
     kernel_init: Initializer = nn.initializers.normal(stddev=0.02)
     dtype: Any = jnp.float32
@@ -207,11 +210,16 @@ class Bert(nn.Module):
         return self.encoder(h, keep, deterministic), keep
 
     def __call__(self, tokens, train: bool = False):
-        h, _ = self.encode(tokens, train)
+        h, keep = self.encode(tokens, train)
         deterministic = not (train and self.dropout > 0 and self.has_rng("dropout"))
-        if self.is_initializing():  # create the MLM head's parameters too (one tree for both tasks)
+        if self.is_initializing():  # create the MLM head's and the pooler's parameters too (one tree for all)
             self.mlm(h[:, :1], self.embeddings.attend)
-        pooled = jnp.tanh(self.pooler(h[:, 0]).astype(jnp.float32))
+            self.pooler(h[:, 0])
+        if self.pooling == "mean":  # the mean of the non-padding positions (sentence-transformers)
+            w = keep.astype(jnp.float32)[..., None]
+            pooled = (h * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+        else:  # BERT's pooler: tanh of a dense layer on [CLS]
+            pooled = jnp.tanh(self.pooler(h[:, 0]).astype(jnp.float32))
         return self.head(self.drop(pooled, deterministic=deterministic)).astype(jnp.float32)
 
     def mlm_logits(self, tokens, train: bool = False):
@@ -225,6 +233,7 @@ def bert(cfg: ModelConfig, num_classes: int) -> Bert:
     `vocab_size`, `max_len`, `dropout`) and its kernel/embedding initialiser `model.init`."""
     return Bert(num_classes=num_classes, layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads,
                 intermediate=cfg.intermediate, vocab_size=cfg.vocab_size, max_len=cfg.max_len, dropout=cfg.dropout,
+                pooling=cfg.pooling,
                 kernel_init=kernel_initializer(cfg.init))
 
 
