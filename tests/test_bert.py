@@ -81,8 +81,9 @@ def _np_bert(p, ids, heads, pad_id=0):
         h = ln(h + dense(gelu(dense(h, f"{pre}/intermediate")), f"{pre}/output"), f"{pre}/norm")
         layer += 1
     pooled = np.tanh(dense(h[:, 0], "pooler"))
+    mean = (h * keep[..., None]).sum(1) / keep.sum(1, keepdims=True)
     t = ln(gelu(dense(h, "mlm/transform")), "mlm/norm")
-    return dense(pooled, "head"), t @ p["embeddings/word/embedding"].T + p["mlm/bias"]
+    return dense(pooled, "head"), t @ p["embeddings/word/embedding"].T + p["mlm/bias"], dense(mean, "head")
 
 
 def test_bert_matches_a_numpy_reference_with_padding():
@@ -94,13 +95,15 @@ def test_bert_matches_a_numpy_reference_with_padding():
     flat = {k: np.asarray(v, np.float64) + (0.1 * rng.normal(size=np.shape(v)) if ("norm" in k or "bias" in k) else 0)
             for k, v in M.flatten(variables["params"]).items()}
     params = {"params": M.unflatten({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})}
-    want_cls, want_mlm = _np_bert(flat, np.asarray(x), TINY["heads"])
+    want_cls, want_mlm, want_mean = _np_bert(flat, np.asarray(x), TINY["heads"])
+    mean_model = tiny_model(pooling="mean")
     # Padding is invisible: the same sentences padded further give the same [CLS] logits.
     longer = jnp.concatenate([x, jnp.zeros((3, 5), jnp.int32)], axis=1)
-    got_cls, got_mlm, got_longer, train_no_key, train_key = jax.jit(lambda p: (
-        model.apply(p, x), model.apply(p, x, method="mlm_logits"), model.apply(p, longer),
+    got_cls, got_mlm, got_longer, got_mean, train_no_key, train_key = jax.jit(lambda p: (
+        model.apply(p, x), model.apply(p, x, method="mlm_logits"), model.apply(p, longer), mean_model.apply(p, x),
         model.apply(p, x, train=True), model.apply(p, x, train=True, rngs={"dropout": jax.random.key(1)})))(params)
     np.testing.assert_allclose(got_cls, want_cls, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(got_mean, want_mean, rtol=2e-4, atol=2e-5)  # model.pooling=mean
     keep = np.asarray(x) != 0
     np.testing.assert_allclose(np.asarray(got_mlm)[keep], want_mlm[keep], rtol=2e-4, atol=5e-5)
     np.testing.assert_allclose(got_longer, got_cls, rtol=1e-5, atol=1e-6)
