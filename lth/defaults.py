@@ -30,7 +30,8 @@ CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 # Per group, the settings that take their default from the option's YAML file.
 GROUP_FIELDS = {
-    "model": ("widths", "init", "width_multiplier", "bn_scale_init", "bn_momentum", "stage1_projection", "residual"),
+    "model": ("widths", "init", "width_multiplier", "bn_scale_init", "bn_momentum", "stage1_projection", "residual",
+              "layers", "hidden", "heads", "intermediate", "vocab_size", "max_len", "dropout", "pooling"),
     "dataset": ("val_size",),
     "optimizer": ("lr", "momentum", "weight_decay"),
 }
@@ -52,8 +53,14 @@ def group_file(group: str, name: str) -> dict[str, Any] | None:
     import yaml
 
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    return {k: v for k, v in data.items() if k != "defaults"}
+        text = f.read()
+    data = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k != "defaults"}
+    if "@package _global_" in text:  # the option also sets other sections (bert: pruning.prunable)
+        return {**(data.pop(group, None) or {}), GLOBAL: data}
+    return data
+
+
+GLOBAL = "__global__"  # in a `# @package _global_` option's values: what it sets outside its group
 
 
 def option_values(group: str, name: str) -> dict[str, Any]:
@@ -62,7 +69,13 @@ def option_values(group: str, name: str) -> dict[str, Any]:
     values = group_file(group, name)
     if values is None and group == "dataset":
         values = group_file("dataset", "tfds")
-    return dict(values or {})
+    return {k: v for k, v in (values or {}).items() if k != GLOBAL}
+
+
+def global_values(group: str, name: str) -> dict[str, Any]:
+    """What option `name` of `group` sets outside its group ({section: {key: value}}): BERT's
+    prunable matrices, set by `conf/model/bert.yaml`."""
+    return dict((group_file(group, name) or {}).get(GLOBAL, {}))
 
 
 def fill(section, group: str):
@@ -83,6 +96,20 @@ def uses(group: str, name: str) -> tuple[str, ...] | None:
     if values is None:
         return None
     return tuple(f for f in GROUP_FIELDS[group] if f in values)
+
+
+def fill_global(cfg, group: str, section):
+    """`cfg` with the other sections' settings that option `section.name` sets (`global_values`),
+    where `cfg` still has the schema's default for them (as Hydra merges the option over the
+    schema, and the user's values over both)."""
+    changes = {}
+    for sec, values in global_values(group, section.name).items():
+        current = getattr(cfg, sec)
+        fresh = type(current)()
+        upd = {k: v for k, v in values.items() if getattr(current, k) == getattr(fresh, k)}
+        if upd:
+            changes[sec] = dataclasses.replace(current, **upd)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def unused(section, group: str) -> list[str]:

@@ -49,7 +49,8 @@ the channel is zero for every input). A layer's output channel is used when its 
 somewhere.
 
 Caveats: the probe assumes every operation between the intercepted layers preserves
-non-negativity (true of every model in `lth.models`); a model with LayerNorm, tanh or a
+non-negativity (true of every model in `lth.models` but BERT, which says so with
+`flop_cascade = False` and gets dense and unstructured counts only: effective = unstructured); a model with LayerNorm, tanh or a
 subtraction would break it, and `count_flops` raises when a layer's input is negative or not
 finite. Channels are counted per channel, not per position (a channel alive only near a border
 counts at every position). Layers other than Conv and Dense (ConvTranspose, Einsum, attention
@@ -258,6 +259,14 @@ def count_flops(
 
     layers: list = []  # pass 1 (abstract): the layers in call order, their paths and output shapes
     jax.eval_shape(lambda: _run(model, probe, x, None, layers))
+    if not getattr(model, "flop_cascade", True):
+        # Models whose operations do not preserve non-negativity (LayerNorm, softmax: BERT) have no
+        # cascade probe: every input channel counts as alive and every output as used, so
+        # effective = unstructured.
+        return FlopReport(layers=tuple(
+            _layer_row(**{k: v for k, v in layer.items() if k != "inputs"}, in_alive=np.ones(_cin(layer, alive), bool),
+                       in_valid=True, out_used=np.ones(layer["out_shape"][-1], bool), alive=alive)
+            for layer in layers))
     taps = [np.zeros(layer["out_shape"], np.float32) for layer in layers]
     # Pass 2: forward and backward, reduced to per-channel booleans.
     inputs, used = jax.device_get(_probe_pass(model, probe, x, taps))
@@ -270,6 +279,12 @@ def count_flops(
         for layer, (in_alive, valid), out_used in zip(layers, inputs, used)
     ]
     return FlopReport(layers=tuple(rows))
+
+
+def _cin(layer: dict, alive: dict) -> int:
+    """Input channels of a recorded layer: its kernel's input axis times its groups."""
+    kernel = alive.get(f"{layer['path']}/kernel" if layer["path"] else "kernel")
+    return int(kernel.shape[-2]) * layer["groups"] if kernel is not None else 1
 
 
 def _layer_row(

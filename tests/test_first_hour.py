@@ -131,7 +131,8 @@ def test_model_groups_set_only_what_their_model_uses(composed):
         for f in defaults.GROUP_FIELDS["model"]:
             assert (getattr(cfg.model, f) is None) == (f not in used), (model, f)
         assert (cfg.model.widths is None) == (model != "mlp")
-        assert (cfg.model.bn_scale_init is None) == (model.startswith(("mlp", "lenet", "conv"))), model
+        assert (cfg.model.bn_scale_init is None) == (model.startswith(("mlp", "lenet", "conv", "bert"))), model  # no BatchNorm
+        assert (cfg.model.layers is None) == (model != "bert")
         validate(cfg)
 
 

@@ -274,7 +274,7 @@ BAD = [
     ("optimizer.lr", dict(optimizer=OptimizerConfig(lr=-0.1))),
     ("optimizer.momentum", dict(optimizer=OptimizerConfig(momentum=1.0))),
     ("optimizer.weight_decay", dict(optimizer=OptimizerConfig(weight_decay=-1e-4))),
-    ("optimizer.schedule.name", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="linear")))),
+    ("optimizer.schedule.name", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="poly")))),
     ("optimizer.schedule.milestones", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="step")))),
     ("optimizer.schedule.milestones[0]", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(name="step", milestones=["x"])))),
     ("optimizer.schedule.warmup", dict(optimizer=OptimizerConfig(schedule=ScheduleConfig(warmup="-")))),

@@ -25,6 +25,7 @@ SOURCES = ("auto", "files", "tfds")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _TFDS_ONLY_DEFAULTS = {"train_split": "train", "test_split": "test", "image_size": None}
+TEXT_ONLY_DEFAULTS = {"max_len": 64, "vocab": None, "task": "classify"}
 
 
 def _load_builtin(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
@@ -34,6 +35,13 @@ def _load_builtin(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
             f"{', '.join(changed)} applies to TFDS datasets only; the built-in dataset {cfg.name!r} is read from "
             f"files (set dataset.source=tfds to read it through TFDS instead)"
         )
+    from lth.data.text import TEXT_DATASETS
+
+    if cfg.name in TEXT_DATASETS:
+        from lth.data.text import load_text
+
+        return load_text(cfg, data_dir)
+    _refuse_text_settings(cfg)
     if cfg.name == "mnist1d":
         from lth.data.mnist1d import load_mnist1d
 
@@ -45,6 +53,13 @@ def _load_builtin(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
     from lth.data.cifar10 import load_cifar10
 
     return load_cifar10(data_dir)
+
+
+def _refuse_text_settings(cfg: "DatasetConfig") -> None:
+    changed = [f"dataset.{k}={getattr(cfg, k)!r}" for k, v in TEXT_ONLY_DEFAULTS.items() if getattr(cfg, k) != v]
+    if changed:
+        raise DataError(f"{', '.join(changed)} applies to text datasets only (dataset=text: sentiment, trec, "
+                        f"20newsgroups; or a TFDS text dataset), not to {cfg.name!r}")
 
 
 def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
@@ -61,7 +76,10 @@ def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
         raise DataError(unknown_dataset_message(cfg.name, "files"))
     from lth.data.tfds import load_tfds
 
-    return load_tfds(cfg)
+    raw = load_tfds(cfg)
+    if not raw.tokens:
+        _refuse_text_settings(cfg)
+    return raw
 
 
 def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
@@ -75,6 +93,13 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
 
     cfg = defaults.fill(cfg, "dataset")  # the dataset's own val_size (conf/dataset)
     raw = load_raw(cfg, data_dir)
+    objective = None
+    if cfg.task == "mlm":
+        if not raw.tokens:
+            raise DataError(f"dataset.task=mlm: masked-language modelling needs a text dataset, not {raw.name!r}")
+        from lth.data.mlm import MaskedLM
+
+        objective = MaskedLM.for_vocab(raw.info)
     x_train, y_train, x_val, y_val = split_validation(raw.x_train, raw.y_train, cfg.val_size, cfg.split_seed, raw.name)
     normalization = getattr(cfg, "normalization", "dataset")
     if cfg.normalize and normalization == "imagenet":
@@ -99,4 +124,8 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
         std=np.asarray(std, np.float32),
         scale=float(raw.scale),
         per_image=bool(cfg.normalize and normalization == "per_image"),
+        tokens=raw.tokens,
+        objective=objective,
+        info={**raw.info, "val_split": f"{cfg.val_size} of the training examples, numpy default_rng({cfg.split_seed}).permutation"}
+        if raw.tokens else dict(raw.info),
     )

@@ -7,7 +7,8 @@ is used (inside the jit-compiled step, after any augmentation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,6 +22,11 @@ class Dataset:
     `x_*` keep the raw dtype (uint8 images, float32 for MNIST-1D); `y_*` are int32 class indices.
     `mean` and `std` are float32 per-channel statistics in units of `x / scale` (so 0.1307 for
     MNIST, not 33.3); with `dataset.normalize=false` they are 0 and 1 and `normalize` only scales.
+
+    Text (`tokens=True`, `lth.data.text`): `x_*` are int32 token ids (N, max_len) that `normalize`
+    passes through unchanged. `objective` is None (classify `y`) or the masked-language-modelling
+    objective (`lth.data.mlm.MaskedLM`) the trainer applies to the tokens instead. `info` is what
+    the run's summary records about the data's origin and splits.
     """
 
     name: str
@@ -35,6 +41,9 @@ class Dataset:
     std: np.ndarray
     scale: float
     per_image: bool = False  # standardise each example by its own statistics (`dataset.normalization=per_image`)
+    tokens: bool = False
+    objective: Optional[Any] = None
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
@@ -59,7 +68,10 @@ class Dataset:
         `(x - mean(x)) / max(std(x), 1 / sqrt(N))`.
 
         Only arithmetic and array methods, so it works on NumPy arrays and on (traced) JAX arrays alike.
+        Token ids (`tokens`) are returned as they are.
         """
+        if self.tokens:
+            return x
         if self.per_image:
             x = x.astype(np.float32)
             axes = tuple(range(1, x.ndim))
@@ -115,7 +127,8 @@ class RawSplits:
     """What a loader returns: the full training and test sets, before the validation split.
 
     `mean`/`std` are the dataset's normalisation statistics over the whole training split (the
-    published ones where they exist); `load_dataset` turns this into a `Dataset`.
+    published ones where they exist); `load_dataset` turns this into a `Dataset`. `tokens` and
+    `info` as in `Dataset`.
     """
 
     name: str
@@ -127,3 +140,5 @@ class RawSplits:
     mean: np.ndarray
     std: np.ndarray
     scale: float
+    tokens: bool = False
+    info: dict = field(default_factory=dict)

@@ -1,4 +1,7 @@
-"""Any image-classification dataset by its TFDS name, read into NumPy without TensorFlow.
+"""Any image- or text-classification dataset by its TFDS name, read into NumPy without TensorFlow.
+
+Text datasets (string features and a label, e.g. `glue/sst2`, `glue/cola`, pairs such as
+`glue/mrpc`, `imdb_reviews`) are tokenised as the built-in text corpora are (`lth.data.text`).
 
 Uses `tfds.data_source` (random-access ArrayRecord files; TFDS downloads and prepares them when
 `dataset.download` is true and the machine is online) and reads every example of the train and test
@@ -111,23 +114,17 @@ def _prepare_kwargs(tfds, cfg: "DatasetConfig"):
     return {"download_config": tfds.download.DownloadConfig(manual_dir=manual)}
 
 
-def load_tfds(cfg: "DatasetConfig") -> RawSplits:
-    """Train and test splits of TFDS dataset `cfg.name`; per-channel stats over the train split."""
-    tfds = _import_tfds()
+def _opener(tfds, cfg: "DatasetConfig", builder):
+    """A function split -> TFDS data source (downloading and preparing when allowed), raising a
+    `DataError` that says where it looked and what to do."""
     name = cfg.name
-    builder = get_builder(name, cfg.tfds_data_dir, cfg.source)
-    features = builder.info.features
-    if features is None or "label" not in features or "image" not in features:
-        keys = sorted(features.keys()) if features is not None else []
-        raise DataError(f"dataset.name={name!r}: a TFDS image-classification dataset needs 'image' and 'label' features; it has {keys}")
-    num_classes = int(features["label"].num_classes)
     where = f"looked in {builder.data_dir}"
     prepare_kwargs = _prepare_kwargs(tfds, cfg)
-    arrays = []
-    for split in (cfg.train_split, cfg.test_split):
+
+    def open_split(split):
         try:
-            source = tfds.data_source(name, split=split, data_dir=cfg.tfds_data_dir, download=cfg.download,
-                                      download_and_prepare_kwargs=prepare_kwargs)
+            return tfds.data_source(name, split=split, data_dir=cfg.tfds_data_dir, download=cfg.download,
+                                    download_and_prepare_kwargs=prepare_kwargs)
         except Exception as e:
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             hint = (
@@ -139,7 +136,54 @@ def load_tfds(cfg: "DatasetConfig") -> RawSplits:
                 f"dataset {name!r}: cannot open TFDS split {split!r} ({where}, from dataset.tfds_data_dir or TFDS's "
                 f"default): {hint}. TFDS said: {type(e).__name__}: {detail}"
             ) from None
-        arrays.append(read_split(source, name, split, cfg.image_size))
+
+    return open_split
+
+
+def _load_text(tfds, cfg: "DatasetConfig", builder, keys: list[str]) -> RawSplits:
+    """A TFDS text-classification dataset as token ids (`lth.data.text`): its first one or two
+    text features ([CLS] a [SEP] b [SEP]) and its label."""
+    from lth.data.text import Tokenizer, read_tfds_text, text_splits, vocab_path
+
+    name = cfg.name
+    tok = Tokenizer(vocab_path(cfg), cfg.max_len)
+    open_split = _opener(tfds, cfg, builder)
+    out = []
+    for split in (cfg.train_split, cfg.test_split):
+        source = open_split(split)
+        if len(source) == 0:
+            raise DataError(f"dataset {name!r}: TFDS split {split!r} is empty")
+        examples = [ex for start in range(0, len(source), _BATCH)
+                    for ex in _get_examples(source, list(range(start, min(start + _BATCH, len(source)))))]
+        first, second, labels = read_tfds_text(examples, keys)
+        if (labels < 0).any():
+            raise DataError(f"dataset {name!r}: TFDS split {split!r} has no labels (GLUE hides its test labels); "
+                            f"set dataset.test_split=validation")
+        out.append((tok.encode(first, second), labels))
+    (x_train, y_train), (x_test, y_test) = out
+    info = {"source": f"tfds: {name} ({', '.join(keys)})", "vocab": tok.path, "max_len": cfg.max_len,
+            "test_split": f"TFDS split {cfg.test_split!r}"}
+    return text_splits(name, x_train, y_train, x_test, y_test, int(builder.info.features["label"].num_classes), tok, info)
+
+
+def load_tfds(cfg: "DatasetConfig") -> RawSplits:
+    """Train and test splits of TFDS dataset `cfg.name`; per-channel stats over the train split."""
+    tfds = _import_tfds()
+    name = cfg.name
+    builder = get_builder(name, cfg.tfds_data_dir, cfg.source)
+    features = builder.info.features
+    if features is not None and "label" in features and "image" not in features:
+        from lth.data.text import tfds_text_keys
+
+        keys = tfds_text_keys(features)
+        if keys:
+            return _load_text(tfds, cfg, builder, keys[:2])
+    if features is None or "label" not in features or "image" not in features:
+        keys = sorted(features.keys()) if features is not None else []
+        raise DataError(f"dataset.name={name!r}: a TFDS image-classification dataset needs 'image' and 'label' features; it has {keys}")
+    num_classes = int(features["label"].num_classes)
+    open_split = _opener(tfds, cfg, builder)
+    arrays = [read_split(open_split(split), name, split, cfg.image_size) for split in (cfg.train_split, cfg.test_split)]
     (x_train, y_train), (x_test, y_test) = arrays
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"dataset {name!r}: train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ; set dataset.image_size")

@@ -30,6 +30,7 @@ from flax import linen as nn
 
 from lth import defaults
 from lth.config import ConfigError, ModelConfig
+from lth.models.bert import bert
 from lth.models.conv import conv2, conv4, conv6
 from lth.models.lenet5 import lenet5
 from lth.models.mlp import lenet_300_100, mlp
@@ -63,6 +64,8 @@ MODELS: dict[str, ModelBuilder] = {
     # ImageNet-style ResNets (torchvision)
     "resnet18": resnet18,
     "resnet50": resnet50,
+    # transformers on token ids (Devlin et al. 2019; Chen et al. 2020's tickets in pre-trained BERT)
+    "bert": bert,
 }
 
 
@@ -74,9 +77,35 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return MODELS[cfg.name](defaults.fill(cfg, "model"), num_classes)  # the model's own defaults (conf/model)
 
 
+def check_fits_data(cfg: ModelConfig, model: nn.Module, dataset, *, dtype: str = "float32") -> None:
+    """Refuse a model that cannot read `dataset` (an `lth.data.Dataset`): token ids to a model
+    without a vocabulary or the reverse, a vocabulary or sequence longer than the model's, an
+    objective the model has no method for, a compute dtype it does not support. ConfigError."""
+    takes_tokens = getattr(model, "vocab_size", None) is not None
+    if dataset.tokens and not takes_tokens:
+        raise ConfigError(f"model.name={cfg.name!r}: dataset {dataset.name!r} is text (token ids); it needs a model "
+                          f"that reads tokens: model=bert")
+    if takes_tokens and not dataset.tokens:
+        raise ConfigError(f"model.name={cfg.name!r} reads token ids, but dataset {dataset.name!r} is not text "
+                          f"(dataset=text dataset.name=sentiment|trec|20newsgroups, or a TFDS text dataset)")
+    if dataset.tokens:
+        vocab = int(dataset.info.get("vocab_size", 0))
+        if vocab > model.vocab_size:
+            raise ConfigError(f"model.vocab_size={model.vocab_size}: the dataset's vocabulary ({dataset.info.get('vocab')}) "
+                              f"has {vocab} tokens; set model.vocab_size >= {vocab}")
+        if dataset.input_shape[0] > model.max_len:
+            raise ConfigError(f"dataset.max_len={dataset.input_shape[0]} is longer than model.max_len={model.max_len} "
+                              "(the model's position embeddings)")
+    objective = getattr(dataset, "objective", None)
+    if objective is not None and not hasattr(model, objective.method):
+        raise ConfigError(f"dataset.task=mlm: model.name={cfg.name!r} has no {objective.method} head (model=bert has)")
+    if dtype != "float32" and not hasattr(model, "dtype"):
+        raise ConfigError(f"train.dtype={dtype}: model.name={cfg.name!r} computes in float32 only (model=bert supports bfloat16)")
+
+
 def has_batch_norm(variables: Mapping[str, Any]) -> bool:
     """Whether `variables` (a model's init result) hold a non-empty `batch_stats` collection."""
     return bool(variables.get("batch_stats"))
 
 
-__all__ = ["MODELS", "ModelBuilder", "build_model", "has_batch_norm"]
+__all__ = ["MODELS", "ModelBuilder", "build_model", "check_fits_data", "has_batch_norm"]

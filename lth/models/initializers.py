@@ -30,6 +30,8 @@ the names mean what they mean in PyTorch, not in Flax:
 - `lecun_normal` is also TF1's `variance_scaling_initializer()` with its defaults (scale 1,
   fan_in, a normal truncated at two standard deviations and rescaled to variance 1 / fan_in): the
   kernels of TF's official ResNet (Renda et al. 2020).
+- `bert_normal` is BERT's initialiser (Devlin et al. 2019; Hugging Face `initializer_range`): a
+  normal with standard deviation 0.02 whatever the fans, for kernels and embeddings alike.
 
 Fans follow PyTorch for convolutions too: for a Flax kernel of shape (kh, kw, in, out),
 fan_in = kh * kw * in and fan_out = kh * kw * out.
@@ -70,6 +72,7 @@ KERNEL_INITIALIZERS: dict[str, Callable[[], Initializer]] = {
     # a = sqrt(3 * scale / fan_in) = 1 / sqrt(fan_in) with scale 1/3: torch.nn.Linear's default
     "pytorch_default": lambda: nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
     "normal_0.01": lambda: nn.initializers.normal(stddev=0.01),
+    "bert_normal": lambda: nn.initializers.normal(stddev=0.02),
 }
 
 # BatchNorm shifts, and the biases of convolutions and dense layers under `model.bias_init=zeros`.
