@@ -387,8 +387,17 @@ def test_tiny_bert_imp_end_to_end(tmp_path, monkeypatch, vocab_file):
 
     mlm = dataclasses.replace(cfg, levels=0, controls=[], dataset=dataclasses.replace(cfg.dataset, task="mlm"),
                               optimizer=dataclasses.replace(cfg.optimizer, lr=1e-2))
-    r = lottery.run(mlm, echo=lambda *_: None).results
-    assert r.test_accuracy.iloc[0] > 3 / TINY["vocab_size"]
+    mlm = dataclasses.replace(mlm, levels=1)
+    out = lottery.run(mlm, echo=lambda *_: None)
+    assert out.results[out.results.level == 0].test_accuracy.iloc[0] > 3 / TINY["vocab_size"]
+    # Its level-1 ticket transferred to classification as a branch (chen_bert_mlm_transfer): the
+    # same parameter tree, so the MLM mask fits as it is.
+    from lth import branch
+
+    transfer = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, task="classify"), controls=[],
+                                   branch=dataclasses.replace(cfg.branch, source=out.run_dir, levels=[1]))
+    b = branch.run(transfer, echo=lambda *_: None).results
+    assert b.kind.tolist() == ["branch"] and np.isclose(b.density.iloc[0], round(0.8 * 2048) / 2048)
 
 
 def test_tfds_text_datasets_are_tokenised(tmp_path, vocab_file, monkeypatch):
