@@ -69,6 +69,7 @@ def test_a_branch_that_changes_nothing_reproduces_its_source_levels(source, tmp_
     assert again.run_dir == res.run_dir and sum("done already" in x for x in lines) == 2
 
 
+@pytest.mark.slow  # ~20 s; branch masks and weights are covered by the faster branch tests
 def test_shuffled_masks_keep_each_tensors_density_and_weights_options(source, tmp_path, spy):
     cfg, out = source
     src_mask = on_disk(RunDir(out.run_dir, "").level_dir(2), "mask")

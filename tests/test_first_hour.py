@@ -253,6 +253,7 @@ def test_what_level0_depends_on():
     assert shared_dense.for_run(gradual, {}, None, rd) is rd
 
 
+@pytest.mark.slow  # a migration path; ~8 s
 def test_run_made_with_replicates_in_its_hash_is_adopted(tmp_path, spy):
     cfg = small_config(tmp_path, levels=0, replicates=1)
     a = _quiet(cfg)

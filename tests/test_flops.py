@@ -219,6 +219,7 @@ def test_conv2_removed_filter_kills_the_next_input_channel():
     assert report.layer("conv2").inputs_alive == 63
 
 
+@pytest.mark.slow  # ~15 s; the cascade is tested on the small nets
 def test_vgg11_removed_filter_and_batchnorm_kill_the_next_input_channel():
     model, variables = _setup("vgg11", CIFAR)
     dense = count_flops(model, variables, None, CIFAR).dense

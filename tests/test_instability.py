@@ -134,6 +134,7 @@ def test_dense_run_writes_barriers_and_extends(tmp_path):
     pd.testing.assert_frame_equal(t2[t2.step < 40].reset_index(drop=True), t)
 
 
+@pytest.mark.slow  # ~18 s; the dense analysis is tested by default
 def test_run_under_a_tickets_mask(tmp_path):
     src = lottery.run(dataclasses.replace(_cfg(tmp_path), levels=1), echo=lambda _: None)
     out = instability.run(_cfg(tmp_path, points=("20it",), source=src.run_dir, level=1), echo=lambda _: None)

@@ -129,6 +129,7 @@ def test_bad_controls_are_refused_before_anything_is_written(tmp_path):
 
 
 
+@pytest.mark.slow  # ~20 s of W&B offline runs
 def test_wandb_records_each_kind_apart_and_the_gaps(tmp_path):
     """Offline W&B, read back: the level-1 run logs the tickets unprefixed and each control under
     its name, per replicate, equal to results.csv; the level summary and the summary run hold the

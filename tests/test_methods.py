@@ -67,6 +67,7 @@ def _run(tmp_path, **pruning_changes):
 METHODS = ["magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init"]
 
 
+@pytest.mark.slow  # ~55 s; each method is unit-tested and the one-shot / neuron runs go end to end by default
 def test_every_method_end_to_end(tmp_path):
     """Each method, 2 levels of 50% (global): the exact density ladder, distinct masks, and for the
     pruning-at-init methods a level-2 mask that is the one-shot prune of the dense θk to IMP's

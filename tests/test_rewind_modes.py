@@ -126,7 +126,7 @@ def test_finetune_mode_trains_the_final_weights_at_the_final_learning_rate(modes
     np.testing.assert_allclose(spy[0]["hist"].train["lr"][:50], np.float32(0.05), rtol=1e-7)
 
 
-@pytest.mark.parametrize("mode", ["lr", "finetune"])
+@pytest.mark.parametrize("mode", ["lr", pytest.param("finetune", marks=pytest.mark.slow)])  # finetune: ~12 s more
 def test_optimizer_state_reset_or_rewound_in_every_mode(tmp_path, spy, modes, mode):
     """`rewound` starts level 1 with the optimizer state saved at k (momentum built over k steps),
     `reset` with a fresh one (zero momentum), whatever the weights."""

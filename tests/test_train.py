@@ -155,6 +155,7 @@ def test_chunking_does_not_change_training(tiny_dataset):
     assert tree_equal(a.params, b.params)
 
 
+@pytest.mark.slow  # ~15 s; test_oracles replays level 0 from k by default
 def test_rewinding_to_k_replays_the_dense_run_from_k(tiny_dataset):
     """A dense network rewound to step k with its optimizer state sees the same batches and
     learning rates, so it reproduces the uninterrupted run exactly."""
@@ -234,7 +235,7 @@ def test_scan_and_python_loop_paths_agree(tiny_dataset):
     assert a["accuracy"].shape == b["accuracy"].shape == (final[False].step.shape[0],)
 
 
-@pytest.mark.parametrize("start,n", [(0, 12), (11, 1), pytest.param(5, 30, marks=pytest.mark.slow),
+@pytest.mark.parametrize("start,n", [(0, 12), pytest.param(11, 1, marks=pytest.mark.slow), pytest.param(5, 30, marks=pytest.mark.slow),
                                      pytest.param(3, 40, marks=pytest.mark.slow)])  # the slow ones: over 15 s each here
 def test_precomputed_permutations_and_unrolling_change_nothing(tiny_dataset, start, n):
     """The scanned call's variants (permutations before the loop or at epoch boundaries inside it,
