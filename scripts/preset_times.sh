@@ -5,6 +5,7 @@
 # and scaled to the preset's steps), then a Markdown table (scripts/preset_times_table.py).
 #
 #   scripts/preset_times.sh [OUT_DIR] [PRESET ...]      # default: every preset below, into preset_times/
+#   (MNIST from $LTH_DATA_DIR, as the library finds it: LTH_DATA_DIR=../shared/datasets scripts/preset_times.sh)
 #
 # Steps measured per level: enough to amortise the per-level evaluation, few enough for a CPU.
 set -euo pipefail
