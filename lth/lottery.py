@@ -398,8 +398,8 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
             if rewind_new is not None:
                 checkpoints.save(lrd.file("rewind"), rewind_new)
                 sources.saved = rewind_new
-            _write_members(d, host, result)
             full = _host_members(host)
+            _write_members(d, full, result)
         else:  # more replicates: old ++ new beside the old files, then one atomic swap
             full = REP.concat(restore_members(lrd, level, g.kind, sources.template), _host_members(host))
             result = REP.merge_results(on_disk[g.kind], result, _kind_summary)
@@ -499,10 +499,10 @@ def _member_result(level: int, kind: str, host, hist, ctx, start: int, end: int,
 
 
 def _write_members(d: str, members_, result: dict[str, Any], suffix: str = "") -> None:
-    """Write one kind's mask, final weights, then result.json (each name + `suffix`) into `d`."""
-    get = (lambda k: members_[k]) if isinstance(members_, dict) else (lambda k: getattr(members_, k))
-    checkpoints.save(os.path.join(d, "mask" + suffix), get("mask"))
-    checkpoints.save(os.path.join(d, "final" + suffix), {"params": get("params"), "batch_stats": get("batch_stats")})
+    """Write one kind's mask, final weights ({"mask", "params", "batch_stats"}), then result.json
+    (each name + `suffix`) into `d`."""
+    checkpoints.save(os.path.join(d, "mask" + suffix), members_["mask"])
+    checkpoints.save(os.path.join(d, "final" + suffix), {"params": members_["params"], "batch_stats": members_["batch_stats"]})
     write_json(os.path.join(d, "result.json" + suffix), result)
 
 

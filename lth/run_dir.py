@@ -63,8 +63,12 @@ def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None, extra: dic
 
 def content_hash(cfg: Config, steps: dict[str, Any] | None = None, extra: dict[str, Any] | None = None, *,
                  replicates: bool = True) -> str:
-    blob = json.dumps(hashed_settings(cfg, steps, extra, replicates=replicates), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return hash_of(hashed_settings(cfg, steps, extra, replicates=replicates))
+
+
+def hash_of(settings: dict[str, Any]) -> str:
+    """The 12-hex-digit content hash of a dict of settings (its sorted JSON)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def write_atomic(path: str, text: str) -> None:

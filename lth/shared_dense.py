@@ -24,7 +24,7 @@ import os
 from typing import Any, Callable
 
 from lth.config import Config
-from lth.run_dir import RunDir, hashed_settings, write_json
+from lth.run_dir import RunDir, hash_of, hashed_settings, write_json
 
 LINKED = ("level_00", "rewind")
 
@@ -50,7 +50,7 @@ def for_run(cfg: Config, steps: dict[str, Any], extra: dict[str, Any] | None, rd
     if own or not shareable(cfg):
         return rd
     settings = level0_settings(cfg, steps, extra)
-    h = content_hash_of(settings)
+    h = hash_of(settings)
     name = f"{cfg.model.name}-{cfg.dataset.name.replace('/', '_')}-{h}"
     rd0 = RunDir(os.path.join(os.path.dirname(rd.path), "dense", name), h)
     rd0.create()
@@ -61,13 +61,6 @@ def for_run(cfg: Config, steps: dict[str, Any], extra: dict[str, Any] | None, rd
         if not os.path.lexists(link):
             os.symlink(os.path.relpath(rd0.file(n), rd.path), link)
     return rd0
-
-
-def content_hash_of(settings: dict[str, Any]) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @contextlib.contextmanager

@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_common import device_line, random_dataset, write_record  # noqa: E402
 
-CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 # (example shape, training examples before the validation split, test examples) of the built-in datasets.
 SHAPES = {"mnist": ((28, 28, 1), 60000, 10000), "fashion_mnist": ((28, 28, 1), 60000, 10000),
           "cifar10": ((32, 32, 3), 50000, 10000), "mnist1d": ((40,), 4000, 1000)}
@@ -41,16 +40,9 @@ SHAPES = {"mnist": ((28, 28, 1), 60000, 10000), "fashion_mnist": ((28, 28, 1), 6
 
 def compose(preset: str, overrides: list[str]):
     """The `Config` that `experiments/lottery.py experiment=<preset> <overrides>` would run."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
+    from lth.api import compose as compose_overrides
 
-    from lth.config import Config, from_dict
-
-    ConfigStore.instance().store(name="lth_schema", node=Config)
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        dcfg = hydra_compose(config_name="config", overrides=[f"experiment={preset}", *overrides])
-    return from_dict(OmegaConf.to_container(dcfg, resolve=True))
+    return compose_overrides([f"experiment={preset}", *overrides])
 
 
 def use_synthetic_data(cfg, sizes: list[int] | None = None) -> str:

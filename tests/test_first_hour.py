@@ -235,10 +235,10 @@ def test_what_level0_depends_on():
     not with pruning, rewinding mode or replicates; gradual pruning keeps level 0 in its run."""
     from lth import shared_dense
     from lth.config import PruningConfig
-    from lth.run_dir import RunDir
+    from lth.run_dir import RunDir, hash_of
 
     cfg = resolve(Config())
-    name = lambda c, plan={"total_steps": 100, "rewind_step": 0}: shared_dense.content_hash_of(shared_dense.level0_settings(c, plan, None))
+    name = lambda c, plan={"total_steps": 100, "rewind_step": 0}: hash_of(shared_dense.level0_settings(c, plan, None))
     same = [dataclasses.replace(cfg, replicates=5), dataclasses.replace(cfg, controls=["reinit"]),
             dataclasses.replace(cfg, pruning=PruningConfig(fraction=0.5, scope="global", method="random")),
             dataclasses.replace(cfg, rewind=dataclasses.replace(cfg.rewind, mode="finetune", optimizer_state="rewound"))]
