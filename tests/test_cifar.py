@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from lth import masks as M
-from lth.config import DatasetConfig, ModelConfig, OptimizerConfig, PruningConfig, from_dict, validate
+from lth.config import DatasetConfig, ModelConfig, OptimizerConfig, PruningConfig, validate
 from lth.data import Dataset, load_dataset
 from lth.data.augment import random_crop_flip
 from lth.lottery import make_plan
@@ -121,19 +121,11 @@ def test_pruning_leaves_batchnorm_untouched():
 
 @pytest.fixture(scope="module")
 def compose():
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from lth.config import Config
-
-    ConfigStore.instance().store(name="lth_schema", node=Config)
+    """The config the command line composes for some overrides (`lth.api.compose`), validated."""
+    from lth.api import compose as compose_overrides
 
     def go(*overrides):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            dcfg = hydra_compose(config_name="config", overrides=list(overrides))
-        cfg = from_dict(OmegaConf.to_container(dcfg, resolve=True))
+        cfg = compose_overrides(list(overrides))
         validate(cfg)
         return cfg
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,30 +14,21 @@ import numpy as np
 import pytest
 
 from lth import data_order, linear_schedule, masks as M, pruning
-from lth.config import Config, ConfigError, DatasetConfig, ModelConfig, PruningConfig, TrainConfig, from_dict, validate
+from lth.config import Config, ConfigError, DatasetConfig, ModelConfig, PruningConfig, TrainConfig, validate
 from lth.lottery import make_plan
 from lth.models import build_model
 from lth.optim import make_schedule
 from lth.run_dir import content_hash, hashed_settings
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 @pytest.fixture(scope="module")
 def compose():
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from lth.config import structured_schema
-
-    ConfigStore.instance().store(name="lth_schema", node=structured_schema())
+    """The config the command line composes for some overrides (`lth.api.compose`), validated."""
+    from lth.api import compose as compose_overrides
 
     def go(*overrides):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            dcfg = hydra_compose(config_name="config", overrides=list(overrides))
-        cfg = from_dict(OmegaConf.to_container(dcfg, resolve=True))
+        cfg = compose_overrides(list(overrides))
         validate(cfg)
         return cfg
 
