@@ -370,7 +370,7 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
     """Train a level's missing members (`todo`: kind -> replicates), write them (appended to the
     replicates on disk when the run is extended: `lth.replicates`); returns their results (kind ->
     result.json) and the training's seconds."""
-    R, T, k, paths = cfg.replicates, plan.total_steps, plan.rewind_step, ctx.paths
+    T, k, paths = plan.total_steps, plan.rewind_step, ctx.paths
     groups = _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn)
     states, member_keys = members.stack(groups, data_order.ORDERS[cfg.train.data_order].level_keys(keys, level))
     start = 0 if level == 0 else k
