@@ -288,6 +288,33 @@ class LoggerConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints of a level in progress (`lth.progress`): the full training state of all members,
+    saved atomically so that a killed run resumes inside its level. Not part of the run hash: they
+    never change results (the chunking of training is the same with or without them)."""
+
+    # `eval`: at every evaluation (train.eval_every); a duration (`2000it`, `5ep`): at its multiples,
+    # counted from step 0; `off`: only finished levels are kept.
+    every: str = "eval"
+    # ...but not sooner than this many seconds of wall time after the previous one (0: every time), so a
+    # model whose evaluation interval takes a fraction of a second does not spend its time saving.
+    min_seconds: float = 10.0
+    keep: int = 2  # the last `keep` checkpoints of the level in progress are kept
+
+
+@dataclass
+class DevicesConfig:
+    """How a level uses the local devices (`lth.sharding`). Not part of the run hash: results are the
+    same to float rounding."""
+
+    count: int = 0  # how many local devices to use; 0: all of them
+    # `members`: the members (replicates x kinds) are split over the devices, each device trains whole
+    # networks; `batch`: every device holds every member and trains on its part of each batch
+    # (data parallel, for models too large to hold R copies of on one device).
+    shard: str = "members"
+
+
+@dataclass
 class PathsConfig:
     runs_dir: str = "runs"
     data_dir: Optional[str] = None  # default: $LTH_DATA_DIR, else ~/.cache/lth/datasets
@@ -308,6 +335,8 @@ class Config:
     controls: list[str] = field(default_factory=list)  # reinit | random_prune | random_prune_global (lth.controls)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     branch: BranchConfig = field(default_factory=BranchConfig)  # read by experiments/branch.py only
     instability: InstabilityConfig = field(default_factory=InstabilityConfig)  # read by experiments/instability.py only
@@ -501,6 +530,16 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     if parse_duration(t.duration, setting="train.duration").value <= 0:
         raise ConfigError(f"train.duration={t.duration!r}: training must last at least one step")
+    ck = cfg.checkpoint
+    if ck.every not in ("eval", "off") and parse_duration(ck.every, setting="checkpoint.every").value <= 0:
+        raise ConfigError(f"checkpoint.every={ck.every!r}: must be 'eval', 'off' or a duration of at least one step")
+    if not ck.min_seconds >= 0:
+        raise ConfigError(f"checkpoint.min_seconds={ck.min_seconds!r}: must be >= 0 (seconds between checkpoints)")
+    if ck.keep < 1:
+        raise ConfigError(f"checkpoint.keep={ck.keep!r}: must be >= 1 (checkpoints of the level in progress kept)")
+    if cfg.devices.count < 0:
+        raise ConfigError(f"devices.count={cfg.devices.count!r}: must be >= 0 (0: all local devices)")
+    _choice("devices.shard", cfg.devices.shard, ("members", "batch"))
     if parse_duration(t.eval_every, setting="train.eval_every").value <= 0:
         raise ConfigError(f"train.eval_every={t.eval_every!r}: must be at least one step")
     parse_duration(cfg.rewind.point, setting="rewind.point")

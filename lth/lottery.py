@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lth import ablations, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
-from lth import replicates as REP, shared_dense, structured
+from lth import interrupt, progress as progress_mod, replicates as REP, shared_dense, sharding, structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
 from lth.optim import make_optimizer, make_schedule
@@ -176,7 +176,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         for note in notes:
             echo(f"init.checkpoint: {note}")
         ctx = methods.Context(cfg, trainer, keys["data"], paths, prune_paths)
-        return _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs)
+        with interrupt.handling():  # SIGTERM / SIGINT: checkpoint the level in progress, then stop
+            return _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs)
     finally:
         lock.close()
 
@@ -321,6 +322,8 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
          f"{cfg.rewind.mode} rewinding to step {k}{ctl}")
     try:
         for level in range(cfg.levels + 1):
+            if interrupt.requested() is not None:  # a signal between levels: the finished ones are written
+                interrupt.stop(f"before level {level} (levels 0..{level - 1} are finished)")
             lrd = rd0 if level == 0 else rd  # level 0 may be the shared dense level
             kinds = ["ticket"] + (list(cfg.controls) if level > 0 else [])
             with shared_dense.holding(rd0, rd, echo) if level == 0 else contextlib.nullcontext():
@@ -331,7 +334,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
                 todo = {kind: range(have[kind], R) for kind in kinds if have[kind] < R}
                 if todo:
                     trained, seconds = _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx, lr_fn,
-                                                    keys, plan, logger)
+                                                    keys, plan, logger, echo)
                     on_disk.update(trained)
             done = {kind: REP.view(res, R, _kind_summary) for kind, res in on_disk.items()}
             if lrd is not rd:  # a shared dense level: every tensor dense, listed by this run's prunable tensors
@@ -366,7 +369,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
     return Outcome(rd.path, df, table)
 
 
-def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx, lr_fn, keys, plan, logger):
+def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx, lr_fn, keys, plan, logger, echo=print):
     """Train a level's missing members (`todo`: kind -> replicates), write them (appended to the
     replicates on disk when the run is extended: `lth.replicates`); returns their results (kind ->
     result.json) and the training's seconds."""
@@ -379,12 +382,35 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
     logger.start_level(level, float(first.mean()), members=[(g.kind, g.size) for g in groups])
     extra = [g.kind for g in groups if g.kind != "ticket"]
     desc = f"level {level} ({100 * first.mean():.1f}%)" + (f" + {', '.join(extra)}" if extra else "")
+    ckpt = progress_mod.LevelCheckpoints(
+        os.path.join(lrd.level_dir(level), "progress"),
+        {"level": level, "start": start, "end": T, "members": [[g.kind, g.first, g.size] for g in groups]},
+        keep=cfg.checkpoint.keep, min_seconds=cfg.checkpoint.min_seconds, echo=echo)
+    every = _checkpoint_steps(cfg, plan, start)
+    resume = ckpt.latest(states, states if level == 0 else None)
     progress = _progress(cfg, total=T - start, desc=desc)
+    if resume is not None:
+        stopped = int((resume.diverged >= 0).sum())
+        echo(f"level {level}: resuming from the checkpoint at step {resume.step} of {T}" +
+             (f" ({stopped} member(s) stopped by divergence)" if stopped else ""))
+        if progress is not None:
+            progress.update(resume.step - start)
+
+    def on_boundary(step, lvl):
+        signum = interrupt.requested()
+        if step < T and (signum is not None or ckpt.due(step, every is None or step in every)):
+            ckpt.save(step, lvl.states, lvl.captured, lvl.history.eval_steps, lvl.history.evals, lvl.train_so_far(),
+                      lvl.diverged)
+        if signum is not None and step < T:  # at T the level's own files are written first
+            interrupt.stop(f"at level {level}, step {step} of {T} (checkpoint saved in {ckpt.dir})")
+
     try:
         states, hist, captured = train_level(
             trainer, states, member_keys, start=start, end=T, eval_every=plan.eval_every,
             capture_at=k if level == 0 else None, on_eval=logger.log_eval, on_train=logger.log_train,
-            progress=progress)
+            progress=progress, extra_boundaries=tuple(sorted(every or ())), resume=resume,
+            on_boundary=on_boundary,
+            place=sharding.placement(cfg.devices, trainer))
     finally:
         if progress is not None:
             progress.close()
@@ -416,7 +442,25 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
             sources.keep(level, full)
     if replace:
         REP.commit(lrd.path, replace)
+    ckpt.clear()  # the level's own files are its end-of-level checkpoint
+    diverged = [f"{g.kind} {g.first + int(i)} at step {hist.diverged[sl][i]}" for g, sl in zip(groups, members.slices(groups))
+                for i in np.flatnonzero(hist.diverged[sl] >= 0)]
+    if diverged:
+        echo(f"level {level}: diverged (loss not finite), stopped at their last finite state: {'; '.join(diverged)}")
     return out, hist.seconds
+
+
+def _checkpoint_steps(cfg: Config, plan: Plan, start: int) -> set[int] | None:
+    """The boundaries after which a level in progress may be checkpointed (`checkpoint.every`):
+    None for every boundary (`eval`), else the multiples of the duration in (start, end), which also
+    end compiled calls (`train_level(extra_boundaries=...)`); `off`: none."""
+    every = cfg.checkpoint.every
+    if every == "eval":
+        return None
+    if every == "off":
+        return set()
+    n = max(1, to_steps(every, plan.steps_per_epoch, setting="checkpoint.every"))
+    return set(range((start // n + 1) * n, plan.total_steps, n))
 
 
 def _log_ticket_metrics(logger, run_dir: str, echo) -> None:

@@ -27,7 +27,7 @@ import pandas as pd
 COLUMNS = [
     "level", "replicate", "kind", "density", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
     "train_loss", "early_stop_step", "early_stop_test_accuracy", "early_stop_val_accuracy", "min_val_loss",
-    "start_step", "end_step", "steps", "seconds", "flops", "flops_fraction",
+    "start_step", "end_step", "steps", "seconds", "flops", "flops_fraction", "status", "diverged_step",
 ]
 
 
@@ -39,6 +39,7 @@ def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: 
     last = history.evals[-1]
     es = history.early_stop()
     train_loss = history.train["loss"]
+    diverged = getattr(history, "diverged", None)
     rows = []
     for r in range(len(densities)):
         get = lambda key: float(last[key][r]) if key in last else float("nan")
@@ -55,6 +56,10 @@ def level_rows(level: int, kind: str, densities: np.ndarray, history, *, start: 
             "seconds": round(history.seconds, 3),
             "flops": int(flops[r].effective) if flops else float("nan"),
             "flops_fraction": flops[r].effective / flops[r].dense if flops else float("nan"),
+            # `diverged`: the loss stopped being finite at `diverged_step`; the member was stopped there
+            # (lth.train.train_level) and its accuracies are those of its last finite state.
+            "status": "diverged" if diverged is not None and diverged[r] >= 0 else "ok",
+            "diverged_step": int(diverged[r]) if diverged is not None and diverged[r] >= 0 else float("nan"),
         })
     return rows
 
@@ -63,6 +68,9 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
+    if "status" not in df:  # rows written before divergence was recorded: every member trained to the end
+        df["status"], df["diverged_step"] = "ok", float("nan")
+    df["status"] = df["status"].fillna("ok")
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[[c for c in COLUMNS if c in df.columns] + extra].sort_values(["level", "kind", "replicate"], kind="stable").reset_index(drop=True)
 
@@ -101,6 +109,8 @@ def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0)
         "es_test_acc": g.early_stop_test_accuracy.mean(),
         "replicates": g.replicate.count(),
     })
+    if "status" in t and (t.status == "diverged").any():
+        out["diverged"] = (t.status == "diverged").groupby(t.level).sum()
     if 0 in out.index:
         dense = out.loc[0]
         win = (out.es_test_acc >= dense.es_test_acc) & (out.es_step <= dense.es_step)

@@ -143,6 +143,7 @@ class Trainer:
         if mask_update is not None and not masked:
             raise ValueError("mask_update needs masked=True (the dense baseline has no mask to update)")
         self.mask_update = mask_update
+        self.batch_sharding = None  # set by lth.sharding.placement for devices.shard=batch
         self.batch_size = batch_size
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.steps_per_epoch = dataset.num_train // batch_size if drop_last else -(-dataset.num_train // batch_size)
@@ -279,6 +280,8 @@ class Trainer:
         """One step of one replicate on the examples `idx` of its epoch permutation, augmented
         with `fold_in(aug_key, step)`, normalised, one masked update."""
         x, y = x_all[idx], y_all[idx]
+        if self.batch_sharding is not None:  # data parallel over devices (lth.sharding, devices.shard=batch)
+            x, y = (jax.lax.with_sharding_constraint(a, self.batch_sharding) for a in (x, y))
         if self.augment is not None:
             x = self.augment(jax.random.fold_in(aug_key, step), x)
         if self.objective is not None:
@@ -446,12 +449,14 @@ class LevelHistory:
     evals: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)  # {"val/loss": (R,), ...}
     train: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {"loss": [], "accuracy": [], "lr": []})
     seconds: float = 0.0
+    diverged: Optional[np.ndarray] = None  # per member: the first step with a non-finite loss, -1 if none
 
     def select(self, members: slice) -> "LevelHistory":
         """The history of some members only (a slice of the member axis of every array)."""
         return LevelHistory(
             eval_steps=list(self.eval_steps), evals=[{k: v[members] for k, v in e.items()} for e in self.evals],
-            train={k: (v[:, members] if np.ndim(v) == 2 else v) for k, v in self.train.items()}, seconds=self.seconds)
+            train={k: (v[:, members] if np.ndim(v) == 2 else v) for k, v in self.train.items()}, seconds=self.seconds,
+            diverged=None if self.diverged is None else self.diverged[members])
 
     def early_stop(self) -> dict[str, np.ndarray]:
         """Per replicate: the step of minimum validation loss (first of ties), the test accuracy
@@ -483,16 +488,39 @@ def chunk_boundaries(start: int, end: int, eval_every: int, extra: tuple[int, ..
 
 def train_level(trainer: Trainer, states: TrainState, keys: dict, *, start: int, end: int, eval_every: int,
                 capture_at: Optional[int] = None, on_eval: Optional[Callable] = None,
-                on_train: Optional[Callable] = None, progress=None):
+                on_train: Optional[Callable] = None, progress=None, extra_boundaries: tuple[int, ...] = (),
+                resume=None, on_boundary: Optional[Callable] = None, place: Optional[Callable] = None):
     """Train stacked `states` from step `start` to `end`, evaluating at every multiple of
     `eval_every` and at `end` (not at `start`: on a CPU one evaluation of a CIFAR convnet costs
     minutes, and the untrained point is never the early-stopping point that matters).
+
+    The compiled calls end at the evaluation steps, `capture_at` and `extra_boundaries` (the
+    checkpoint steps), all fixed by `start` alone. `resume` (an `lth.progress.Resume`) continues
+    from one of those boundaries as if the level had never stopped; `on_boundary(step, level)` is
+    called after every boundary (evaluation included) with a `LevelInProgress` to checkpoint.
+    `place(states, keys)` puts the states and keys on the devices (`lth.sharding`).
+
+    Divergence: after every call, a member whose training loss was not finite at some step, or
+    whose weights are not all finite, is stopped: its state goes back to the last boundary (where it
+    was finite) and stays there for the rest of the level, and `history.diverged[m]` records the
+    first step whose loss was not finite. Members are independent, so the others train on exactly
+    as they would have.
 
     Returns (states, history, captured) where `captured` is the host copy of the states at step
     `capture_at` (the rewind point) when it lies in [start, end), else None.
     """
     hist = LevelHistory()
+    n_members = int(jax.tree.leaves(states.params)[0].shape[0])
+    diverged = np.full(n_members, -1, np.int64)
     captured = jax.device_get(states) if capture_at == start else None
+    step = start
+    if resume is not None:
+        states = jax.tree.map(lambda t, x: jnp.asarray(x, dtype=t.dtype), states, resume.states)
+        step, captured, diverged = resume.step, resume.captured, np.array(resume.diverged, np.int64)
+        hist.eval_steps, hist.evals = list(resume.eval_steps), list(resume.evals)
+        hist.train = {k: [np.asarray(v)] for k, v in resume.train.items()}
+    if place is not None:
+        states, keys = place(states, keys)
     t0 = time.perf_counter()
 
     def evaluate(step):
@@ -505,11 +533,15 @@ def train_level(trainer: Trainer, states: TrainState, keys: dict, *, start: int,
         if on_eval:
             on_eval(step, ev)
 
-    step = start
-    for boundary in chunk_boundaries(start, end, eval_every, (capture_at,) if capture_at is not None else ()):
+    frozen = states  # every member's state at the last boundary, where it was finite
+    extra = tuple(e for e in (capture_at, *extra_boundaries) if e is not None)
+    for boundary in chunk_boundaries(start, end, eval_every, extra):
+        if boundary <= step:  # done before the run was stopped
+            continue
         states, metrics = trainer.run(states, keys, step, boundary - step)
         for k in hist.train:
             hist.train[k].append(metrics[k])
+        states, frozen = _stop_diverged(states, frozen, metrics["loss"], step, boundary, diverged)
         if on_train:
             on_train(step, metrics)
         if progress is not None:
@@ -524,9 +556,51 @@ def train_level(trainer: Trainer, states: TrainState, keys: dict, *, start: int,
                 progress.set_postfix(
                     {k.replace("/", "_"): f"{float(np.mean(v)):.4f}" for k, v in ev.items() if k.endswith("accuracy")}
                 )
-    hist.train = {k: np.concatenate(v) if v else np.zeros((0, 0)) for k, v in hist.train.items()}
+        if on_boundary is not None:
+            on_boundary(step, LevelInProgress(states, captured, hist, diverged))
+    hist.train = {k: np.concatenate(v) if v else np.zeros((0, n_members)) for k, v in hist.train.items()}
+    hist.diverged = diverged
     hist.seconds = time.perf_counter() - t0
     return states, hist, captured
+
+
+@dataclasses.dataclass
+class LevelInProgress:
+    """A level at a boundary, for `lth.progress` to save: the live states, the rewind-point states
+    captured so far, the history so far and the divergence steps."""
+
+    states: TrainState
+    captured: Optional[PyTree]
+    history: "LevelHistory"
+    diverged: np.ndarray
+
+    def train_so_far(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.history.train.items() if len(v)}
+
+
+@jax.jit
+def _finite_members(params) -> jax.Array:
+    """(members,) True where every weight of that member is finite."""
+    return jnp.stack([jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(params)]).all(0)
+
+
+@jax.jit
+def _keep_where(stopped, old, new):
+    """`new`, except the members `stopped` (members,) which keep `old`."""
+    return jax.tree.map(lambda o, n: jnp.where(stopped.reshape((-1,) + (1,) * (n.ndim - 1)), o, n), old, new)
+
+
+def _stop_diverged(states, frozen, loss, first: int, boundary: int, diverged: np.ndarray):
+    """After the steps first .. boundary-1: record newly diverged members in `diverged` (in place),
+    put every stopped member back to `frozen`; returns (states, the new `frozen`)."""
+    loss = np.asarray(loss)
+    bad = ~np.isfinite(loss)
+    fresh = (diverged < 0) & (bad.any(axis=0) | ~np.asarray(_finite_members(states.params)))
+    for m in np.flatnonzero(fresh):
+        diverged[m] = first + int(np.argmax(bad[:, m])) if bad[:, m].any() else boundary
+    if (diverged >= 0).any():
+        states = _keep_where(jnp.asarray(diverged >= 0), frozen, states)
+    return states, states
 
 
 def stacked_density(mask: PyTree, paths: list[str]) -> np.ndarray:

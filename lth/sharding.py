@@ -1,0 +1,69 @@
+"""Several local devices: members split over them, or every batch split over them.
+
+A level trains M members (replicates x kinds) stacked on a leading axis, each independent of the
+others (`lth.members`). With more than one device (GPUs of a node, TPU cores, or CPU devices made
+with `XLA_FLAGS=--xla_force_host_platform_device_count=N`), `devices.shard` says how they share
+the work, through `jax.sharding` (GSPMD partitions the same compiled step; no code path changes):
+
+- `members` (default): the member axis is split over d devices, d the largest divisor of M that is
+  at most the number of devices in use (M = 6 on 4 devices: 3), so each device trains M/d whole
+  networks and no communication is needed. Every member computes what it computes on one device;
+  only the size of each device's batched matrix products changes, hence float rounding.
+- `batch` (data parallel, for models too large to hold M copies of on one device): the states are
+  replicated and every member's batch of B examples is split over d devices, d the largest divisor
+  of B at most the device count; XLA sums the gradients over devices (an all-reduce per step).
+
+The training data is replicated on every device. Single-device runs and the CPU's per-step Python
+loop for convolutional models (`Trainer.scan=False`) are left as they are (`placement` -> None).
+Several hosts (`jax.distributed.initialize`) are the launcher's business: see the README.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def largest_divisor(n: int, most: int) -> int:
+    """The largest d <= `most` dividing `n` (at least 1)."""
+    return max(d for d in range(1, max(1, min(n, most)) + 1) if n % d == 0)
+
+
+def local_devices(count: int = 0) -> list:
+    """The first `count` local devices (0: all)."""
+    devs = jax.local_devices()
+    if count > len(devs):
+        from lth.config import ConfigError
+
+        raise ConfigError(f"devices.count={count}: only {len(devs)} local device(s) ({devs[0].platform})")
+    return devs[:count] if count else devs
+
+
+def placement(devices_cfg, trainer) -> Optional[Callable[[Any, dict], tuple[Any, dict]]]:
+    """`place(states, keys) -> (states, keys)` putting a level's stacked states and per-member keys
+    on the devices as `devices_cfg` (`lth.config.DevicesConfig`) says, or None with one device."""
+    devs = local_devices(devices_cfg.count)
+    if len(devs) < 2 or not trainer.scan:
+        trainer.batch_sharding = None
+        return None
+    if devices_cfg.shard == "batch":
+        d = largest_divisor(trainer.batch_size, len(devs))
+        if d < 2:
+            return None
+        mesh = Mesh(devs[:d], ("batch",))
+        trainer.batch_sharding = NamedSharding(mesh, P("batch"))
+        everywhere = NamedSharding(mesh, P())
+        return lambda states, keys: (jax.device_put(states, everywhere), jax.device_put(keys, everywhere))
+    trainer.batch_sharding = None
+
+    def place(states, keys):
+        m = int(jax.tree.leaves(states.params)[0].shape[0])
+        d = largest_divisor(m, len(devs))
+        if d < 2:
+            return states, keys
+        split = NamedSharding(Mesh(devs[:d], ("members",)), P("members"))
+        return jax.device_put(states, split), jax.device_put(keys, split)
+
+    return place
