@@ -53,6 +53,7 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every save at INFO
     from lth.data import DataError
+    from lth.interrupt import Interrupted
     from lth.run_dir import RunLocked
 
     try:
@@ -61,6 +62,10 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
         record_job("refused", error=str(e))
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as e:  # SIGTERM / SIGINT: the level in progress was checkpointed (lth.interrupt)
+        record_job("interrupted", error=str(e))
+        print(f"lth: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except BaseException as e:
         record_job("failed", error=f"{type(e).__name__}: {e}")
         raise

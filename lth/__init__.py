@@ -11,6 +11,10 @@ a jit-compiled, vmapped masked trainer (`lth.train`) and winning-ticket outcomes
 
 __version__ = "0.1.0"
 
+from lth import xla_flags as _xla_flags  # noqa: E402  (before JAX starts: lth.xla_flags says why)
+
+_xla_flags.apply()
+
 # The Python API (`lth.api`, `lth.metrics`), imported on first use so that `import lth` stays cheap
 # (no JAX): lth.run(config), lth.load_run(dir), lth.load_runs(dirs), lth.ticket_metrics(run).
 _LAZY = {"run": "lth.api", "load_run": "lth.api", "load_runs": "lth.api", "Run": "lth.api",

@@ -7,8 +7,9 @@ the work, through `jax.sharding` (GSPMD partitions the same compiled step; no co
 
 - `members` (default): the member axis is split over d devices, d the largest divisor of M that is
   at most the number of devices in use (M = 6 on 4 devices: 3), so each device trains M/d whole
-  networks and no communication is needed. Every member computes what it computes on one device;
-  only the size of each device's batched matrix products changes, hence float rounding.
+  networks and no communication is needed. The step runs under `shard_map`: each device runs the
+  one-device program on its M/d members, so results are those of a one-device run up to the
+  rounding of a batched product of M/d instead of M members (`lth.members`).
 - `batch` (data parallel, for models too large to hold M copies of on one device): the states are
   replicated and every member's batch of B examples is split over d devices, d the largest divisor
   of B at most the device count; XLA sums the gradients over devices (an all-reduce per step).
@@ -45,8 +46,8 @@ def placement(devices_cfg, trainer) -> Optional[Callable[[Any, dict], tuple[Any,
     """`place(states, keys) -> (states, keys)` putting a level's stacked states and per-member keys
     on the devices as `devices_cfg` (`lth.config.DevicesConfig`) says, or None with one device."""
     devs = local_devices(devices_cfg.count)
+    trainer.batch_sharding = trainer.member_mesh = None
     if len(devs) < 2 or not trainer.scan:
-        trainer.batch_sharding = None
         return None
     if devices_cfg.shard == "batch":
         d = largest_divisor(trainer.batch_size, len(devs))
@@ -62,8 +63,11 @@ def placement(devices_cfg, trainer) -> Optional[Callable[[Any, dict], tuple[Any,
         m = int(jax.tree.leaves(states.params)[0].shape[0])
         d = largest_divisor(m, len(devs))
         if d < 2:
+            trainer.member_mesh = None
             return states, keys
-        split = NamedSharding(Mesh(devs[:d], ("members",)), P("members"))
+        mesh = Mesh(devs[:d], ("members",))
+        trainer.member_mesh = mesh
+        split = NamedSharding(mesh, P("members"))
         return jax.device_put(states, split), jax.device_put(keys, split)
 
     return place
