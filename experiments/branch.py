@@ -50,6 +50,8 @@ def main(dcfg: DictConfig) -> None:
         return branch.run(branch_config(dcfg, list(HydraConfig.get().overrides.task)))
 
     outcome = run_or_exit(work)
+    if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
+        return
     print()
     print(outcome.results.groupby("level")[["density", "test_accuracy"]].agg(["mean", "std"]).to_string())
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")

@@ -50,6 +50,8 @@ def main(dcfg: DictConfig) -> None:
         return compress.run(compress_config(dcfg, list(HydraConfig.get().overrides.task)))
 
     outcome = run_or_exit(work)
+    if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
+        return
     print(f"\nsummary: {os.path.join(outcome.run_dir, 'summary.json')}")
     print(f"run directory: {outcome.run_dir}")
 

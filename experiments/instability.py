@@ -51,6 +51,8 @@ def main(dcfg: DictConfig) -> None:
         return instability.run(instability_config(dcfg, list(HydraConfig.get().overrides.task)))
 
     outcome = run_or_exit(work)
+    if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
+        return
     from lth.instability import summarize
 
     print()

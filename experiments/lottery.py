@@ -33,15 +33,17 @@ ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    from experiments.common import run_or_exit
+    from experiments.common import run_or_exit, sweep_tagged
     from lth import results
 
     def work():
         from lth import lottery
 
-        return lottery.run(from_dict(OmegaConf.to_container(dcfg, resolve=True)))
+        return lottery.run(sweep_tagged(from_dict(OmegaConf.to_container(dcfg, resolve=True))))
 
     outcome = run_or_exit(work)
+    if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
+        return
     print()
     print(results.format_summary(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")
