@@ -63,12 +63,14 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every save at INFO
+    from lth import distributed
     from lth.data import DataError
     from lth.run_dir import RunLocked
 
     in_sweep = sweep_name() is not None
     record_job("running")  # a job killed outright (OOM, a node lost) keeps this status
     try:
+        distributed.maybe_initialize()  # a multi-host job (SLURM tasks, LTH_DISTRIBUTED=1): before JAX starts
         out = work()
     except (ConfigError, DataError, RunLocked) as e:
         record_job("refused", error=str(e))
@@ -133,7 +135,11 @@ def record_job(status: str, **fields: Any) -> None:
         return
     if hc.mode != RunMode.MULTIRUN:
         return
+    from lth import distributed
     from lth.run_dir import write_json
+
+    if not distributed.is_primary():  # the other processes of a multi-host job: task 0 records it
+        return
 
     overrides = list(hc.overrides.task)
     record = {"job": hc.job.num, "overrides": overrides, "status": status, **fields}
