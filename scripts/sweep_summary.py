@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in ("test_accuracy", "test_accuracy_std", "early_stop_test_accuracy", "dense_test_accuracy"):
         shown[c] = (100 * shown[c]).round(2)
     shown["density"] = (100 * shown["density"]).round(2)
+    for c in ("level", "replicates"):
+        shown[c] = shown[c].astype("object").where(shown[c].notna(), "-")
     shown["where"] = [r or e for r, e in zip(shown.pop("run_dir"), shown.pop("error"))]
     shown = shown.rename(columns={"test_accuracy": "test acc %", "test_accuracy_std": "± std",
                                   "early_stop_test_accuracy": "early-stop acc %", "dense_test_accuracy": "dense acc %",
