@@ -326,7 +326,7 @@ def _jobs(runs: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((sweep / "jobs").glob("*.json"))]
 
 
-@pytest.mark.slow  # ~60 s on 2 CPU cores
+@pytest.mark.slow  # 43 s on 2 CPU cores
 def test_submitit_local_sweep_lands_both_results(tmp_path):
     """The issue's check, from another working directory: submitit's local executor runs each job in
     a process of its own, which imports lth and experiments.* from this checkout."""
@@ -340,7 +340,7 @@ def test_submitit_local_sweep_lands_both_results(tmp_path):
     assert "2 of 2 jobs done" in p.stdout
 
 
-@pytest.mark.slow  # ~90 s on 2 CPU cores
+@pytest.mark.slow  # 79 s on 2 CPU cores
 def test_joblib_2x2_sweep_lands_four_results(tmp_path):
     runs = tmp_path / "runs"
     p = _multirun(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"paths.runs_dir={runs}", "dataset=mnist1d", "model=mlp",
@@ -352,7 +352,7 @@ def test_joblib_2x2_sweep_lands_four_results(tmp_path):
     assert len({j["run_dir"] for j in jobs}) == 4 and len(list(runs.glob("*/results.csv"))) == 4
 
 
-@pytest.mark.slow  # ~25 s
+@pytest.mark.slow  # 23 s
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     """Four jobs with the basic launcher: two refused (a checkpoint that does not exist), one that
     fails (its runs folder is a file), one that trains; every job runs, the good one lands its
