@@ -7,7 +7,8 @@ does not stop the others, on any launcher (basic, joblib, submitit). Hydra then 
 `conf/config.yaml`): it prints the table and exits with status 1 when a job did not finish (status
 other than `done`), so that a script or a CI job running the sweep sees the failure.
 
-Imported by Hydra in every process of a sweep: stdlib only at import time.
+Imported by Hydra in every process of a sweep (and of a single run, where it does nothing): the
+standard library and Hydra's `Callback` base only, no JAX or pandas.
 """
 
 from __future__ import annotations
