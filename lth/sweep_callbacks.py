@@ -69,6 +69,19 @@ def summarize(sweep_dir: str, out=None) -> int:
     return len(bad)
 
 
+def set_aside(sweep_dir: str) -> str | None:
+    """Move an earlier sweep's `jobs/` in `sweep_dir` to `jobs.<n>/` (the first free n); returns the
+    new path, or None when there was nothing to move."""
+    jobs = os.path.join(sweep_dir, "jobs")
+    if not os.path.isdir(jobs):
+        return None
+    n = 1
+    while os.path.exists(f"{jobs}.{n}"):
+        n += 1
+    os.rename(jobs, f"{jobs}.{n}")
+    return f"{jobs}.{n}"
+
+
 try:  # a Hydra Callback when Hydra is installed (it is a dependency; the guard keeps the module importable alone)
     from hydra.experimental.callback import Callback as _Base
 except ImportError:  # pragma: no cover
@@ -78,6 +91,11 @@ except ImportError:  # pragma: no cover
 class SweepSummary(_Base):
     """Hydra callback: at the end of a multirun, the job-status table; exit status 1 if a job
     failed, was refused, interrupted or left `running` (killed outright)."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """A sweep folder named by hand and used again (`hydra.sweep.dir=runs/multirun/NAME`): the
+        earlier sweep's records move to `jobs.<n>/` (kept), so this sweep's table is its own."""
+        set_aside(str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = str(config.hydra.sweep.dir)

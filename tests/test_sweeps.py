@@ -275,6 +275,10 @@ def test_sweep_summary_callback_prints_the_table_and_fails_the_sweep(tmp_path, c
         f.unlink()
     SweepSummary().on_multirun_end(config=config)  # all done: no exit
     assert "1 of 1 jobs done" in capsys.readouterr().out
+    SweepSummary().on_multirun_start(config=config)  # the same folder used again: the old records set aside
+    assert not (sweep / "jobs").exists() and [p.name for p in (sweep / "jobs.1").iterdir()] == ["0000.json"]
+    SweepSummary().on_multirun_end(config=config)
+    assert "no job records" in capsys.readouterr().out
 
 
 def test_sweep_table_script_and_load_runs_of_a_sweep_folder(tmp_path, capsys):
