@@ -356,15 +356,15 @@ def test_joblib_2x2_sweep_lands_four_results(tmp_path):
     assert len({j["run_dir"] for j in jobs}) == 4 and len(list(runs.glob("*/results.csv"))) == 4
 
 
-@pytest.mark.slow  # 23 s
+@pytest.mark.slow  # 33 s (W&B offline included)
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     """Four jobs with the basic launcher: two refused (a checkpoint that does not exist), one that
     fails (its runs folder is a file), one that trains; every job runs, the good one lands its
-    results with the sweep's W&B tag, the table says which failed, and the exit status is 1."""
+    results and its W&B runs (offline, read back) carry the sweep's tag, the table says which failed, and the exit status is 1."""
     (tmp_path / "a_file").write_text("not a folder")
     sweep = tmp_path / "runs" / "multirun" / "my-sweep"
     p = _multirun([f"hydra.sweep.dir={sweep}", "levels=0", "replicates=1", "train.duration=20it", "train.eval_every=10it",
-                   "model.widths=[16]", "logger.wandb.mode=disabled", "logger.progress=false",
+                   "model.widths=[16]", "logger.wandb.mode=offline", "logger.progress=false",
                    f"init.checkpoint={tmp_path}/missing.npz,null", f"paths.runs_dir={tmp_path}/a_file,{tmp_path}/runs"],
                   tmp_path)
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
@@ -373,4 +373,11 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     good = jobs[3]
     assert Path(good["run_dir"], "results.csv").is_file()
     assert "sweep:my-sweep" in Path(good["run_dir"], "config.yaml").read_text()
+    from test_lottery import wandb_records
+
+    files = sorted(Path(good["run_dir"], "wandb").glob("offline-run-*/*.wandb"))
+    assert len(files) == 2  # level 0 and the summary run, both tagged with the sweep
+    for f in files:
+        run = next(r["run"] for r in wandb_records(str(f)) if r["type"] == "run")
+        assert "sweep:my-sweep" in run["tags"] and run["run_group"] == Path(good["run_dir"]).name, run
     assert "1 of 4 jobs done" in p.stdout and "3 job(s) did not finish" in p.stderr
