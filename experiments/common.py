@@ -108,17 +108,19 @@ def sweep_name() -> str | None:
 
 
 def sweep_tagged(cfg: Config) -> Config:
-    """`cfg` with the W&B tag `sweep:<name>` added in a multirun (`sweep_name`), so the W&B runs of
-    all the sweep's jobs can be found and grouped together (each run's W&B `group` stays its run
-    directory's name, which groups its levels); outside a multirun, `cfg` unchanged. Tags are
-    not part of the run's content hash: the sweep's runs are the runs a plain command makes."""
+    """`cfg` with the W&B tag `sweep:<name>` of the multirun it runs in (`sweep_name`), so the W&B
+    runs of all the sweep's jobs can be found and grouped together (each run's W&B `group` stays
+    its run directory's name, which groups its levels). `sweep:` tags are lth's own: one taken
+    over from a source run's config (a branch of a swept run) is dropped, and outside a multirun
+    there is none. Tags are not part of the run's content hash: the sweep's runs are the runs a
+    plain command makes."""
     import dataclasses
 
     name = sweep_name()
-    tag = f"sweep:{name}"
-    if name is None or tag in cfg.logger.wandb.tags:
+    tags = [t for t in cfg.logger.wandb.tags if not str(t).startswith("sweep:")] + ([f"sweep:{name}"] if name else [])
+    if tags == list(cfg.logger.wandb.tags):
         return cfg
-    wandb = dataclasses.replace(cfg.logger.wandb, tags=[*cfg.logger.wandb.tags, tag])
+    wandb = dataclasses.replace(cfg.logger.wandb, tags=tags)
     return dataclasses.replace(cfg, logger=dataclasses.replace(cfg.logger, wandb=wandb))
 
 

@@ -230,6 +230,9 @@ def test_a_failed_job_in_a_multirun_is_recorded_and_returns(in_multirun, capsys)
     assert out.run_dir == "/runs/x" and _record(in_multirun)["status"] == "done" and _record(in_multirun)["run_dir"] == "/runs/x"
     cfg = sweep_tagged(Config())
     assert cfg.logger.wandb.tags == ["sweep:sweep-x"] and sweep_tagged(cfg) == cfg and Config().logger.wandb.tags == []
+    source = Config()
+    source.logger.wandb.tags = ["mine", "sweep:an-earlier-sweep"]  # a branch of a run made in another sweep
+    assert sweep_tagged(source).logger.wandb.tags == ["mine", "sweep:sweep-x"]
 
 
 def test_outside_a_multirun_failures_end_the_process(capsys):
@@ -242,6 +245,9 @@ def test_outside_a_multirun_failures_end_the_process(capsys):
     with pytest.raises(RuntimeError):
         run_or_exit(lambda: (_ for _ in ()).throw(RuntimeError("x")))
     assert sweep_tagged(Config()) == Config()
+    source = Config()
+    source.logger.wandb.tags = ["mine", "sweep:an-earlier-sweep"]
+    assert sweep_tagged(source).logger.wandb.tags == ["mine"]
 
 
 def _fake_sweep(sweep: Path, jobs: list[dict]) -> Path:
