@@ -18,7 +18,10 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# Jobs in other processes (the joblib and submitit launchers) import lth and experiments.* from here too.
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != ROOT])
 
 import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
@@ -47,6 +50,8 @@ def main(dcfg: DictConfig) -> None:
         return compress.run(compress_config(dcfg, list(HydraConfig.get().overrides.task)))
 
     outcome = run_or_exit(work)
+    if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
+        return
     print(f"\nsummary: {os.path.join(outcome.run_dir, 'summary.json')}")
     print(f"run directory: {outcome.run_dir}")
 

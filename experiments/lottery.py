@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# Jobs in other processes (the joblib and submitit launchers) import lth and experiments.* from here too.
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != ROOT])
 
 import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
@@ -30,15 +33,17 @@ ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    from experiments.common import run_or_exit
+    from experiments.common import run_or_exit, sweep_tagged
     from lth import results
 
     def work():
         from lth import lottery
 
-        return lottery.run(from_dict(OmegaConf.to_container(dcfg, resolve=True)))
+        return lottery.run(sweep_tagged(from_dict(OmegaConf.to_container(dcfg, resolve=True))))
 
     outcome = run_or_exit(work)
+    if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
+        return
     print()
     print(results.format_summary(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")

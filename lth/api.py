@@ -285,7 +285,8 @@ def _sort_history(h: pd.DataFrame) -> pd.DataFrame:
 
 def find_runs(dirs_or_glob: Union[str, os.PathLike, list]) -> list[str]:
     """Run directories from a list of paths or a glob pattern; a folder that is not a run is searched
-    for the runs beneath it."""
+    for the runs beneath it; a sweep's folder (`runs/multirun/<date>_<time>`, with `jobs/*.json`),
+    given or beneath, gives the run directories of its finished jobs (`lth.sweeps`)."""
     items = [dirs_or_glob] if isinstance(dirs_or_glob, (str, os.PathLike)) else list(dirs_or_glob)
     paths = []
     for item in items:
@@ -297,7 +298,14 @@ def find_runs(dirs_or_glob: Union[str, os.PathLike, list]) -> list[str]:
             if is_run_dir(m):
                 paths.append(m)
             elif os.path.isdir(m):
-                found = sorted(d for d in (d for d, _, _ in os.walk(m)) if is_run_dir(d))
+                from lth import sweeps
+
+                if sweeps.is_sweep_dir(m):  # a multirun's folder: its finished jobs' runs (jobs/*.json)
+                    paths.extend(sweeps.run_dirs(m))
+                    continue
+                walked = [d for d, _, _ in os.walk(m)]
+                found = sorted(d for d in walked if is_run_dir(d))
+                found += [r for d in sorted(walked) if sweeps.is_sweep_dir(d) for r in sweeps.run_dirs(d)]  # runs_dir/multirun/...
                 if not found and not _glob.has_magic(item):
                     raise FileNotFoundError(f"{m}: neither a run directory (no results.csv) nor a folder holding runs")
                 paths.extend(found)
