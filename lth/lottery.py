@@ -359,6 +359,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
         if logger.enabled:
             _log_ticket_metrics(logger, rd.path, echo)
             _log_figures(logger, rd.path, echo)
+            _log_artifacts(logger, rd.path, echo)
         logger.finish()
     except BaseException:
         logger.finish(failed=True)
@@ -443,6 +444,15 @@ def _log_figures(logger, run_dir: str, echo) -> None:
             logger.log_figures(figures.draw_run(run_dir, tmp, formats=("png",)))
     except Exception as e:  # noqa: BLE001
         echo(f"figures not logged to W&B ({type(e).__name__}: {e})")
+
+
+def _log_artifacts(logger, run_dir: str, echo) -> None:
+    """The run's `results` and `masks` artifacts (`lth.artifacts`) in its W&B summary run; a
+    failure there is reported, not raised: the run's tables are already written."""
+    try:
+        logger.log_artifacts(run_dir)
+    except Exception as e:  # noqa: BLE001
+        echo(f"artifacts not logged to W&B ({type(e).__name__}: {e})")
 
 
 def _finished_beyond(rd: RunDir, levels: int, replicates: int, rows: list, summary: dict) -> int:
