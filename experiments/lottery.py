@@ -10,6 +10,11 @@ Hydra composes `conf/` over the typed schema in `lth.config` (a misspelt key or 
 value fails at compose time); this file converts the result once to a `lth.config.Config` and
 hands it to `lth.lottery.run`. Bad values end with one line naming the setting, exit status 2, and
 nothing written.
+
+The function returns the run's objective for Hydra's sweepers (the Optuna search of per-layer rates,
+`+search=layer_rates_flops`): the tickets' final test accuracy at the last level
+(`lth.sweep_objective`). In a multirun, a job whose settings exceed `budget.*` (`lth.budget`) is
+not trained and returns the worst objective, 0.0, so that the sweep goes on.
 """
 
 from __future__ import annotations
@@ -29,20 +34,36 @@ ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(dcfg: DictConfig) -> None:
+def main(dcfg: DictConfig) -> float:
     from experiments.common import run_or_exit
-    from lth import results
+    from lth import budget, results, sweep_objective
 
     def work():
         from lth import lottery
 
-        return lottery.run(from_dict(OmegaConf.to_container(dcfg, resolve=True)))
+        try:
+            return lottery.run(from_dict(OmegaConf.to_container(dcfg, resolve=True)))
+        except budget.OverBudget as e:
+            if not _multirun():
+                raise
+            print(f"infeasible, objective {budget.INFEASIBLE}: {e}", file=sys.stderr)
+            return None
 
     outcome = run_or_exit(work)
+    if outcome is None:
+        return budget.INFEASIBLE
     print()
     print(results.format_summary(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")
     print(f"run directory: {outcome.run_dir}")
+    return sweep_objective.objectives(outcome.summary)[sweep_objective.FINAL_TEST_ACCURACY]
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":

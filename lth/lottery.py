@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lth import ablations, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
+from lth import ablations, budget, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
 from lth import replicates as REP, shared_dense, structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
@@ -157,6 +157,11 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         names = ", ".join(M.flatten(one_params))
         raise ConfigError(f"pruning.prunable={cfg.pruning.prunable} (exclude={cfg.pruning.exclude}) selects no parameter; parameters: {names}")
     prune_paths = _prune_paths(cfg, one_params, paths)
+    # A budget (lth.budget) is checked from the exact pruning counts now: over it, nothing is trained or written.
+    budget_report = budget.enforce(cfg, one_params, paths, trainer.model, jax.tree.map(lambda x: x[0], variables),
+                                   dataset.input_shape)
+    if budget_report is not None:
+        echo(budget.line(budget_report))
     if plan.gradual is not None:
         begin, end, every = plan.gradual
         trainer.mask_update = gradual.GradualPruning(
