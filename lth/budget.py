@@ -4,8 +4,9 @@
 bound what the run's last level L (its sparsest tickets) may keep. Pruning counts are exact
 (`lth.pruning`: each group of tensors that shares a threshold keeps
 a_{l+1} = a_l - round(f_g * a_l), half up, from a_0 = its size, f_g its fraction: `pruning.fraction`,
-a `pruning.fractions` entry, or 1 - `pruning.target_density` one-shot), so the counts at level L
-are known from the settings and the parameter shapes alone, before training:
+a `pruning.fractions` entry, or 1 - `pruning.target_density` one-shot; the linear schedule keeps
+a_L = a_0 - floor(min(1, L f_g) a_0), `lth.linear_schedule`), so the counts at level L are known
+from the settings and the parameter shapes alone, before training:
 
     weights(L) = sum_g a_L(g) / sum_g a_0(g)                      (= results.csv's `density` at L)
     flops(L)   = sum_k pos_k * alive_L(k) / sum_k pos_k * size(k)
@@ -26,7 +27,7 @@ status 2 and the numbers); in a Hydra multirun (the Optuna search, `conf/search/
 the worst objective, `INFEASIBLE` = 0.0 (no accuracy is lower), and the sweep goes on. Sampled
 fractions are not projected onto the budget: a search reports what it sampled, and learns where
 the feasible region is from the zeros. Supported: weight granularity (unit counts are not weight
-counts) and the iterative and one-shot schedules (linear and gradual schedules have other counts).
+counts) and the iterative, one-shot and linear schedules (gradual pruning has no levels to count).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import numpy as np
 from lth.config import Config, ConfigError
 
 INFEASIBLE = 0.0  # the objective an over-budget job returns to a sweeper (the worst accuracy)
-SCHEDULES = ("iterative", "oneshot")
+SCHEDULES = ("iterative", "oneshot", "linear")
 
 
 class OverBudget(ConfigError):
@@ -86,17 +87,21 @@ def validate(cfg: Config) -> None:
                           "counts single weights; it needs pruning.granularity=weight")
     if cfg.pruning.schedule not in SCHEDULES:
         raise ConfigError(f"pruning.schedule={cfg.pruning.schedule!r}: a budget (budget.weights, budget.flops) is "
-                          f"checked from the counts of the {' and '.join(SCHEDULES)} schedules only")
+                          f"checked from the counts of the {', '.join(SCHEDULES)} schedules only")
 
 
 def level_counts(shapes: dict[str, tuple[int, ...]], paths: list[str], cfg: Config) -> list[tuple[list[str], int]]:
     """(tensors, weights kept) per group sharing a threshold (`lth.pruning.groups`) at level
     `cfg.levels`, from the dense shapes `shapes` (path -> shape) of the prunable `paths`."""
-    from lth import pruning
+    from lth import linear_schedule, pruning
 
     mask = _unflatten({p: np.ones(shapes[p], bool) for p in paths})
-    kept = pruning.ladder_counts(mask, cfg.pruning, paths, cfg.levels)
-    return [(group, k) for (group, _), k in zip(pruning.groups(paths, cfg.pruning), kept)]
+    groups = pruning.groups(paths, cfg.pruning)
+    if cfg.pruning.schedule == "linear":
+        kept = linear_schedule.keep_counts(pruning.alive_counts(mask, cfg.pruning, paths), cfg.levels, [f for _, f in groups])
+    else:
+        kept = pruning.ladder_counts(mask, cfg.pruning, paths, cfg.levels)
+    return [(group, k) for (group, _), k in zip(groups, kept)]
 
 
 def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,12 @@ def test_counts_are_exact_per_layer():
         budget.check(dataclasses.replace(cfg, budget=BudgetConfig(flops=0.5)), rep)
 
 
+def test_linear_schedule_counts_from_the_dense_count():
+    """Linear, Δ = 0.3, level 3: each tensor keeps n - floor(0.9 n): 256, 410, 64."""
+    cfg = Config(levels=3, pruning=PruningConfig(scope="layerwise", fraction=0.3, schedule="linear"))
+    assert budget.report(cfg, MLP, PATHS).tensors == {"fc1/kernel": 256, "fc2/kernel": 410, "head/kernel": 64}
+
+
 def test_a_shared_threshold_is_bounded_where_survivors_cost_most():
     """Global scope: the group keeps 7296 - round(0.5 * 7296) = 3648 in all, placed first in the
     tensor with most positions (fc2: 4096 >= 3648), so the FLOPs bound is 3648 * 5 there."""
@@ -104,8 +110,8 @@ def test_budget_settings_are_checked():
                        (dict(budget=BudgetConfig(weights=1.5)), "budget.weights=1.5"),
                        (dict(budget=BudgetConfig(weights=0.5), pruning=PruningConfig(granularity="neuron")),
                         "pruning.granularity='neuron'"),
-                       (dict(budget=BudgetConfig(flops=0.5), pruning=PruningConfig(schedule="linear")),
-                        "pruning.schedule='linear'")):
+                       (dict(budget=BudgetConfig(flops=0.5), levels=0,
+                             pruning=PruningConfig(schedule="gradual", target_density=0.1)), "pruning.schedule='gradual'")):
         with pytest.raises(ConfigError, match=match):
             validate(dataclasses.replace(Config(), **bad))
 
