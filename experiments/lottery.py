@@ -14,7 +14,8 @@ nothing written.
 The function returns the run's objective for Hydra's sweepers (the Optuna search of per-layer rates,
 `+search=layer_rates_flops`): the tickets' final test accuracy at the last level
 (`lth.sweep_objective`). In a multirun, a job whose settings exceed `budget.*` (`lth.budget`) is
-not trained and returns the worst objective, 0.0, so that the sweep goes on.
+not trained and returns minus its excess over the budget (below any accuracy), so that the sweep
+goes on.
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def main(dcfg: DictConfig) -> float:
         except budget.OverBudget as e:
             if not _multirun():
                 raise
-            print(f"infeasible, objective {budget.INFEASIBLE}: {e}", file=sys.stderr)
+            infeasible.append(budget.infeasible_objective(e))
+            print(f"infeasible, objective {infeasible[0]:.4f}: {e}", file=sys.stderr)
             return None
 
+    infeasible: list[float] = []
     outcome = run_or_exit(work)
     if outcome is None:
-        return budget.INFEASIBLE
+        return infeasible[0]
     print()
     print(results.format_summary(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")

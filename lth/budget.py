@@ -23,10 +23,15 @@ weights cut off by dead units) from above.
 
 The rule: a run whose weights(L) > budget.weights or flops(L) > budget.flops is infeasible. It
 is refused before any training or writing (`OverBudget`, a `ConfigError`: a single run exits with
-status 2 and the numbers); in a Hydra multirun (the Optuna search, `conf/search/`) the job returns
-the worst objective, `INFEASIBLE` = 0.0 (no accuracy is lower), and the sweep goes on. Sampled
-fractions are not projected onto the budget: a search reports what it sampled, and learns where
-the feasible region is from the zeros. Supported: weight granularity (unit counts are not weight
+status 2 and the numbers); in a Hydra multirun (the Optuna search, `conf/search/`) the job is not
+trained and returns a negative objective, minus its excess over the budget,
+
+    objective = -max(weights(L) - budget.weights, flops(L) - budget.flops)   (in [-1, 0))
+
+(`infeasible_objective`), below every feasible run's accuracy (>= 0), so the best trial is
+feasible whenever one is, and a sampler that sees only infeasible trials (a tight budget) is
+still led towards the budget rather than shown a flat 0. Sampled fractions are not projected onto
+the budget: each trial is exactly what was sampled. Supported: weight granularity (unit counts are not weight
 counts) and the iterative, one-shot and linear schedules (gradual pruning has no levels to count).
 """
 
@@ -39,16 +44,21 @@ import numpy as np
 
 from lth.config import Config, ConfigError
 
-INFEASIBLE = 0.0  # the objective an over-budget job returns to a sweeper (the worst accuracy)
 SCHEDULES = ("iterative", "oneshot", "linear")
 
 
 class OverBudget(ConfigError):
-    """The run's last level would keep more than the budget allows (`report` says how much)."""
+    """The run's last level would keep more than the budget allows (`report` says how much;
+    `excess`: the largest fraction of the dense count over its budget, > 0)."""
 
-    def __init__(self, message: str, report: "Report"):
+    def __init__(self, message: str, report: "Report", excess: float):
         super().__init__(message)
-        self.report = report
+        self.report, self.excess = report, excess
+
+
+def infeasible_objective(error: OverBudget) -> float:
+    """What an over-budget job returns to a sweeper: -excess (module doc)."""
+    return -float(error.excess)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,14 +164,16 @@ def layer_positions(model, variables, input_shape) -> list[tuple[str, int, int]]
 
 def check(cfg: Config, rep: Report) -> None:
     """Raise `OverBudget` when `rep` exceeds `cfg.budget` (the rule of the module doc)."""
-    b, over = cfg.budget, []
+    b, over, excess = cfg.budget, [], 0.0
     if b.weights is not None and rep.weights_fraction > b.weights:
         over.append(f"weights {rep.weights:,} of {rep.weights_dense:,} ({rep.weights_fraction:.4f}) > budget.weights={b.weights}")
+        excess = max(excess, rep.weights_fraction - b.weights)
     if b.flops is not None and rep.flops_fraction > b.flops:
         over.append(f"FLOPs {rep.flops:,} of {rep.flops_dense:,} per example ({rep.flops_fraction:.4f}) > budget.flops={b.flops}")
+        excess = max(excess, rep.flops_fraction - b.flops)
     if over:
         raise OverBudget(f"over budget at level {rep.level}: {'; '.join(over)} (pruning.fraction={cfg.pruning.fraction}, "
-                         f"pruning.fractions={dict(cfg.pruning.fractions)}); nothing trained", rep)
+                         f"pruning.fractions={dict(cfg.pruning.fractions)}); nothing trained", rep, excess)
 
 
 def enforce(cfg: Config, params: dict, paths: list[str], model=None, variables=None, input_shape=None) -> Optional[Report]:

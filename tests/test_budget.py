@@ -50,8 +50,10 @@ def test_counts_are_exact_per_layer():
     budget.check(dataclasses.replace(cfg, budget=BudgetConfig(weights=rep.weights / rep.weights_dense)), rep)
     with pytest.raises(ConfigError, match=r"over budget at level 2: weights 3,550 of 7,296 \(0.4866\) > budget.weights=0.48"):
         budget.check(dataclasses.replace(cfg, budget=BudgetConfig(weights=0.48)), rep)
-    with pytest.raises(budget.OverBudget, match="FLOPs 8,794 of 15,488"):
-        budget.check(dataclasses.replace(cfg, budget=BudgetConfig(flops=0.5)), rep)
+    with pytest.raises(budget.OverBudget, match="FLOPs 8,794 of 15,488") as e:
+        budget.check(dataclasses.replace(cfg, budget=BudgetConfig(flops=0.5, weights=0.48)), rep)
+    # the objective of an infeasible trial: minus the larger excess (FLOPs 0.5678 - 0.5 here)
+    assert budget.infeasible_objective(e.value) == pytest.approx(-(8794 / 15488 - 0.5))
 
 
 def test_linear_schedule_counts_from_the_dense_count():
@@ -135,8 +137,9 @@ def exact_fraction(fractions: dict[str, float], sizes: dict[str, int]) -> float:
 @pytest.mark.slow
 def test_optuna_search_respects_the_budget(tmp_path):
     """`+search=layer_rates_flops` on a tiny MLP, 4 TPE trials (seed 0), budget.flops=0.3: some
-    trials sampled over it (not trained, objective 0), the others trained, each within the budget
-    by its results.csv; the best trial's fractions are within it and its value is an accuracy."""
+    trials sampled over it (not trained, objective minus the excess), the others trained, each
+    within the budget by its results.csv; the best trial's fractions are within it and its value
+    is an accuracy."""
     budget_flops = 0.3
     env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": "disabled"}
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "lottery.py"), "-m", "+search=layer_rates_flops",
@@ -154,6 +157,7 @@ def test_optuna_search_respects_the_budget(tmp_path):
         assert sorted(fr) == sorted(sizes)
         if exact_fraction(fr, sizes) > budget_flops:
             assert job.get("run_dir") is None  # refused before training: no run directory
+            assert f"infeasible, objective {budget_flops - exact_fraction(fr, sizes):.4f}" in p.stderr
             infeasible += 1
         else:
             df = pd.read_csv(os.path.join(job["run_dir"], "results.csv"))
@@ -162,7 +166,7 @@ def test_optuna_search_respects_the_budget(tmp_path):
             assert last.density.iloc[0] == pytest.approx(exact_fraction(fr, sizes))
             trained += 1
     assert trained >= 1 and infeasible >= 1  # the seed-0 draws straddle the budget (else the test shows nothing)
-    assert p.stderr.count("infeasible, objective 0.0") == infeasible
+    assert p.stderr.count("infeasible, objective -") == infeasible
     best = yaml.safe_load(open(tmp_path / "sweep" / "optimization_results.yaml"))
     fr = {k.rsplit(".", 1)[1]: v for k, v in best["best_params"].items()}
     assert exact_fraction(fr, sizes) <= budget_flops and best["best_value"] > 0.1
