@@ -136,11 +136,11 @@ def exact_fraction(fractions: dict[str, float], sizes: dict[str, int]) -> float:
 
 @pytest.mark.slow
 def test_optuna_search_respects_the_budget(tmp_path):
-    """`+search=layer_rates_flops` on a tiny MLP, 4 TPE trials (seed 0), budget.flops=0.3: some
+    """`+search=layer_rates_flops` on a tiny MLP, 4 TPE trials (seed 0), budget.flops=0.2: some
     trials sampled over it (not trained, objective minus the excess), the others trained, each
     within the budget by its results.csv; the best trial's fractions are within it and its value
     is an accuracy."""
-    budget_flops = 0.3
+    budget_flops = 0.2
     env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": "disabled"}
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "lottery.py"), "-m", "+search=layer_rates_flops",
            "model.widths=[32,32]", "train.duration=40it", "train.eval_every=20it", "replicates=1", "dataset.val_size=500",
