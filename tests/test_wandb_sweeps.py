@@ -170,7 +170,8 @@ def test_under_an_agent_the_agents_run_is_the_summary_run(sweep_agent_env, tmp_p
 @pytest.mark.slow
 def test_a_lottery_run_under_an_agent_logs_the_sweep_metric(sweep_agent_env, tmp_path):
     """A whole (small) lottery run started as an agent would start it: one W&B run, the agent's,
-    whose summary holds the metric the sweep files optimise, equal to results.csv's last level."""
+    whose summary holds the metric the sweep files optimise, equal to results.csv's last level, and
+    which holds the run's artifacts (every level's ticket masks)."""
     sys.path.insert(0, os.path.dirname(__file__))
     from conftest import small_config
 
@@ -181,8 +182,13 @@ def test_a_lottery_run_under_an_agent_logs_the_sweep_metric(sweep_agent_env, tmp
     out = lottery.run(cfg, echo=lambda _: None)
     folders = glob.glob(os.path.join(out.run_dir, "wandb", "offline-run-*"))
     assert len(folders) == 1 and folders[0].endswith("-agentrun0")
-    summary = summary_of(wandb_records(glob.glob(os.path.join(folders[0], "*.wandb"))[0]))
+    recs = wandb_records(glob.glob(os.path.join(folders[0], "*.wandb"))[0])
+    summary = summary_of(recs)
     df = pd.read_csv(os.path.join(out.run_dir, "results.csv"))
     last = df[(df.level == df.level.max()) & (df.kind == "ticket")]
     assert summary["sweep/final_test_accuracy"] == pytest.approx(last.test_accuracy.mean(), abs=1e-6)
     assert "level_01/test/accuracy" in summary and "level_00/test/accuracy" in summary
+    arts = {r["artifact"]["type"]: r["artifact"] for r in recs if r["type"] == "artifact"}
+    keys = json.loads(arts["masks"]["metadata"])["keys"]
+    assert keys == [f"level_0{lv}/ticket/{p}/kernel" for lv in (0, 1) for p in ("fc1", "fc2", "head")]
+    assert sorted(c["path"] for c in arts["results"]["manifest"]["contents"]) == ["results.csv", "summary.json"]
