@@ -139,13 +139,14 @@ def test_optuna_search_respects_the_budget(tmp_path):
     """`+search=layer_rates_flops` on a tiny MLP, 4 TPE trials (seed 0), budget.flops=0.2: some
     trials sampled over it (not trained, objective minus the excess), the others trained, each
     within the budget by its results.csv; the best trial's fractions are within it and its value
-    is an accuracy."""
+    is an accuracy; the study is in its SQLite database."""
     budget_flops = 0.2
     env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": "disabled"}
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "lottery.py"), "-m", "+search=layer_rates_flops",
            "model.widths=[32,32]", "train.duration=40it", "train.eval_every=20it", "replicates=1", "dataset.val_size=500",
            "logger.wandb.mode=disabled", "logger.progress=false", f"paths.runs_dir={tmp_path / 'runs'}",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweeper.n_trials=4", f"budget.flops={budget_flops}"]
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweeper.n_trials=4", f"budget.flops={budget_flops}",
+           f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}"]  # a study that a re-run continues
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
     sizes = {"fc1": 40 * 32, "fc2": 32 * 32, "head": 32 * 10}
@@ -170,3 +171,9 @@ def test_optuna_search_respects_the_budget(tmp_path):
     best = yaml.safe_load(open(tmp_path / "sweep" / "optimization_results.yaml"))
     fr = {k.rsplit(".", 1)[1]: v for k, v in best["best_params"].items()}
     assert exact_fraction(fr, sizes) <= budget_flops and best["best_value"] > 0.1
+    # the study in its database (optuna 2.10 under SQLAlchemy 1.4: pyproject pins sqlalchemy<2)
+    import optuna
+
+    study = optuna.load_study(study_name="layer_rates_flops", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    values = sorted(t.value for t in study.trials)
+    assert len(values) == 4 and values[-1] == best["best_value"] and sum(v < 0 for v in values) == infeasible
