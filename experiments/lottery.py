@@ -10,6 +10,12 @@ Hydra composes `conf/` over the typed schema in `lth.config` (a misspelt key or 
 value fails at compose time); this file converts the result once to a `lth.config.Config` and
 hands it to `lth.lottery.run`. Bad values end with one line naming the setting, exit status 2, and
 nothing written.
+
+The function returns the run's objective for Hydra's sweepers (the Optuna search of per-layer rates,
+`+search=layer_rates_flops`): the tickets' final test accuracy at the last level
+(`lth.sweep_objective`). In a multirun, a job whose settings exceed `budget.*` (`lth.budget`) is
+not trained and returns minus its excess over the budget (below any accuracy), so that the sweep
+goes on.
 """
 
 from __future__ import annotations
@@ -32,22 +38,38 @@ ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(dcfg: DictConfig) -> None:
+def main(dcfg: DictConfig) -> float | None:
     from experiments.common import run_or_exit, sweep_tagged
-    from lth import results
+    from lth import budget, results, sweep_objective
 
     def work():
         from lth import lottery
 
-        return lottery.run(sweep_tagged(from_dict(OmegaConf.to_container(dcfg, resolve=True))))
+        try:
+            return lottery.run(sweep_tagged(from_dict(OmegaConf.to_container(dcfg, resolve=True))))
+        except budget.OverBudget as e:
+            if not _multirun():
+                raise
+            infeasible.append(budget.infeasible_objective(e))
+            print(f"infeasible, objective {infeasible[0]:.4f}: {e}", file=sys.stderr)
+            return None
 
+    infeasible: list[float] = []
     outcome = run_or_exit(work)
-    if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
-        return
+    if outcome is None:  # a sweep's job that failed (recorded; the other jobs go on) or was over budget
+        return infeasible[0] if infeasible else None
     print()
     print(results.format_summary(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")
     print(f"run directory: {outcome.run_dir}")
+    return sweep_objective.objectives(outcome.summary)[sweep_objective.FINAL_TEST_ACCURACY]
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":

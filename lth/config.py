@@ -321,6 +321,16 @@ class PathsConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """The most the run's last level may keep, as fractions of the dense network's prunable weights
+    (`weights`) and forward-pass multiply-accumulates (`flops`); null: no bound. Checked from the
+    exact pruning counts before anything is trained (`lth.budget`); not part of the run hash."""
+
+    weights: Optional[float] = None
+    flops: Optional[float] = None
+
+
+@dataclass
 class Config:
     name: str = "default"  # a label for the run directory and W&B group; not part of the hash
     levels: int = 4  # pruning levels after the dense level 0: levels 0..N are trained
@@ -341,6 +351,7 @@ class Config:
     branch: BranchConfig = field(default_factory=BranchConfig)  # read by experiments/branch.py only
     instability: InstabilityConfig = field(default_factory=InstabilityConfig)  # read by experiments/instability.py only
     compress: CompressConfig = field(default_factory=CompressConfig)  # read by experiments/compress.py only
+    budget: BudgetConfig = field(default_factory=BudgetConfig)  # lth.budget (the Optuna search's constraint)
 
 
 # Settings whose values change results: the content hash of a run covers exactly these sections.
@@ -481,6 +492,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"pruning.fractions[{pattern!r}]={frac!r}: a per-tensor fraction must lie in [0, 1)")
     _choice("pruning.scope", p.scope, SCOPES)
     _validate_pruning_method(cfg)
+    from lth import budget
+
+    budget.validate(cfg)
     import re
 
     for setting, patterns in (("pruning.prunable", p.prunable), ("pruning.exclude", p.exclude), ("pruning.fractions", list(p.fractions))):

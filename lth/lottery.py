@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lth import ablations, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
+from lth import ablations, budget, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
 from lth import interrupt, progress as progress_mod, replicates as REP, shared_dense, sharding, structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
@@ -157,6 +157,11 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         names = ", ".join(M.flatten(one_params))
         raise ConfigError(f"pruning.prunable={cfg.pruning.prunable} (exclude={cfg.pruning.exclude}) selects no parameter; parameters: {names}")
     prune_paths = _prune_paths(cfg, one_params, paths)
+    # A budget (lth.budget) is checked from the exact pruning counts now: over it, nothing is trained or written.
+    budget_report = budget.enforce(cfg, one_params, paths, trainer.model, jax.tree.map(lambda x: x[0], variables),
+                                   dataset.input_shape)
+    if budget_report is not None:
+        echo(budget.line(budget_report))
     if plan.gradual is not None:
         begin, end, every = plan.gradual
         trainer.mask_update = gradual.GradualPruning(
@@ -362,6 +367,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
         if logger.enabled:
             _log_ticket_metrics(logger, rd.path, echo)
             _log_figures(logger, rd.path, echo)
+            _log_artifacts(logger, rd.path, echo)
         logger.finish()
     except BaseException:
         logger.finish(failed=True)
@@ -487,6 +493,15 @@ def _log_figures(logger, run_dir: str, echo) -> None:
             logger.log_figures(figures.draw_run(run_dir, tmp, formats=("png",)))
     except Exception as e:  # noqa: BLE001
         echo(f"figures not logged to W&B ({type(e).__name__}: {e})")
+
+
+def _log_artifacts(logger, run_dir: str, echo) -> None:
+    """The run's `results` and `masks` artifacts (`lth.artifacts`) in its W&B summary run; a
+    failure there is reported, not raised: the run's tables are already written."""
+    try:
+        logger.log_artifacts(run_dir)
+    except Exception as e:  # noqa: BLE001
+        echo(f"artifacts not logged to W&B ({type(e).__name__}: {e})")
 
 
 def _finished_beyond(rd: RunDir, levels: int, replicates: int, rows: list, summary: dict) -> int:

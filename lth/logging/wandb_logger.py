@@ -17,6 +17,18 @@ and the level summary gains each control's accuracy and the ticket-minus-control
 (`reinit/gap`). `mode` is `offline` by default
 (written under the run directory, `wandb sync`-able later, no account needed), `online` or
 `disabled`. A run is always finished, with a failing exit code when training raised.
+
+The summary run's summary also holds the numbers a sweep optimises (`lth.sweep_objective`:
+`sweep/final_test_accuracy`, `sweep/sparsest_matching_density`), and the run ends by logging two
+artifacts to it (`lth.artifacts`): `results` (results.csv, summary.json) and `masks` (masks.npz).
+
+Under a W&B sweep agent (`wandb agent` sets `WANDB_SWEEP_ID` and the run id it created,
+`WANDB_RUN_ID`, in the environment of the command it starts) the sweep judges the run the agent
+made, and W&B gives that id to every `wandb.init` in the process (it ignores an `id=` argument
+in a sweep). So under an agent the agent's run *is* the summary run (its id, not
+`<hash>-summary`), and there are no separate level runs: each level's curves go to the same run
+under `level_NN/` (`level_01/test/accuracy`, against its own step `level_01/step`, declared with
+`define_metric`), and the level's summary into the run's summary under the same prefix.
 """
 
 from __future__ import annotations
@@ -25,6 +37,13 @@ import os
 from typing import Any, Optional
 
 import numpy as np
+
+
+def agent_run_id() -> Optional[str]:
+    """The id of the run a W&B sweep agent started this process for, or None outside an agent."""
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        return os.environ["WANDB_RUN_ID"]
+    return None
 
 
 class WandbLogger:
@@ -37,6 +56,8 @@ class WandbLogger:
         self.summary_run = None  # the invocation's `summary` run, open from the results on until `finish`
         self.enabled = mode != "disabled"
         self.members: list[tuple[str, int]] = []  # (kind, count) along the member axis of the metrics
+        self.agent_run = agent_run_id() if self.enabled else None  # under a sweep agent: its run is the summary run
+        self.prefix = ""  # under an agent, `level_NN/` before every level metric
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _init(self, name: str, job_type: str, extra: dict[str, Any], run_id: Optional[str] = None):
@@ -56,24 +77,45 @@ class WandbLogger:
         """A W&B run for one level; `members` names the slices of the member axis (default: all
         tickets)."""
         self.members = list(members or [])
+        if self.agent_run:  # one run under an agent: the level's metrics go to it, under level_NN/
+            self._close_level()
+            run = self._summary()
+            if run is not None:
+                self.prefix = f"level_{level:02d}/"
+                run.define_metric(f"{self.prefix}step")
+                run.define_metric(f"{self.prefix}*", step_metric=f"{self.prefix}step")
+                run.summary.update({f"{self.prefix}density": density})
+            self.run = run
+            return
         self.finish()
         self.run = self._init(f"{self.label}-L{level:02d}", "level", {"level": level, "density": density})
 
+    def _close_level(self, failed: bool = False) -> None:
+        """Finish the open level run (under an agent, the level run is the summary run: left open)."""
+        run, self.run = self.run, None
+        if run is not None and run is not self.summary_run:
+            run.finish(exit_code=1 if failed else 0)
+
+    def _log_level(self, data: dict[str, Any], step: int) -> None:
+        if self.prefix:
+            self.run.log({f"{self.prefix}{k}": v for k, v in data.items()} | {f"{self.prefix}step": step})
+        else:
+            self.run.log(data, step=step)
+
     def finish(self, failed: bool = False) -> None:
         """Finish the open level run and the summary run, if any."""
-        for attr in ("run", "summary_run"):
-            run = getattr(self, attr)
-            if run is not None:
-                setattr(self, attr, None)
-                run.finish(exit_code=1 if failed else 0)
+        self._close_level(failed)
+        run, self.summary_run = self.summary_run, None
+        if run is not None:
+            run.finish(exit_code=1 if failed else 0)
 
     def _summary(self):
         """The experiment's `summary` run (opened on first use; `finish` closes it), so the
         results, figures and metrics share one W&B run, across invocations too."""
         if self.summary_run is None:
-            self.finish()
-            self.summary_run = self._init(f"{self.label}-summary", "summary", {},
-                                          run_id=f"{self.run_id}-summary" if self.run_id else None)
+            self._close_level() if self.agent_run else self.finish()
+            run_id = self.agent_run or (f"{self.run_id}-summary" if self.run_id else None)
+            self.summary_run = self._init(f"{self.label}-summary", "summary", {}, run_id=run_id)
         return self.summary_run
 
     # -- metrics ------------------------------------------------------------------------------
@@ -102,7 +144,7 @@ class WandbLogger:
                     data[f"{prefix}train/{k}"] = float(w.mean())
                     if k != "lr":
                         data.update({f"{prefix}train/{k}_r{r}": float(x) for r, x in enumerate(w)})
-            self.run.log(data, step=int(start + hi))
+            self._log_level(data, int(start + hi))
 
     def log_eval(self, step: int, metrics: dict[str, np.ndarray]) -> None:
         if self.run is None:
@@ -113,12 +155,13 @@ class WandbLogger:
                 v = np.asarray(v)[sl]
                 data[f"{prefix}{k}"] = float(np.mean(v))
                 data.update({f"{prefix}{k}_r{r}": float(x) for r, x in enumerate(v)})
-        self.run.log(data, step=int(step))
+        self._log_level(data, int(step))
 
     def end_level(self, summary: dict[str, Any]) -> None:
         if self.run is not None:
-            self.run.summary.update(summary)
-        self.finish()
+            self.run.summary.update({f"{self.prefix}{k}": v for k, v in summary.items()})
+        self.prefix = ""
+        self._close_level() if self.agent_run else self.finish()
 
     def log_results(self, results, summary_table) -> None:
         """The results table and per-level outcomes, in the `summary` run of the group (left open
@@ -133,6 +176,9 @@ class WandbLogger:
         # W&B tables take None, not pandas' NA (the dense level has no winning-ticket verdict).
         levels = t.astype(object).where(t.notna(), None)
         run.log({"results": wandb.Table(dataframe=results), "levels": wandb.Table(dataframe=levels)})
+        from lth import sweep_objective
+
+        run.summary.update(sweep_objective.objectives(summary_table))
         for _, row in t.iterrows():
             gaps = {c: float(row[c]) for c in t.columns if (c.startswith("gap_") or c.endswith("_acc")) and pd.notna(row[c])}
             run.log({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
@@ -173,3 +219,29 @@ class WandbLogger:
                 images[f"figures/{name or label or i}"] = wandb.Image(fig)
         if images:
             self._summary().log(images)
+
+    def log_artifacts(self, run_dir: str) -> None:
+        """The run's `results` and `masks` artifacts (`lth.artifacts`: results.csv and summary.json;
+        masks.npz) in the summary run, named `<run id>-results` and `<run id>-masks`."""
+        if not self.enabled:
+            return
+        import tempfile
+
+        import wandb
+
+        from lth import artifacts
+
+        run = self._summary()
+        name = self.run_id or os.path.basename(run_dir)
+        results = wandb.Artifact(f"{name}-results", type="results",
+                                 description="results.csv and summary.json of the lottery run (lth.artifacts)")
+        for f in artifacts.RESULT_FILES:
+            results.add_file(os.path.join(run_dir, f), name=f)
+        run.log_artifact(results)
+        with tempfile.TemporaryDirectory() as tmp:  # add_file copies the file into W&B's staging area
+            path = os.path.join(tmp, "masks.npz")
+            keys = artifacts.write_masks_npz(run_dir, path)
+            masks = wandb.Artifact(f"{name}-masks", type="masks", metadata={"keys": keys},
+                                   description="every mask of the lottery run, level_NN/<kind>/<tensor> (lth.artifacts)")
+            masks.add_file(path, name="masks.npz")
+            run.log_artifact(masks)
