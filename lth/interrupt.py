@@ -5,9 +5,14 @@ SIGINT; submitit asks a job to checkpoint with SIGUSR2. Inside `handling()` thes
 a flag. The training loop looks at it at every boundary (`requested()`): it then saves a
 checkpoint of the level (`lth.progress`) whatever `checkpoint.min_seconds` says and raises
 `Interrupted`, which the entry points turn into one line naming the run and the step and exit
-status 128 + signal number. A handler installed before ours (submitit's, which requeues the job) is
-called after the checkpoint is written, so a requeued job resumes from it. A second Ctrl-C while
-waiting for the boundary stops at once (Python's KeyboardInterrupt).
+status 128 + signal number. A second Ctrl-C while waiting for the boundary stops at once (Python's
+KeyboardInterrupt).
+
+Under a scheduler that installed its own handlers first (submitit: SIGUSR2 checkpoints and
+requeues the job, SIGTERM is ignored because SLURM sends it to every process of a job), that
+handler is called once the checkpoint is written: SIGUSR2 then requeues the job, which resumes from
+the checkpoint, and a SIGTERM the scheduler ignores does not stop training either (the checkpoint
+is simply fresher when the end comes).
 """
 
 from __future__ import annotations
@@ -81,11 +86,15 @@ def handling():
 
 def stop(where: str) -> None:
     """Called once the checkpoint of a requested stop is written: hand the signal to the handler
-    that was there before (a scheduler's requeue), then raise `Interrupted`."""
+    that was there before, if a Python one (a scheduler's: it may requeue and exit; if it returns,
+    training goes on), else raise `Interrupted`."""
+    global _received
     signum = _received
     if signum is None:
         return
     before = _previous.get(signum)
     if callable(before) and before is not signal.default_int_handler:
+        _received = None
         before(signum, None)
+        return
     raise Interrupted(signum, where)

@@ -38,8 +38,8 @@ def _jaxlib_version() -> str | None:
 def apply() -> bool:
     """Add the flag when allowed; True when `XLA_FLAGS` now carries it."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "ynn_fusion_type" in flags:
-        return FLAG in flags
+    if "ynn_fusion_type" in flags:  # the user's own choice
+        return FLAG in flags.split()
     if os.environ.get("LTH_XLA_FLAGS") == "keep":
         return False
     v = _jaxlib_version()
