@@ -141,6 +141,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     from lth.config import resolve
 
     cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.defaults)
+    sharding.check_single_process()
     dataset, plan, trainer = prepare(cfg)
     keys = replicate_keys(cfg.seed, cfg.replicates)
     variables = trainer.init_variables(keys["init"])
@@ -315,6 +316,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
                          config={**to_dict(cfg), "run_hash": rd.hash, "run_dir": rd.path, "plan": plan.as_dict()},
                          directory=rd.path, log_every=plan.log_every, label=label, run_id=f"lth-{rd.hash}")
     rows: list[dict] = []
+    _check_tables(rd, echo)
     template = jax.device_get(rewind.snapshot(states0))
     sources = _Sources(rd, rd0, template)
     T, k = plan.total_steps, plan.rewind_step
@@ -334,7 +336,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
             with shared_dense.holding(rd0, rd, echo) if level == 0 else contextlib.nullcontext():
                 if level == 0:
                     REP.recover(rd0.path)
-                on_disk = {kind: _read_result(lrd, level, kind) if lrd.level_done(level, kind) else None for kind in kinds}
+                on_disk = {kind: _read_done(lrd, level, kind, echo) for kind in kinds}
                 have = {kind: REP.count(res) for kind, res in on_disk.items()}
                 todo = {kind: range(have[kind], R) for kind in kinds if have[kind] < R}
                 if todo:
@@ -533,6 +535,27 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
     return what + (f", ablation {p.ablation}" if p.ablation != "none" else "")
 
 
+def _read_done(rd: RunDir, level: int, kind: str, echo) -> dict[str, Any] | None:
+    """A finished level's result.json (its "done" mark), or None when the level is not done. One
+    that does not parse (a disk fault: lth writes it atomically) is reported and moved aside to
+    `result.json.corrupt-<time>`, and the level counts as not done, so it is trained again."""
+    if not rd.level_done(level, kind):
+        return None
+    try:
+        res = _read_result(rd, level, kind)
+        if not isinstance(res, dict) or not isinstance(res.get("rows"), list) or "summary" not in res:
+            raise ValueError("rows or summary missing")
+        return res
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        import time
+
+        path = os.path.join(rd.member_dir(level, kind), "result.json")
+        aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(path, aside)
+        echo(f"level {level} ({kind}): {path} is corrupt ({e}); moved to {aside}, the level is trained again")
+        return None
+
+
 def _read_result(rd: RunDir, level: int, kind: str) -> dict[str, Any]:
     with open(os.path.join(rd.member_dir(level, kind), "result.json")) as f:
         return json.load(f)
@@ -610,6 +633,18 @@ def _level_line(level, s, seconds) -> str:
     for kind, c in s.get("controls", {}).items():
         line += f"\n          {kind}: test acc {100 * c['test_accuracy']:.2f}  ticket gap {100 * c['gap']:+.2f}"
     return line
+
+
+def _check_tables(rd: RunDir, echo) -> None:
+    """results.csv and summary.json are rebuilt from the levels' files at every level; one that
+    no longer reads (a disk fault, an editor) is reported here, before it is rebuilt."""
+    for name, read in (("results.csv", pd.read_csv), ("summary.json", lambda p: json.load(open(p)))):
+        path = rd.file(name)
+        if os.path.exists(path):
+            try:
+                read(path)
+            except Exception as e:  # noqa: BLE001 - any failure to read is what is reported
+                echo(f"{path} does not read ({type(e).__name__}: {e}); it is rebuilt from the levels' files")
 
 
 def _write_tables(rd: RunDir, rows, summary) -> None:

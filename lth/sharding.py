@@ -16,7 +16,11 @@ the work, through `jax.sharding` (GSPMD partitions the same compiled step; no co
 
 The training data is replicated on every device. Single-device runs and the CPU's per-step Python
 loop for convolutional models (`Trainer.scan=False`) are left as they are (`placement` -> None).
-Several hosts (`jax.distributed.initialize`) are the launcher's business: see the README.
+
+One run uses the devices of one process. A run started as several processes
+(`jax.distributed.initialize`, `lth.distributed`) is refused before any work
+(`check_single_process`): every process would train every member and write the same files.
+Splitting one run's members over hosts is not implemented; sweeps spread runs over nodes instead.
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ def local_devices(count: int = 0) -> list:
 
         raise ConfigError(f"devices.count={count}: only {len(devs)} local device(s) ({devs[0].platform})")
     return devs[:count] if count else devs
+
+
+def check_single_process() -> None:
+    """Refuse a run spread over several processes (see the module's docstring)."""
+    n = jax.process_count()
+    if n > 1:
+        from lth.config import ConfigError
+
+        raise ConfigError(
+            f"this run was started as {n} processes (jax.distributed): a lottery run trains on the devices of one "
+            "process (devices.count, devices.shard); start it as one task per node (hydra/launcher=slurm_gpu with "
+            "gpus_per_node=N) and spread a sweep's runs over nodes, or set LTH_DISTRIBUTED=0")
 
 
 def placement(devices_cfg, trainer) -> Optional[Callable[[Any, dict], tuple[Any, dict]]]:
