@@ -298,7 +298,7 @@ class CheckpointConfig:
     every: str = "eval"
     # ...but not sooner than this many seconds of wall time after the previous one (0: every time), so a
     # model whose evaluation interval takes a fraction of a second does not spend its time saving.
-    min_seconds: float = 10.0
+    min_seconds: float = 2.0
     keep: int = 2  # the last `keep` checkpoints of the level in progress are kept
 
 

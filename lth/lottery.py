@@ -410,6 +410,7 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
             ckpt.save(step, lvl.states, lvl.captured, lvl.history.eval_steps, lvl.history.evals, lvl.train_so_far(),
                       lvl.diverged)
         if signum is not None and step < T:  # at T the level's own files are written first
+            ckpt.finish()
             interrupt.stop(f"at level {level}, step {step} of {T} (checkpoint saved in {ckpt.dir})")
 
     try:
@@ -420,6 +421,7 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
             on_boundary=on_boundary,
             place=sharding.placement(cfg.devices, trainer))
     finally:
+        ckpt.finish()  # a checkpoint being written in the background is completed, whatever happened
         if progress is not None:
             progress.close()
     out, replace = {}, {}

@@ -61,6 +61,7 @@ def test_resume_inside_a_level_is_bit_identical(tmp_path):
 
     with pytest.raises(_Killed):
         train_level(trainer, states, keys, **run, on_boundary=save_then_die)
+    ck.finish()  # the background write (lth.lottery does this in a `finally`)
     assert sorted(int(p) for p in os.listdir(tmp_path / "progress")) == [30, 40]  # keep=2: the last two
     resume = LevelCheckpoints(str(tmp_path / "progress"), {"level": 0}).latest(states, states)
     assert resume.step == 40 and resume.eval_steps == [10, 20, 30, 40] and resume.captured is not None
@@ -79,6 +80,7 @@ def _save_two(tmp_path):
     ck = LevelCheckpoints(str(tmp_path / "progress"), {"level": 1}, keep=2)
     train_level(trainer, states, keys, start=0, end=50, eval_every=25, on_boundary=lambda step, lvl: ck.save(
         step, lvl.states, lvl.captured, lvl.history.eval_steps, lvl.history.evals, lvl.train_so_far(), lvl.diverged))
+    ck.finish()
     return states
 
 
