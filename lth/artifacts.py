@@ -18,21 +18,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
 
 import numpy as np
 
 RESULT_FILES = ("results.csv", "summary.json")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def mask_checkpoints(run_dir: str) -> list[tuple[int, str, str]]:
@@ -54,7 +43,7 @@ def mask_checkpoints(run_dir: str) -> list[tuple[int, str, str]]:
 
 def write_masks_npz(run_dir: str, out_path: str) -> list[str]:
     """Write `masks.npz` (module doc) of the run at `run_dir` to `out_path`; returns its keys."""
-    from lth import checkpoints
+    from lth import checkpoints, masks
 
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
@@ -62,7 +51,7 @@ def write_masks_npz(run_dir: str, out_path: str) -> list[str]:
     pruning = (summary.get("config") or {}).get("pruning") or {}
     arrays = {}
     for level, kind, path in mask_checkpoints(run_dir):
-        flat = _flatten(checkpoints.restore(path, None))
+        flat = masks.flatten(checkpoints.restore(path, None))
         for p, m in flat.items():
             keep = p in prunable if prunable else (any(re.search(x, p) for x in pruning.get("prunable", ["kernel$"]))
                                                    and not any(re.search(x, p) for x in pruning.get("exclude", [])))
