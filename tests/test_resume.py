@@ -434,3 +434,29 @@ def test_a_run_started_as_several_processes_is_refused_before_any_work(tmp_path,
     with pytest.raises(ConfigError, match="started as 2 processes"):
         lottery.run(small_config(tmp_path))
     assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.slow
+def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path):
+    """submitit's local executor, pre-empted the way SLURM does it (SIGUSR2 to the job, which
+    `LocalJob._interrupt` sends): lth checkpoints the level in progress, hands the signal to
+    submitit, which requeues the job; the requeued job resumes from that checkpoint and ends with
+    the results of an uninterrupted run."""
+    clean = _cli(tmp_path / "clean", *TINY)
+    assert clean.wait(timeout=600) == 0
+    sweep = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.Popen([sys.executable, str(REPO / "experiments" / "lottery.py"), "-m", "hydra/launcher=submitit_local",
+                          f"hydra.sweep.dir={sweep}", f"paths.runs_dir={tmp_path / 'runs'}", *TINY, "seed=0"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    _wait_for_checkpoint(tmp_path / "runs", 1, 100, p)
+    job = subprocess.run(["pgrep", "-f", f"submitit.core._submit.*{sweep}"], capture_output=True, text=True).stdout.split()
+    assert len(job) == 1, job
+    os.kill(int(job[0]), signal.SIGUSR2)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    logs = "\n".join(Path(f).read_text() for f in glob.glob(f"{sweep}/.submitit/**/*.out", recursive=True) +
+                     glob.glob(f"{sweep}/.submitit/**/*.err", recursive=True))
+    assert "Requeued job" in logs or "requeue" in logs.lower(), logs[-3000:]
+    assert "level 1: resuming from the checkpoint at step" in logs, logs[-3000:]
+    pd.testing.assert_frame_equal(_results(tmp_path / "clean"), _results(tmp_path / "runs"))
