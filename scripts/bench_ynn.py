@@ -2,12 +2,13 @@
 """Training speed on a CPU with and without the XLA flag lth sets (lth/xla_flags.py).
 
 `import lth` turns XLA:CPU's YNNPACK reduction fusion off so that a member's results do not depend
-on how many members are trained beside it. This prints the training throughput (steps/s) of the
-MNIST-1D MLP with R members both ways, each in its own process (XLA reads flags once), alternating
+on how many members are trained beside it. This prints the training throughput (steps/s) of a
+model (the MNIST-1D MLP by default) with R members both ways, each in its own process (XLA reads flags once), alternating
 `--rounds` times, and the ratio of the medians: the cost (or gain) of that choice on this machine.
 
     python scripts/bench_ynn.py                     # R = 2 and 4, 3 rounds
     python scripts/bench_ynn.py --replicates 8 --steps 1000
+    python scripts/bench_ynn.py --model lenet5 --dataset mnist --replicates 2 --steps 100
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from lth import lottery, masks as M
 from lth.api import compose
 from lth.config import resolve
 from lth.train import replicate_keys
-R, steps = int(sys.argv[2]), int(sys.argv[3])
-cfg = resolve(compose(["dataset=mnist1d", "model=mlp", f"replicates={R}"]))
+R, steps, model, dataset = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+cfg = resolve(compose([f"dataset={dataset}", f"model={model}", f"replicates={R}"]))
 _, _, tr = lottery.prepare(cfg)
 keys = replicate_keys(0, R)
 v = tr.init_variables(keys["init"])
@@ -44,13 +45,13 @@ print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t)}))
 """
 
 
-def measure(flag_off: bool, replicates: int, steps: int) -> float:
+def measure(flag_off: bool, replicates: int, steps: int, model: str = "mlp", dataset: str = "mnist1d") -> float:
     env = dict(os.environ)
     if flag_off:
         env.pop("LTH_XLA_FLAGS", None)  # lth adds --xla_cpu_experimental_ynn_fusion_type=
     else:
         env["LTH_XLA_FLAGS"] = "keep"  # XLA's default: YNNPACK fuses reductions
-    out = subprocess.run([sys.executable, "-c", CHILD, ROOT, str(replicates), str(steps)], env=env,
+    out = subprocess.run([sys.executable, "-c", CHILD, ROOT, str(replicates), str(steps), model, dataset], env=env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"]
 
@@ -60,17 +61,19 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--dataset", default="mnist1d")
     args = ap.parse_args()
     if "ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
         sys.exit("XLA_FLAGS already sets ynn_fusion_type: unset it to compare")
     import statistics
 
-    print(f"MNIST-1D MLP, {args.steps} steps per measurement, {args.rounds} alternating rounds (steps/s)")
+    print(f"{args.model} on {args.dataset}, {args.steps} steps per measurement, {args.rounds} alternating rounds (steps/s)")
     for R in args.replicates:
         lth_way, xla_way = [], []
         for _ in range(args.rounds):
-            lth_way.append(measure(True, R, args.steps))
-            xla_way.append(measure(False, R, args.steps))
+            lth_way.append(measure(True, R, args.steps, args.model, args.dataset))
+            xla_way.append(measure(False, R, args.steps, args.model, args.dataset))
         a, b = statistics.median(lth_way), statistics.median(xla_way)
         print(f"R={R}: lth (YNN reduction fusion off) {a:7.1f}   XLA default {b:7.1f}   ratio {a / b:.2f}   "
               f"(all: {[round(x) for x in lth_way]} vs {[round(x) for x in xla_way]})")
