@@ -498,3 +498,22 @@ def test_summary_table_has_each_controls_accuracy_gap_and_verdict_per_level():
     assert "-7.50" in printed and "+10.00" in printed and "92.50" in printed
     assert "gap_reinit" not in results.summarize(df[df.kind == "ticket"]).columns
     assert "gap_reinit" not in results.summarize(df, kind="reinit").columns
+
+
+def test_diverged_members_are_marked_in_their_rows_and_counted_per_level():
+    h = _history(True)
+    assert [r["status"] for r in results.level_rows(1, "ticket", np.array([0.8, 0.8]), h, start=0, end=100)] == ["ok", "ok"]
+    h.diverged = np.array([-1, 37])
+    rows = results.level_rows(1, "ticket", np.array([0.8, 0.8]), h, start=0, end=100)
+    assert [r["status"] for r in rows] == ["ok", "diverged"]
+    assert math.isnan(rows[0]["diverged_step"]) and rows[1]["diverged_step"] == 37
+    h.diverged = np.array([0, -1])  # step 0 is a step: diverged at the first update
+    rows0 = results.level_rows(0, "ticket", np.array([1.0, 1.0]), h, start=0, end=100)
+    assert [r["status"] for r in rows0] == ["diverged", "ok"] and rows0[0]["diverged_step"] == 0
+    s = results.summarize(results.to_frame(rows0 + rows))
+    assert list(s["diverged"]) == [1, 1]
+    clean = results.summarize(results.to_frame(results.level_rows(0, "ticket", np.ones(2), _history(True), start=0, end=100)))
+    assert "diverged" not in clean  # the column appears only when a member diverged
+    old = [{k: v for k, v in r.items() if k not in ("status", "diverged_step")} for r in rows]  # rows written before
+    df = results.to_frame(old)
+    assert list(df.status) == ["ok", "ok"] and df.diverged_step.isna().all()
