@@ -10,8 +10,10 @@ the controls listed in `controls` (`lth.controls`), all members in one compiled 
 
 The loop is handed the mode, the controls and the starting point as data; it only decides what
 is left to train. Every level writes each kind's mask, final weights and result rows before the
-next starts, so an interrupted run loses at most the level in progress; re-running the same command
-skips what is done, and adding a control trains just the missing members.
+next starts, and the level in progress is checkpointed as it trains (`lth.progress`), so re-running
+the command of a killed run skips the finished levels and resumes the one in progress from its last
+checkpoint (SIGTERM and SIGINT checkpoint first: `lth.interrupt`); adding a control trains just the
+missing members.
 
 `run(cfg)` is the whole experiment; `experiments/lottery.py` is its Hydra front end.
 """
