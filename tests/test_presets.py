@@ -90,7 +90,9 @@ def test_bn_momentum_and_head_init_reach_the_model():
     from lth.models.initializers import bn_model_fields
     from lth.models.resnet_cifar import CifarResNet
 
-    cfg = ModelConfig(name="resnet20", bn_momentum=0.997, head_init="normal_0.01", init="lecun_normal")
+    from lth import defaults
+
+    cfg = defaults.fill(ModelConfig(name="resnet20", bn_momentum=0.997, head_init="normal_0.01", init="lecun_normal"), "model")
     model = CifarResNet(depth=8, num_classes=10, **bn_model_fields(cfg))  # resnet20's builder, one block per stage
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
     v = jax.jit(model.init)(jax.random.key(0), x)
