@@ -95,3 +95,17 @@ def mnist1d_config(tmp_path, **changes):
         train=TrainConfig(duration="80it", batch_size=100, eval_every="20it"),
     )
     return small_config(tmp_path, **{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def compose():
+    """The config the command line composes for some overrides (`lth.api.compose`), validated."""
+    from lth.api import compose as compose_overrides
+    from lth.config import validate
+
+    def go(*overrides):
+        cfg = compose_overrides(list(overrides))
+        validate(cfg)
+        return cfg
+
+    return go

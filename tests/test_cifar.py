@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from lth import masks as M
-from lth.config import DatasetConfig, ModelConfig, OptimizerConfig, PruningConfig, validate
+from lth.config import DatasetConfig, ModelConfig, OptimizerConfig, PruningConfig
 from lth.data import Dataset, load_dataset
 from lth.data.augment import random_crop_flip
 from lth.lottery import make_plan
@@ -117,19 +117,6 @@ def test_pruning_leaves_batchnorm_untouched():
 
 
 # ----------------------------------------------------------------------------- presets
-
-
-@pytest.fixture(scope="module")
-def compose():
-    """The config the command line composes for some overrides (`lth.api.compose`), validated."""
-    from lth.api import compose as compose_overrides
-
-    def go(*overrides):
-        cfg = compose_overrides(list(overrides))
-        validate(cfg)
-        return cfg
-
-    return go
 
 
 CIFAR_PRESETS = ["lth_conv2_cifar10", "lth_conv4_cifar10", "lth_conv6_cifar10", "lmc_resnet20_cifar10",

@@ -22,19 +22,6 @@ from lth.run_dir import content_hash, hashed_settings
 
 
 
-@pytest.fixture(scope="module")
-def compose():
-    """The config the command line composes for some overrides (`lth.api.compose`), validated."""
-    from lth.api import compose as compose_overrides
-
-    def go(*overrides):
-        cfg = compose_overrides(list(overrides))
-        validate(cfg)
-        return cfg
-
-    return go
-
-
 def lr_at(cfg, plan, steps):
     fn = make_schedule(cfg.optimizer, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     return [float(fn(s)) for s in steps]
