@@ -38,7 +38,8 @@ class DatasetConfig:
     normalize: bool = True  # standardise the inputs (how: `normalization`)
     # dataset: per-channel, the dataset's own statistics | imagenet: per-channel, ImageNet's
     # (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225), OpenLTH's CIFAR-10 constants | per_image: each
-    # image by its own mean and std (TF's per_image_standardization, Renda et al.'s release)
+    # image by its own mean and std (TF's per_image_standardization, Renda et al.'s release) |
+    # per_image_l2: each image divided by its L2 norm (Keras's utils.normalize, Frankle & Carbin's release)
     normalization: str = "dataset"
     shuffle: bool = True  # false: every epoch visits the training examples in their stored order
     augment: bool = False  # random 4-pixel-padded crop + horizontal flip on training images
@@ -395,7 +396,7 @@ INITS = ("glorot_normal", "glorot_truncated", "glorot_uniform", "kaiming_normal"
          "pytorch_default", "normal_0.01", "bert_normal")
 BN_SCALE_INITS = ("ones", "uniform")
 BIAS_INITS = ("zeros", "pytorch")
-NORMALIZATIONS = ("dataset", "imagenet", "per_image")
+NORMALIZATIONS = ("dataset", "imagenet", "per_image", "per_image_l2")
 DATA_ORDERS = ("fixed", "per_level")
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 DATA_SOURCES = ("auto", "files", "tfds")

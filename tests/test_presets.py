@@ -109,6 +109,32 @@ def test_per_image_standardisation_is_tfs():
     np.testing.assert_allclose(np.asarray(jax.jit(ds.normalize)(jnp.asarray(x))), ref, atol=1e-5)
 
 
+def test_per_image_l2_is_keras_normalize_of_the_flattened_image():
+    """Frankle & Carbin's release: `keras.utils.normalize(x.reshape(n, -1))`, i.e. x / ||x||_2 per image
+    (an all-zero row keeps norm 1); the scale (uint8 vs /255) cancels and the background stays 0."""
+    from lth.data import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
+    x[:, :4] = 0  # background
+    x[2] = 0  # an all-zero image
+    ds = Dataset("d", x, np.zeros(3, np.int32), x[:0], np.zeros(0, np.int32), x, np.zeros(3, np.int32), 10,
+                 np.full(1, 0.13, np.float32), np.full(1, 0.3, np.float32), 255.0, unit_l2=True)
+    flat = x.reshape(3, -1).astype(np.float64)
+    norm = np.linalg.norm(flat, axis=-1, keepdims=True)
+    norm[norm == 0] = 1  # keras.utils.normalize
+    ref = (flat / norm).reshape(x.shape)
+    for out in (ds.normalize(x), np.asarray(jax.jit(ds.normalize)(jnp.asarray(x)))):
+        np.testing.assert_allclose(out, ref, atol=1e-6)
+        assert (out[:, :4] == 0).all() and (out[2] == 0).all()
+        np.testing.assert_allclose(np.linalg.norm(out[:2].reshape(2, -1), axis=-1), 1.0, atol=1e-6)
+
+
+def test_frankle_carbin_preset_normalises_per_image_l2(compose):
+    d = compose("experiment=lth_lenet_mnist").dataset
+    assert (d.name, d.normalize, d.normalization, d.val_size) == ("mnist", True, "per_image_l2", 5000)
+
+
 # ----------------------------------------------------------------------------- Greydanus 2020
 
 
@@ -287,7 +313,7 @@ def test_per_level_data_order_keys():
     (dict(model=ModelConfig(bn_momentum=1.0)), "model.bn_momentum=1.0"),
     (dict(model=ModelConfig(bias_init="uniform")), "model.bias_init='uniform' is not one of zeros, pytorch"),
     (dict(model=ModelConfig(head_init="tiny")), "model.head_init='tiny' is not one of"),
-    (dict(dataset=DatasetConfig(normalization="minmax")), "dataset.normalization='minmax' is not one of dataset, imagenet, per_image"),
+    (dict(dataset=DatasetConfig(normalization="minmax")), "dataset.normalization='minmax' is not one of dataset, imagenet, per_image, per_image_l2"),
     (dict(train=TrainConfig(data_order="random")), "train.data_order='random' is not one of fixed, per_level"),
     (dict(pruning=PruningConfig(schedule="linear", target_density=0.1)), "pruning.target_density=0.1 is for pruning.schedule=oneshot"),
     (dict(pruning=PruningConfig(scope="layer")), "pruning.scope='layer' is not one of global, layerwise, module"),

@@ -124,6 +124,7 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
         std=np.asarray(std, np.float32),
         scale=float(raw.scale),
         per_image=bool(cfg.normalize and normalization == "per_image"),
+        unit_l2=bool(cfg.normalize and normalization == "per_image_l2"),
         tokens=raw.tokens,
         objective=objective,
         info={**raw.info, "val_split": f"{cfg.val_size} of the training examples, numpy default_rng({cfg.split_seed}).permutation"}

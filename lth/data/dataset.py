@@ -41,6 +41,7 @@ class Dataset:
     std: np.ndarray
     scale: float
     per_image: bool = False  # standardise each example by its own statistics (`dataset.normalization=per_image`)
+    unit_l2: bool = False  # divide each example by its own L2 norm (`dataset.normalization=per_image_l2`)
     tokens: bool = False
     objective: Optional[Any] = None
     info: dict = field(default_factory=dict)
@@ -65,7 +66,11 @@ class Dataset:
     def normalize(self, x):
         """Raw examples -> standardised float32: `(x / scale - mean) / std`, or with `per_image`
         TF's `per_image_standardization` of each raw example x (N values, after augmentation):
-        `(x - mean(x)) / max(std(x), 1 / sqrt(N))`.
+        `(x - mean(x)) / max(std(x), 1 / sqrt(N))`, or with `unit_l2` each example scaled to unit
+        L2 norm over all its values, `x / ||x||_2` (an all-zero example stays 0): Keras's
+        `utils.normalize` of the flattened image, as Frankle & Carbin's release preprocesses MNIST
+        (`datasets/dataset_mnist.py`; the background stays exactly 0, and the norm does not
+        depend on `scale`).
 
         Only arithmetic and array methods, so it works on NumPy arrays and on (traced) JAX arrays alike.
         Token ids (`tokens`) are returned as they are.
@@ -79,6 +84,11 @@ class Dataset:
             mean = x.mean(axis=axes, keepdims=True)
             std = x.std(axis=axes, keepdims=True).clip(min=1.0 / np.sqrt(n))
             return (x - mean) / std
+        if self.unit_l2:
+            x = x.astype(np.float32)
+            axes = tuple(range(1, x.ndim))
+            norm = ((x * x).sum(axis=axes, keepdims=True)) ** 0.5
+            return x / (norm + (norm == 0))
         return (x.astype(np.float32) / self.scale - self.mean) / self.std
 
 
