@@ -147,9 +147,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
                           f"({type(e).__name__}); leave the model and dataset settings as the source's") from None
     members = jax.tree.map(lambda x: np.asarray(x)[:R], members)
 
-    rd = RunDir.for_config(cfg, plan.as_dict(), {"source": src_summary["hash"], "level": c.level, "kind": c.kind,
-                                                  "compress": hashed_settings(to_dict(cfg)["compress"])},
-                           prefix="compress-")
+    rd = RunDir.for_config(cfg, plan.as_dict(), hash_extra(cfg, src_summary["hash"]), prefix="compress-")
     rd.create()
     lock = rd.lock()
     try:
@@ -174,6 +172,13 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         return Outcome(rd.path, report, summary)
     finally:
         lock.close()
+
+
+def hash_extra(cfg: Config, source_hash: str) -> dict[str, Any]:
+    """What a compress run's hash covers beside the training settings: the source, the level, the
+    kind and the compress settings (`lth.compress_file.hashed_settings`)."""
+    c = cfg.compress
+    return {"source": source_hash, "level": c.level, "kind": c.kind, "compress": hashed_settings(to_dict(cfg)["compress"])}
 
 
 # -- the stages --------------------------------------------------------------------------------
