@@ -10,7 +10,8 @@ lottery run `compress.source`:
 3. fine-tune  `compress.finetune_duration` steps on the training data in which only the
               centroids train, ∂L/∂c_k = Σ_{code_i = k} ∂L/∂W_i (the gradient of the gather
               c[codes], one jit-compiled step), under the source's optimizer at learning rate
-              `compress.lr` (default: the source schedule's final rate), without weight decay;
+              `compress.lr` (default: the source schedule's final rate), without weight decay
+              (`lth.compress_finetune`);
 4. code       each tensor in the sparse layout with relative indices of `compress.index_bits`
               bits and filler entries, the weight codes and the relative indices Huffman-coded
               (`lth.coding`), written to `compressed_r<r>.npz`; that file is read back, decoded
@@ -22,8 +23,11 @@ lottery run `compress.source`:
               coding (both streams + their code tables + codebook), each stage's compression
               ratio against dense float32, and each stage's test accuracy.
 
-Parameters that are not pruned (biases, normalisation) are stored as float32 in every stage and
-counted in every total. `compress.method=int8` replaces 2-3 by symmetric per-channel int8
+Parameters that are not pruned (biases, normalisation) and BatchNorm running statistics (2 floats
+per channel; after fine-tuning, the fine-tuned ones, which every later stage evaluates with) are
+stored as float32 in every stage and counted in every total. The relative indices walk each kernel
+in `compress.index_order` (`flax` (…, in, out), or `caffe` (out, in, …) as Han et al.); the file's
+format is `lth.compress_file`. `compress.method=int8` replaces 2-3 by symmetric per-channel int8
 (`lth.quantize.int8`, codes q + 128 so that code 0 stays the zero/filler) with the same coding
 and report. Units: bytes = bits / 8, not rounded, so per-tensor rows add up to the total.
 
@@ -45,11 +49,15 @@ import numpy as np
 import pandas as pd
 
 from lth import coding, masks as M, quantize, rewind
+from lth.compress_file import (INDEX_ORDERS, hashed_settings, load_batch_stats, load_weights as coding_load_weights, save,
+                               storage_flat)
+from lth.compress_finetune import finetune_centroids
 from lth.config import Config, ConfigError, to_dict
 from lth.durations import parse_duration, to_steps
 from lth.run_dir import RunDir, write_atomic, write_json
 
 METHODS = ("kmeans", "int8")
+__all__ = ["run", "validate", "coding_load_weights", "load_batch_stats", "INDEX_ORDERS", "STAGES"]
 STAGES = ("dense", "sparse", "shared", "huffman")
 
 
@@ -77,6 +85,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("compress.level=null: name the finished level to compress (compress.level=L)")
     if c.method not in METHODS:
         raise ConfigError(f"compress.method={c.method!r} is not one of {', '.join(METHODS)}")
+    if c.index_order not in INDEX_ORDERS:
+        raise ConfigError(f"compress.index_order={c.index_order!r} is not one of {', '.join(INDEX_ORDERS)} (the order in "
+                          "which the relative indices walk a kernel: Flax's (..., in, out) or Caffe's (out, in, ...))")
     for setting, d in (("compress.bits", c.bits), ("compress.index_bits", c.index_bits)):
         if not d:
             raise ConfigError(f"{setting}={{}}: give at least one pattern, e.g. {setting}={{kernel: 5}}")
@@ -138,9 +149,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
                           f"({type(e).__name__}); leave the model and dataset settings as the source's") from None
     members = jax.tree.map(lambda x: np.asarray(x)[:R], members)
 
-    rd = RunDir.for_config(cfg, plan.as_dict(), {"source": src_summary["hash"], "level": c.level, "kind": c.kind,
-                                                  "compress": to_dict(cfg)["compress"] | {"source": None}},
-                           prefix="compress-")
+    rd = RunDir.for_config(cfg, plan.as_dict(), hash_extra(cfg, src_summary["hash"]), prefix="compress-")
     rd.create()
     lock = rd.lock()
     try:
@@ -165,6 +174,13 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         return Outcome(rd.path, report, summary)
     finally:
         lock.close()
+
+
+def hash_extra(cfg: Config, source_hash: str) -> dict[str, Any]:
+    """What a compress run's hash covers beside the training settings: the source, the level, the
+    kind and the compress settings (`lth.compress_file.hashed_settings`)."""
+    c = cfg.compress
+    return {"source": source_hash, "level": c.level, "kind": c.kind, "compress": hashed_settings(to_dict(cfg)["compress"])}
 
 
 # -- the stages --------------------------------------------------------------------------------
@@ -195,33 +211,39 @@ def _compress(cfg, rd, trainer, states0, members, paths, bits, index_bits, steps
     acc[stage2] = _evaluate(trainer, states0, rebuilt, bstats)
     echo(f"  {stage2 + ':':11} test accuracy {100 * acc[stage2].mean():.2f}%")
     if c.method == "kmeans" and steps > 0:
+        tuned = []  # the running statistics fine-tuning leaves: evaluated with, stored and counted
         for r in range(R):
             one_b = jax.tree.map(lambda x: x[r], bstats)
-            books = finetune_centroids(cfg, trainer, flat_p[r], quantised[r], one_b, steps, r)
+            books, stats = finetune_centroids(cfg, trainer, flat_p[r], quantised[r], one_b, steps, r)
             for p, book in books.items():
                 quantised[r][p] = dataclasses.replace(quantised[r][p], codebook=book)
+            tuned.append(jax.tree.map(np.asarray, stats))
+        bstats = _stack(tuned)
         rebuilt = _stack_params(flat_p, [{p: q.weights() for p, q in qs.items()} for qs in quantised])
         acc["finetuned"] = _evaluate(trainer, states0, rebuilt, bstats)
         echo(f"  fine-tuned: test accuracy {100 * acc['finetuned'].mean():.2f}% ({steps} steps)")
     # Coding: write each replicate's file, read it back, decode, rebuild, compare, evaluate.
-    rows, decoded_flat, tensors = [], [], {}
+    rows, decoded_flat, decoded_stats, tensors = [], [], [], {}
     for r in range(R):
         file = rd.file(f"compressed_r{r}.npz")
-        enc = {p: _encode(flat_m[r][p], quantised[r][p], c.method, bits[p], index_bits[p]) for p in paths}
+        enc = {p: _encode(flat_m[r][p], quantised[r][p], bits[p], index_bits[p], c.index_order) for p in paths}
         rest = {p: np.asarray(v, np.float32) for p, v in flat_p[r].items() if p not in paths}
-        coding_save(file, enc, rest, {p: _book(quantised[r][p]) for p in paths}, {p: np.shape(flat_p[r][p]) for p in paths})
-        weights = coding_load_weights(file)
-        if sorted(weights) != sorted(flat_p[r]):
-            raise RuntimeError(f"the file {file} does not hold every parameter")
+        stats = M.flatten(jax.tree.map(lambda x: np.asarray(x[r], np.float32), bstats)) if bstats else {}
+        save(file, enc, rest, {p: _book(quantised[r][p]) for p in paths}, {p: np.shape(flat_p[r][p]) for p in paths},
+             method=c.method, index_order=c.index_order, batch_stats=stats)
+        weights, stats_back = coding_load_weights(file), load_batch_stats(file)
+        if sorted(weights) != sorted(flat_p[r]) or sorted(stats_back) != sorted(stats):
+            raise RuntimeError(f"the file {file} does not hold every parameter and BatchNorm statistic")
         for p in paths:
             expect = quantised[r][p].weights()
             if not np.array_equal(weights[p], expect):
                 raise RuntimeError(f"the decoded tensor {p} of replicate {r} differs from the compressed weights")
         decoded_flat.append(weights)
-        rows.extend(_size_rows(r, flat_p[r], flat_m[r], quantised[r], enc, paths, bits, index_bits, c.method))
+        decoded_stats.append(M.unflatten(stats_back) if stats_back else {})
+        rows.extend(_size_rows(r, flat_p[r], flat_m[r], quantised[r], enc, paths, bits, index_bits, c, stats))
         tensors = {p: {"bits": bits[p], "index_bits": index_bits[p], "size": int(np.size(flat_p[r][p]))} for p in paths}
-    decoded = jax.tree.map(lambda *xs: np.stack(xs), *[M.unflatten(w) for w in decoded_flat])
-    acc["huffman"] = _evaluate(trainer, states0, decoded, bstats)
+    decoded = _stack([M.unflatten(w) for w in decoded_flat])
+    acc["huffman"] = _evaluate(trainer, states0, decoded, _stack(decoded_stats))
     echo(f"  decoded:    test accuracy {100 * acc['huffman'].mean():.2f}% (from the Huffman-coded files)")
     report = pd.DataFrame(rows)
     totals = report[report.tensor == "total"]
@@ -244,6 +266,10 @@ def _compress(cfg, rd, trainer, states0, members, paths, bits, index_bits, steps
             "density": density}
 
 
+def _stack(trees: list):
+    return jax.tree.map(lambda *xs: np.stack(xs), *trees)
+
+
 def _stack_params(flat_p: list[dict], replaced: list[dict]):
     trees = [M.unflatten({**fp, **{p: np.asarray(w, np.float32) for p, w in rp.items()}}) for fp, rp in zip(flat_p, replaced)]
     return jax.tree.map(lambda *xs: np.stack(xs), *trees)
@@ -254,155 +280,27 @@ def _book(q) -> np.ndarray:
 
 
 def _codes(q) -> np.ndarray:
-    """Flat weight codes of the surviving weights' positions (0 = zero)."""
+    """The weight codes, in the tensor's shape, of the surviving weights' positions (0 = zero)."""
     if isinstance(q, quantize.Shared):
-        return q.codes.reshape(-1)
-    return (q.q.astype(np.int32) + 128).reshape(-1)  # q = 0 of a surviving weight is code 128
+        return q.codes
+    return q.q.astype(np.int32) + 128  # q = 0 of a surviving weight is code 128
 
 
-def _encode(mask, q, method, bits, index_bits):
-    mask_flat = np.asarray(mask, bool).reshape(-1)
-    codes = _codes(q)
+def _encode(mask, q, bits, index_bits, order):
+    mask_flat, codes = storage_flat(np.asarray(mask, bool), order), storage_flat(_codes(q), order)
     return coding.encode_tensor(mask_flat, codes[mask_flat], weight_bits=bits, index_bits=index_bits)
 
 
-# -- centroid fine-tuning ----------------------------------------------------------------------
-def default_lr(cfg: Config, trainer, shared: dict[str, "quantize.Shared"]) -> float:
-    """The fine-tuning rate when `compress.lr` is null: the source schedule's final rate η_T; for
-    SGD and momentum, whose step is proportional to the gradient, divided by the mean number of
-    weights per centroid n̄ = (surviving weights) / (centroids), so that a centroid whose gradient
-    is the sum over its n̄ members moves as far as one weight trained at η_T would (Adam's step
-    does not depend on the gradient's scale: η_T as it is)."""
-    from lth.optim import make_schedule
-
-    spe = trainer.steps_per_epoch
-    total = to_steps(cfg.train.duration, spe, setting="train.duration")
-    lr = float(make_schedule(cfg.optimizer, total_steps=total, steps_per_epoch=spe)(max(0, total - 1)))
-    if cfg.optimizer.name in ("adam", "adamw"):
-        return lr
-    alive = sum(int((s.codes > 0).sum()) for s in shared.values())
-    centroids = sum(len(s.codebook) - 1 for s in shared.values())
-    return lr * centroids / max(alive, 1)
-
-
-def finetune_centroids(cfg: Config, trainer, flat_params: dict[str, np.ndarray], shared: dict[str, "quantize.Shared"],
-                       batch_stats, steps: int, replicate: int) -> dict[str, np.ndarray]:
-    """`steps` updates of the codebooks of one replicate, the codes fixed (see the module
-    docstring); returns the new codebooks (entry 0 stays exactly 0)."""
-    from lth.optim import make_optimizer
-    from lth.train import cross_entropy, replicate_keys
-    from lth.train_state import with_learning_rate
-
-    c = cfg.compress
-    spe = trainer.steps_per_epoch
-    lr = default_lr(cfg, trainer, shared) if c.lr is None else float(c.lr)
-    tx = make_optimizer(dataclasses.replace(cfg.optimizer, weight_decay=0.0))
-    codes = {p: jnp.asarray(s.codes) for p, s in shared.items()}
-    fixed = {p: jnp.asarray(v) for p, v in flat_params.items() if p not in shared}
-    books = {p: jnp.asarray(s.codebook) for p, s in shared.items()}
-    opt_state = tx.init(books)
-    model, normalize, augment = trainer.model, trainer.dataset.normalize, trainer.augment
-
-    def loss_fn(books, bstats, x, y):
-        params = M.unflatten({**fixed, **{p: books[p][codes[p]] for p in books}})
-        variables = {"params": params}
-        if bstats:
-            logits, upd = model.apply({**variables, "batch_stats": bstats}, x, train=True, mutable=["batch_stats"])
-            return cross_entropy(logits, y), upd["batch_stats"]
-        return cross_entropy(model.apply(variables, x, train=True), y), bstats
-
-    @jax.jit
-    def step(books, opt_state, bstats, idx, key):
-        x, y = trainer.x_train[idx], trainer.y_train[idx]
-        if augment is not None:
-            x = augment(key, x)
-        (_, bstats), grads = jax.value_and_grad(loss_fn, has_aux=True)(books, bstats, normalize(x), y)
-        grads = {p: g.at[0].set(0.0) for p, g in grads.items()}  # code 0 is the fixed zero
-        updates, opt_state = tx.update(grads, with_learning_rate(opt_state, lr), books)
-        books = jax.tree.map(lambda b, u: (b + u).at[0].set(0.0), books, updates)
-        return books, opt_state, bstats
-
-    keys = replicate_keys(cfg.seed, replicate + 1)
-    data_key, aug_key = jax.random.fold_in(keys["data"][replicate], 7), keys["aug"][replicate]
-    n, bs = trainer.x_train.shape[0], trainer.batch_size
-    bstats = jax.tree.map(jnp.asarray, batch_stats)
-    perm = None
-    for t in range(steps):
-        if t % spe == 0:
-            perm = jax.random.permutation(jax.random.fold_in(data_key, t // spe), n)
-        idx = jax.lax.dynamic_slice_in_dim(perm, (t % spe) * bs, bs)
-        books, opt_state, bstats = step(books, opt_state, bstats, idx, jax.random.fold_in(aug_key, t))
-    return {p: np.asarray(b, np.float32) for p, b in books.items()}
-
-
-# -- the compressed file -----------------------------------------------------------------------
-def coding_save(file: str, enc: dict[str, "coding.EncodedTensor"], rest: dict[str, np.ndarray],
-                books: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
-    """One replicate's compressed network as an .npz: per coded tensor its two Huffman streams,
-    their canonical code lengths, the sizes needed to decode and its codebook (k-means centroids,
-    or int8 per-channel scales); the parameters that are not pruned as float32."""
-    arrays: dict[str, np.ndarray] = {}
-    for p, e in enc.items():
-        for stream, code, data, nbits in (("w", e.weight_code, e.weight_data, e.weight_nbits),
-                                          ("i", e.index_code, e.index_data, e.index_nbits)):
-            syms = np.array(sorted(code), np.int64)
-            arrays[f"{p}|{stream}_symbols"] = syms
-            arrays[f"{p}|{stream}_lengths"] = np.array([len(code[s]) for s in syms], np.uint8)
-            arrays[f"{p}|{stream}_data"] = np.frombuffer(data, np.uint8)
-            arrays[f"{p}|{stream}_nbits"] = np.array(nbits, np.int64)
-        arrays[f"{p}|meta"] = np.array([e.length, e.entries, e.weight_bits, e.index_bits], np.int64)
-        arrays[f"{p}|shape"] = np.array(shapes[p], np.int64)
-        arrays[f"{p}|book"] = np.asarray(books[p], np.float32)
-    for p, v in rest.items():
-        arrays[f"{p}|float32"] = np.asarray(v, np.float32)
-    tmp = file + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, file)
-
-
-def coding_load_weights(file: str) -> dict[str, np.ndarray]:
-    """The weights ({path: array}) rebuilt from a file of `coding_save` alone: decode both Huffman
-    streams of each tensor, undo the sparse layout, look the codes up in the codebook (or scale
-    the int8 codes)."""
-    z = np.load(file)
-    out = {}
-    for key in z.files:
-        p, what = key.split("|")
-        if what == "float32":
-            out[p] = z[key]
-    for p in sorted({k.split("|")[0] for k in z.files if k.endswith("|meta")}):
-        shape = tuple(int(x) for x in z[f"{p}|shape"])
-        length, entries, wbits, ibits = (int(x) for x in z[f"{p}|meta"])
-        codes = {}
-        for stream in ("w", "i"):
-            lengths = dict(zip(z[f"{p}|{stream}_symbols"].tolist(), z[f"{p}|{stream}_lengths"].tolist()))
-            codes[stream] = coding.canonical_code(lengths)
-        et = coding.EncodedTensor(
-            length=length, entries=entries, weight_bits=wbits, index_bits=ibits,
-            weight_code=codes["w"], weight_data=z[f"{p}|w_data"].tobytes(), weight_nbits=int(z[f"{p}|w_nbits"]),
-            index_code=codes["i"], index_data=z[f"{p}|i_data"].tobytes(), index_nbits=int(z[f"{p}|i_nbits"]))
-        mask, kept = coding.decode_tensor(et)
-        full = np.zeros(length, np.int64)
-        full[mask] = kept
-        book = z[f"{p}|book"]
-        if wbits == 8 and book.size != 2 ** 8:  # int8: per-channel scales, codes q + 128
-            channels = book.size
-            q = np.where(mask, full - 128, 0).astype(np.float32)
-            w = (q.reshape(-1, channels) * book).reshape(shape) if len(shape) > 1 else q * book[0]
-        else:
-            w = book[full].reshape(shape)
-        out[p] = np.asarray(w, np.float32)
-    return out
-
-
 # -- the report --------------------------------------------------------------------------------
-def _size_rows(r, flat_p, flat_m, qs, enc, paths, bits, index_bits, method) -> list[dict[str, Any]]:
+def _size_rows(r, flat_p, flat_m, qs, enc, paths, bits, index_bits, c, stats) -> list[dict[str, Any]]:
+    """Per tensor and stage its bytes; the unpruned parameters and the BatchNorm running
+    statistics (2 floats per channel, as a bias) count as float32 in every stage."""
     rows = []
     totals = dict.fromkeys(STAGES, 0.0)
     for p in paths:
-        mask_flat = np.asarray(flat_m[p], bool).reshape(-1)
-        codes = _codes(qs[p])[mask_flat]
-        book = 2 ** bits[p] - 1 if method == "kmeans" else int(np.size(qs[p].scale))
+        mask_flat = storage_flat(np.asarray(flat_m[p], bool), c.index_order)
+        codes = storage_flat(_codes(qs[p]), c.index_order)[mask_flat]
+        book = 2 ** bits[p] - 1 if c.method == "kmeans" else int(np.size(qs[p].scale))
         s = coding.tensor_sizes(mask_flat, codes, weight_bits=bits[p], index_bits=index_bits[p], codebook_size=book)
         assert s["huffman"] == enc[p].bits + 32 * book
         sizes = {"dense": s["dense"], "sparse": s["sparse_float32"], "shared": s["shared"], "huffman": s["huffman"]}
@@ -411,10 +309,13 @@ def _size_rows(r, flat_p, flat_m, qs, enc, paths, bits, index_bits, method) -> l
                          "ratio": sizes["dense"] / sizes[stage], "entries": s["entries"], "fillers": s["fillers"],
                          "nonzero": s["nonzero"]})
             totals[stage] += sizes[stage] / 8
-    rest = sum(int(np.size(v)) for p, v in flat_p.items() if p not in paths)
-    for stage in STAGES:
-        rows.append({"replicate": r, "tensor": "not pruned (float32)", "stage": stage, "bytes": rest * 4.0, "ratio": 1.0})
-        totals[stage] += rest * 4.0
+    floats = {"not pruned (float32)": sum(int(np.size(v)) for p, v in flat_p.items() if p not in paths)}
+    if stats:
+        floats["BatchNorm statistics (float32)"] = sum(int(np.size(v)) for v in stats.values())
+    for name, n in floats.items():
+        for stage in STAGES:
+            rows.append({"replicate": r, "tensor": name, "stage": stage, "bytes": n * 4.0, "ratio": 1.0})
+            totals[stage] += n * 4.0
     for stage in STAGES:
         rows.append({"replicate": r, "tensor": "total", "stage": stage, "bytes": totals[stage],
                      "ratio": totals["dense"] / totals[stage]})

@@ -237,7 +237,9 @@ class CompressConfig:
     (weight sharing, centroid fine-tuning, Huffman coding) or `int8` (post-training per-channel
     quantisation); `bits`/`index_bits`: bits per weight code / relative index, by name pattern
     (the first pattern found in a tensor's path wins); `finetune_duration`: centroid fine-tuning
-    steps (0it: none) at learning rate `lr` (null: the source schedule's final rate)."""
+    steps (0it: none) at learning rate `lr` (null: the source schedule's final rate);
+    `index_order`: the order the relative indices walk a kernel, `flax` (…, in, out) or `caffe`
+    (out, in, …), Han et al.'s (`lth.compress_file`)."""
 
     source: Optional[str] = None
     level: Optional[int] = None
@@ -247,6 +249,7 @@ class CompressConfig:
     index_bits: dict[str, int] = field(default_factory=lambda: {"conv": 8, "kernel": 5})
     finetune_duration: str = "1ep"
     lr: Optional[float] = None
+    index_order: str = "flax"  # flax | caffe (out of the compress run's hash at flax: lth.compress_file)
 
 
 @dataclass

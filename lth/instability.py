@@ -106,16 +106,21 @@ def validate(cfg: Config) -> None:
 
 
 # -- BatchNorm statistics along the path -------------------------------------------------------
-def recompute_batch_stats(model, params, batch_stats, batches: jax.Array, momentum: float):
+def recompute_batch_stats(model, params, batch_stats, batches: jax.Array):
     """The running statistics of the network (`params`, one replicate) recomputed as the average
-    of the per-batch statistics over `batches` (B, batch, ...) of normalised inputs. A Flax
-    BatchNorm in training mode returns momentum·old + (1 − momentum)·batch; with old = 0 that is
-    (1 − momentum) times the batch's statistic."""
-    zeros = jax.tree.map(jnp.zeros_like, batch_stats)
+    of the per-batch statistics over `batches` (B, batch, ...) of normalised inputs. Each batch's
+    statistics are read directly, whatever the model's `model.bn_momentum`: the model is applied
+    in training mode as a copy with momentum 0, whose update m·old + (1 − m)·batch is exactly the
+    batch's statistic (a BatchNorm model carries its momentum as the field `bn_momentum`)."""
+    if not hasattr(model, "bn_momentum"):
+        raise TypeError(f"{type(model).__name__} has BatchNorm statistics but no bn_momentum field: the statistics "
+                        "along the path cannot be recomputed (give the model a bn_momentum field passed to its BatchNorms)")
+    direct = model.clone(bn_momentum=0.0)
+    zeros = jax.tree.map(jnp.zeros_like, batch_stats)  # 0·old: stale values (even inf or nan) cannot leak in
 
     def one(x):
-        _, upd = model.apply({"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"])
-        return jax.tree.map(lambda s: s / (1.0 - momentum), upd["batch_stats"])
+        _, upd = direct.apply({"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"])
+        return upd["batch_stats"]
 
     stats = jax.lax.map(one, batches)
     return jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
@@ -294,9 +299,7 @@ def path_errors(trainer, base, end1, end2, alphas, bn_batches=None) -> tuple[np.
         params = interpolate(end1[0], end2[0], float(a))
         stats = interpolate(end1[1], end2[1], float(a))
         if bn_batches is not None:
-            from lth.models.batch_norm import MOMENTUM
-
-            stats = _recompute(trainer, params, stats, bn_batches, MOMENTUM)
+            stats = _recompute(trainer, params, stats, bn_batches)
         ev = trainer.evaluate(base.replace(params=params, batch_stats=stats), "test")
         errors.append(1.0 - np.asarray(ev["accuracy"], np.float64))
         losses.append(np.asarray(ev["loss"], np.float64))
@@ -306,12 +309,12 @@ def path_errors(trainer, base, end1, end2, alphas, bn_batches=None) -> tuple[np.
 _RECOMPUTE: dict[int, Callable] = {}
 
 
-def _recompute(trainer, params, stats, batches, momentum):
+def _recompute(trainer, params, stats, batches):
     """`recompute_batch_stats` for every replicate of stacked `params` (compiled once per trainer)."""
     fn = _RECOMPUTE.get(id(trainer))
     if fn is None:
         fn = jax.jit(lambda p, s, x: trainer.over_replicates(
-            lambda pp, ss: recompute_batch_stats(trainer.model, pp, ss, x, momentum), p, s))
+            lambda pp, ss: recompute_batch_stats(trainer.model, pp, ss, x), p, s))
         _RECOMPUTE.clear()
         _RECOMPUTE[id(trainer)] = fn
     return fn(params, stats, batches)

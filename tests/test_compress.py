@@ -71,8 +71,8 @@ def source(tmp_path_factory):
 def _cfg(tmp, src, **changes):
     cfg = small_config(tmp)
     cfg = dataclasses.replace(cfg, levels=2, replicates=2, controls=["reinit"])
-    c = CompressConfig(source=src.run_dir, level=2, bits={"head": 5, "kernel": 4}, index_bits={"kernel": 3},
-                       finetune_duration="30it", **changes)
+    c = CompressConfig(**{"source": src.run_dir, "level": 2, "bits": {"head": 5, "kernel": 4}, "index_bits": {"kernel": 3},
+                          "finetune_duration": "30it", **changes})
     return dataclasses.replace(cfg, compress=c)
 
 
@@ -146,3 +146,100 @@ def test_python_api_runs_and_loads_a_compression(source):
                   experiment="compress", echo=lambda _: None)
     assert set(run.results.stage) == set(compress.STAGES) and run.summary["method"] == "int8"
     assert run.config["compress"]["level"] == 1 and run.config["model"]["widths"] == [64, 64]  # the source's
+
+
+def test_int8_compression_of_a_layer_with_256_outputs(tmp_path):
+    """Issue 25: 256 per-channel scales were decoded as a k-means codebook ("decoded tensor differs")."""
+    from lth.config import ModelConfig, TrainConfig
+
+    cfg = small_config(tmp_path, levels=1, replicates=1, model=ModelConfig(name="mlp", widths=[256]),
+                       train=TrainConfig(duration="30it", batch_size=100, eval_every="30it"))
+    src = lottery.run(cfg, echo=lambda _: None)
+    out = compress.run(dataclasses.replace(cfg, compress=CompressConfig(source=src.run_dir, level=1, method="int8")),
+                       echo=lambda _: None)
+    assert out.summary["tensors"]["fc1/kernel"]["size"] == 40 * 256
+    assert out.summary["stages"]["accuracy"]["huffman"] == out.summary["stages"]["accuracy"]["int8"]
+
+
+def test_caffe_index_order_run_counts_the_fillers_of_its_walk(source):
+    tmp, src = source
+    reps = {order: compress.run(_cfg(tmp / order, src, index_order=order, finetune_duration="0it"), echo=lambda _: None)
+            for order in ("flax", "caffe")}
+    from lth import coding, compress_file
+
+    for order, out in reps.items():  # each tensor's fillers: its mask walked in that order, 3-bit indices
+        rep = out.report[out.report.stage == "huffman"]
+        for r in range(2):
+            for p, m in ((p, m) for p, m in _mask(src.run_dir, r).items() if p in out.summary["tensors"]):
+                want = coding.encode_sparse(compress_file.storage_flat(m, order), np.ones(m.sum(), int), 3).fillers
+                assert rep[(rep.replicate == r) & (rep.tensor == p)].fillers.iloc[0] == want
+    assert reps["caffe"].summary["stages"]["accuracy"]["huffman"] == reps["flax"].summary["stages"]["accuracy"]["huffman"]
+    assert reps["caffe"].run_dir != reps["flax"].run_dir
+
+
+# -- BatchNorm statistics ------------------------------------------------------------------------
+def _bn_compression(tmp_path, steps=20):
+    """A Dense-BatchNorm-Dense network (BatchNorm momentum 0.5) on the tiny problem, its running
+    means left stale at 50, compressed by lth.compress's stages with `steps` of fine-tuning."""
+    from flax import linen as nn
+
+    from conftest import make_tiny_dataset
+    from lth import masks as M
+    from lth.config import OptimizerConfig
+    from lth.models.batch_norm import batch_norm
+    from lth.optim import make_optimizer, make_schedule
+    from lth.run_dir import RunDir
+    from lth.train import Trainer, replicate_keys
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.relu(batch_norm(train, nn.initializers.ones, "bn1", 0.5)(nn.Dense(16, name="fc1")(x)))
+            return nn.Dense(4, name="head")(x)
+
+    opt = OptimizerConfig(name="adam", lr=2e-3)
+    ds = make_tiny_dataset()
+    tr = Trainer(Net(), ds, make_optimizer(opt), make_schedule(opt, total_steps=60, steps_per_epoch=6), batch_size=100,
+                 eval_batch_size=100)
+    v = tr.init_variables(replicate_keys(0, 1)["init"])
+    masks = jax.tree.map(lambda p: np.random.default_rng(0).random(p.shape) < 0.6, v["params"])
+    states0 = tr.create_states(v, masks)
+    stale = jax.tree.map(lambda s: np.asarray(s), v["batch_stats"])
+    stale["bn1"]["mean"] = stale["bn1"]["mean"] + 50.0
+    cfg = dataclasses.replace(small_config(tmp_path, replicates=1, optimizer=opt), compress=CompressConfig(
+        bits={"kernel": 3}, index_bits={"kernel": 3}, finetune_duration=f"{steps}it", lr=0.01))
+    rd = RunDir(str(tmp_path / "c"), "h")
+    rd.create()
+    members = {"mask": masks, "params": jax.tree.map(np.asarray, v["params"]), "batch_stats": stale}
+    paths = ["fc1/kernel", "head/kernel"]
+    out = compress._compress(cfg, rd, tr, states0, members, paths, {p: 3 for p in paths}, {p: 3 for p in paths}, steps,
+                             lambda _: None)
+    return tr, states0, members, out, rd
+
+
+def test_batch_norm_statistics_stored_counted_and_fine_tuned(tmp_path):
+    """Issue 25: the running statistics were neither stored nor counted, and the fine-tuned network
+    was evaluated with the statistics from before fine-tuning."""
+    from lth import masks as M
+
+    tr, states0, members, out, rd = _bn_compression(tmp_path)
+    file = rd.file("compressed_r0.npz")
+    stats = compress.load_batch_stats(file)
+    # stored: the fine-tuned statistics (the stale means of 50 decay by 0.5 per step)
+    assert sorted(stats) == ["bn1/mean", "bn1/var"] and stats["bn1/mean"].shape == (16,)
+    assert np.all(np.abs(stats["bn1/mean"]) < 10) and not np.allclose(stats["bn1/var"], 1.0)
+    # counted: 2 floats per channel, as float32, in every stage and in the total
+    rep = pd.DataFrame(out["rows"])
+    bn = rep[rep.tensor == "BatchNorm statistics (float32)"]
+    assert sorted(bn.stage) == sorted(compress.STAGES) and np.all(bn.bytes == 2 * 16 * 4)
+    n_params = sum(int(np.size(x)) for x in jax.tree.leaves(members["params"]))
+    assert float(rep[(rep.tensor == "total") & (rep.stage == "dense")].bytes.iloc[0]) == 4 * (n_params + 32)
+    # evaluated with the fine-tuned statistics: the decoded file's accuracy is that of its weights
+    # with its statistics, and differs from the stale statistics' (a check that the test can tell)
+    weights = M.unflatten(compress.coding_load_weights(file))
+    one = lambda t: jax.tree.map(lambda x: jnp.asarray(x)[None], t)
+    acc = lambda bs: float(tr.evaluate(states0.replace(params=one(weights), batch_stats=bs), "test")["accuracy"][0])
+    tuned, old = acc(one(M.unflatten(stats))), acc(members["batch_stats"])  # members are stacked (R = 1)
+    assert tuned != old
+    assert out["stages"]["accuracy"]["finetuned"] == pytest.approx(tuned, abs=1e-7)
+    assert out["stages"]["accuracy"]["huffman"] == pytest.approx(tuned, abs=1e-7)

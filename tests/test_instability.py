@@ -74,25 +74,61 @@ def test_path_errors_identical_ends_and_a_permutation_bump():
 
 
 # -- BatchNorm statistics along the path ----------------------------------------------------------
-def test_recompute_batch_stats_is_the_average_of_batch_statistics():
+def _bn_net(momentum):
+    """Dense(3) then BatchNorm at `momentum` (a field `bn_momentum`, as lth's BatchNorm models)."""
     from flax import linen as nn
 
-    from lth.models.batch_norm import MOMENTUM, batch_norm
+    from lth.models.batch_norm import batch_norm
 
     class Net(nn.Module):
+        bn_momentum: float = 0.9
+        classes: int = 4
+
         @nn.compact
         def __call__(self, x, train=False):
             x = nn.Dense(3, name="fc")(x)
-            return batch_norm(train, nn.initializers.ones, "bn")(x)
+            x = nn.relu(batch_norm(train, nn.initializers.ones, "bn", self.bn_momentum)(x))
+            return nn.Dense(self.classes, name="head")(x)
 
-    net = Net()
+    return Net(bn_momentum=momentum)
+
+
+def _numpy_bn_stats(params, batches):
+    """The mean over `batches` (B, n, features) of each batch's mean and biased variance of fc's output."""
+    h = np.einsum("bnf,fo->bno", np.asarray(batches, np.float64), np.asarray(params["fc"]["kernel"], np.float64))
+    h = h + np.asarray(params["fc"]["bias"], np.float64)
+    return h.mean(axis=1).mean(axis=0), h.var(axis=1).mean(axis=0)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.997, 0.5])
+def test_recompute_batch_stats_is_the_average_of_batch_statistics(momentum):
+    net = _bn_net(momentum)
     x = np.random.default_rng(1).normal(size=(4, 8, 5)).astype(np.float32) * 3 + 1
     v = net.init(jax.random.PRNGKey(0), x[0], train=False)
     stale = jax.tree.map(lambda s: s + 7.0, v["batch_stats"])  # what interpolation would leave
-    stats = instability.recompute_batch_stats(net, v["params"], stale, jnp.asarray(x), MOMENTUM)
-    h = np.einsum("bnf,fo->bno", x, np.asarray(v["params"]["fc"]["kernel"])) + np.asarray(v["params"]["fc"]["bias"])
-    np.testing.assert_allclose(stats["bn"]["mean"], h.mean(axis=1).mean(axis=0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(stats["bn"]["var"], h.var(axis=1).mean(axis=0), rtol=1e-4, atol=1e-5)
+    stats = instability.recompute_batch_stats(net, v["params"], stale, jnp.asarray(x))
+    mean, var = _numpy_bn_stats(v["params"], x)
+    np.testing.assert_allclose(stats["bn"]["mean"], mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stats["bn"]["var"], var, rtol=1e-4, atol=1e-5)
+
+
+def test_path_errors_recompute_statistics_whatever_the_momentum():
+    """Issue 25: the path's statistics were divided by 1 − 0.9 whatever `model.bn_momentum` was
+    (at 0.997 they came out scaled by 0.03). Along the path of a network at momentum 0.997, the
+    loss must be the loss under the statistics computed directly in NumPy."""
+    ds = make_tiny_dataset()
+    opt = OptimizerConfig(name="sgd", lr=0.1)
+    tr = Trainer(_bn_net(0.997), ds, make_optimizer(opt), make_schedule(opt, total_steps=10, steps_per_epoch=12),
+                 batch_size=50, eval_batch_size=64)
+    v = tr.init_variables(replicate_keys(0, 1)["init"])
+    states = tr.create_states(v, jax.vmap(M.ones_like)(v["params"]))
+    x = ds.normalize(ds.x_train[:200]).reshape(4, 50, -1)
+    end = (states.params, states.batch_stats)
+    _, losses = instability.path_errors(tr, states, end, end, [0.0], jnp.asarray(x))
+    mean, var = _numpy_bn_stats(jax.tree.map(lambda a: a[0], states.params), x)
+    direct = {"bn": {"mean": jnp.asarray(mean[None], jnp.float32), "var": jnp.asarray(var[None], jnp.float32)}}
+    expect = tr.evaluate(states.replace(batch_stats=direct), "test")["loss"]
+    np.testing.assert_allclose(losses[0], np.asarray(expect), rtol=1e-5)
 
 
 # -- whole runs -----------------------------------------------------------------------------------
