@@ -165,7 +165,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
                                    dataset.input_shape)
     if budget_report is not None:
         echo(budget.line(budget_report))
-    for line in method_settings.warnings(cfg, trainer.lr_fn, plan.total_steps):
+    for line in method_settings.before_training(cfg, trainer, plan.total_steps):
         echo(f"warning: {line}")
     if plan.gradual is not None:
         begin, end, every = plan.gradual

@@ -60,10 +60,34 @@ def validate(cfg: Any) -> None:
                           "(examples of each class per GraSP batch; null: score_batches training batches)")
 
 
+def before_training(cfg: Any, trainer: Any, total_steps: int) -> list[str]:
+    """Checks that need the data, then what a run should say before it trains: a pruning-at-
+    initialisation method held to per-layer counts, and fine-tuning at a final learning rate of ~0
+    (`trainer`: the run's, with its data and LR schedule; `total_steps`: T). Raises `ConfigError`
+    when GraSP's class-balanced data cannot be drawn."""
+    p, r = cfg.pruning, cfg.rewind
+    if p.method == "grasp" and p.grasp_samples_per_class is not None:
+        _check_class_balance(p.grasp_samples_per_class, trainer)
+    return warnings(cfg, trainer.lr_fn, total_steps)
+
+
+def _check_class_balance(per_class: int, trainer: Any) -> None:
+    import numpy as np
+
+    from lth.config import ConfigError
+
+    classes = int(trainer.dataset.num_classes)
+    counts = np.bincount(np.asarray(trainer.y_train), minlength=classes)
+    if counts.min() < per_class:
+        raise ConfigError(f"pruning.grasp_samples_per_class={per_class}: class {int(counts.argmin())} has only "
+                          f"{int(counts.min())} training examples; lower it")
+    if per_class * classes % 2:
+        raise ConfigError(f"pruning.grasp_samples_per_class={per_class}: GraSP splits the {per_class} x {classes} "
+                          "class-balanced examples into two halves, so their number must be even")
+
+
 def warnings(cfg: Any, schedule: Callable, total_steps: int) -> list[str]:
-    """What a run should say before it trains: a pruning-at-initialisation method held to per-layer
-    counts, and fine-tuning at a final learning rate of ~0 (`schedule`: the LR schedule of the run,
-    `total_steps`: T)."""
+    """The warnings of `before_training` (`schedule`: the LR schedule of the run)."""
     out = []
     p, r = cfg.pruning, cfg.rewind
     if p.method in GLOBAL_BY_DEFAULT and scope(p) != "global":
