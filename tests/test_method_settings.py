@@ -136,3 +136,64 @@ def test_grasp_class_balance_that_cannot_be_drawn_is_refused_before_anything_is_
     with pytest.raises(ConfigError, match="pruning.grasp_samples_per_class=100000"):
         lottery.run(cfg, echo=lambda _: None)
     assert not os.path.exists(tmp_path / "runs")
+
+
+# -- Chen et al. 2020's BERT tickets, to the release ----------------------------------------------
+@pytest.mark.parametrize("preset", ["chen_bert_sentiment", "chen_bert_mlm_transfer"])
+def test_chen_presets_follow_the_release(compose, preset):
+    """The pooler's matrix is prunable, the schedule removes 10% of the dense count per level to 90%
+    sparsity (60% among the levels), and rewinding keeps the heads' trained values."""
+    from lth import linear_schedule
+    from test_bert import init_params, tiny_model
+
+    cfg = compose(f"experiment={preset}")
+    pre = M.flatten(init_params(tiny_model(num_classes=2))["params"])
+    paths = M.prunable_paths(M.unflatten(pre), cfg.pruning.prunable, cfg.pruning.exclude)
+    assert "pooler/kernel" in paths and not any(p.startswith(("head/", "mlm/")) or p.endswith("bias") for p in paths)
+    n = sum(np.size(pre[p]) for p in paths)
+    ladder = [linear_schedule.keep_counts([n], L, [cfg.pruning.fraction])[0] / n for L in range(cfg.levels + 1)]
+    assert (cfg.pruning.schedule, cfg.levels) == ("linear", 9)
+    assert ladder == pytest.approx([1 - L / 10 for L in range(10)], abs=1 / n)
+    assert cfg.rewind.mode == "weights" and cfg.rewind.keep == ["^head/", "^mlm/"]
+
+
+@pytest.mark.slow  # ~55 s on a busy CPU: a tiny BERT through three levels
+def test_chen_preset_prunes_the_pooler_10pct_of_dense_per_level_and_keeps_the_trained_head(tmp_path, spy, compose,
+                                                                                         monkeypatch):
+    """`experiment=chen_bert_sentiment` on a tiny BERT loaded from a file: pooler/kernel is prunable,
+    the ticket densities are 0.9, 0.8 (10% of the dense count per level: n - floor(0.1 L n)), and
+    level 2 starts from the pre-trained encoder and pooler (masked) with level 1's trained head."""
+    from test_bert import SPECIAL, TINY, WORDS, init_params, tiny_model
+    from lth.data import text
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS[:12], 5).tolist()) for _ in range(200)]
+    labels = rng.integers(0, 2, 200).astype(np.int32)
+    monkeypatch.setattr(text, "_splits", lambda name: (texts[:150], labels[:150], texts[150:], labels[150:], {"test_split": "synthetic"}))
+    pre = M.flatten(init_params(tiny_model(num_classes=2), seed=1)["params"])
+    np.savez(tmp_path / "pre.npz", **{p: np.asarray(v) for p, v in pre.items()})
+    cfg = compose("experiment=chen_bert_sentiment", *[f"model.{k}={v}" for k, v in TINY.items()], "dataset.max_len=12",
+                  f"dataset.vocab={vocab}", "dataset.val_size=30", "levels=2", "replicates=1", "controls=[]",
+                  "train.duration=6it", "train.batch_size=20", "train.eval_every=6it", "train.eval_batch_size=50",
+                  f"init.checkpoint={tmp_path / 'pre.npz'}", f"paths.runs_dir={tmp_path / 'runs'}",
+                  f"paths.data_dir={tmp_path / 'data'}", "logger.wandb.mode=disabled", "logger.progress=false")
+    paths = M.prunable_paths(M.unflatten(pre), cfg.pruning.prunable, cfg.pruning.exclude)
+    assert "pooler/kernel" in paths and not any(p.startswith("head/") for p in paths)
+    out = lottery.run(cfg, echo=lambda _: None)
+    n = sum(np.size(pre[p]) for p in paths)
+    dens = out.results[out.results.kind == "ticket"].sort_values("level").density.tolist()
+    assert dens == pytest.approx([1.0] + [(n - int(np.floor(0.1 * L * n))) / n for L in (1, 2)], abs=1e-12)
+    assert dens[1:] == pytest.approx([0.9, 0.8], abs=1 / n)
+    import os
+
+    mask2 = M.flatten(on_disk(os.path.join(out.run_dir, "level_02"), "mask"))
+    assert 0 < np.asarray(mask2["pooler/kernel"]).mean() < 1  # the pooler is pruned
+    start = M.flatten(jax.device_get(spy[2]["states"].params))  # level 2's starting weights
+    final1 = M.flatten(on_disk(os.path.join(out.run_dir, "level_01"), "final")["params"])
+    for p in ("head/kernel", "head/bias"):
+        np.testing.assert_array_equal(start[p][0], np.asarray(final1[p])[0])  # the trained head, kept
+        assert not np.array_equal(start[p][0], np.asarray(spy[0]["states"].params["head"][p.split("/")[1]])[0])
+    for p in paths + ["embeddings/word/embedding", "pooler/bias"]:  # the pre-trained weights, masked
+        np.testing.assert_array_equal(start[p][0], np.where(np.asarray(mask2[p])[0], pre[p], 0), err_msg=p)
