@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from lth import defaults as _defaults
+from lth import defaults as _defaults, method_settings as _settings
 from lth.durations import parse_duration
 
 
@@ -156,7 +156,9 @@ class PruningConfig:
     """
 
     fraction: float = 0.2
-    scope: str = "layerwise"  # global | layerwise | module
+    # global | layerwise | module; null: the method's own, `global` for snip, grasp and synflow (as their
+    # papers: a per-layer count would undo the per-layer allocation they exist for), else `layerwise`
+    scope: Optional[str] = None
     prunable: list[str] = field(default_factory=lambda: ["kernel$"])
     exclude: list[str] = field(default_factory=list)
     fractions: dict[str, float] = field(default_factory=dict)
@@ -168,6 +170,12 @@ class PruningConfig:
     score_batches: int = 1  # snip, grasp: training batches the scores average over
     synflow_rounds: int = 100  # synflow: pruning rounds per level (exponential density schedule)
     grasp_temperature: float = 200.0  # grasp: logits divided by T (the released GraSP code's T = 200)
+    # grasp: the leaves g covers, `prunable` (the prunable tensors) or `all` (every kernel: the released
+    # code's conv/linear weights, pruned or not)
+    grasp_weights: str = "prunable"
+    # grasp: null, `score_batches` training batches; N: the released code's class-balanced data, the first
+    # N examples of each class in the replicate's order, `score_batches` times (`lth.class_balanced`)
+    grasp_samples_per_class: Optional[int] = None
     gradual: GradualConfig = field(default_factory=GradualConfig)
 
 
@@ -181,11 +189,17 @@ class RewindConfig:
     retrains T - k steps per level. `point` is the rewind step k (`0it` = the initialisation,
     `500it`, `2ep`). `optimizer_state` says whether the optimizer state (momentum, Adam moments)
     is `reset` to a fresh state (as OpenLTH does) or `rewound` to the state saved at step k.
+    `keep` (weights mode): patterns of parameter paths that take the previous level's final values
+    instead of the rewind point's (`[^head/]`: the trained classifier is kept and only the encoder
+    rewound, as Chen et al. 2020's release). `finetune_lr` (finetune mode): a constant learning rate
+    for fine-tuning instead of the schedule's final one (which is ~0 under a linear or cosine decay).
     """
 
     mode: str = "weights"  # weights | lr | finetune
     point: str = "0it"
     optimizer_state: str = "reset"  # reset | rewound
+    keep: list[str] = field(default_factory=list)
+    finetune_lr: Optional[float] = None
 
 
 @dataclass
@@ -368,6 +382,8 @@ HASH_OMITTED_AT_DEFAULT = {
     ("pruning", "method"): "magnitude", ("pruning", "schedule"): "iterative", ("pruning", "target_density"): None,
     ("pruning", "granularity"): "weight", ("pruning", "ablation"): "none", ("pruning", "score_batches"): 1,
     ("pruning", "synflow_rounds"): 100, ("pruning", "grasp_temperature"): 200.0,
+    ("pruning", "grasp_weights"): "prunable", ("pruning", "grasp_samples_per_class"): None,
+    ("rewind", "keep"): [], ("rewind", "finetune_lr"): None,
     ("pruning", "gradual"): dataclasses.asdict(GradualConfig()),
     ("optimizer", "schedule", "inv_gamma"): 1e-4, ("optimizer", "schedule", "inv_power"): 0.75,
     ("model", "head_init"): None, ("model", "bias_init"): "zeros", ("model", "bn_momentum"): 0.9,
@@ -453,6 +469,8 @@ def resolve(cfg: Config) -> Config:
     `optimizer.lr`, ...) taken from its option's file under `conf/` (`lth.defaults.fill`): a
     `Config` built in Python gets the values the command line composes. Idempotent."""
     cfg = _defaults.fill_global(cfg, "model", cfg.model)  # a model's own pruning.prunable (bert)
+    if cfg.pruning.scope is None:  # the method's own scope (lth.method_settings)
+        cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, scope=_settings.scope(cfg.pruning)))
     return dataclasses.replace(cfg, model=_defaults.fill(cfg.model, "model"), dataset=_defaults.fill(cfg.dataset, "dataset"),
                                optimizer=_defaults.fill(cfg.optimizer, "optimizer"))
 
@@ -496,6 +514,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"pruning.fractions[{pattern!r}]={frac!r}: a per-tensor fraction must lie in [0, 1)")
     _choice("pruning.scope", p.scope, SCOPES)
     _validate_pruning_method(cfg)
+    _settings.validate(cfg)
     from lth import budget
 
     budget.validate(cfg)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lth import ablations, budget, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
-from lth import interrupt, progress as progress_mod, replicates as REP, shared_dense, sharding, structured
+from lth import interrupt, method_settings, progress as progress_mod, replicates as REP, shared_dense, sharding, structured
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
 from lth.optim import make_optimizer, make_schedule
@@ -165,6 +165,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
                                    dataset.input_shape)
     if budget_report is not None:
         echo(budget.line(budget_report))
+    for line in method_settings.before_training(cfg, trainer, plan.total_steps):
+        echo(f"warning: {line}")
     if plan.gradual is not None:
         begin, end, every = plan.gradual
         trainer.mask_update = gradual.GradualPruning(
@@ -267,7 +269,7 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
     mode, paths = rewind.MODES[cfg.rewind.mode], ctx.paths
     lo, hi = min(r.start for r in todo.values()), max(r.stop for r in todo.values())
     saved = take(sources.rewind_point(), lo, hi)
-    prev = take(sources.level(level - 1), lo, hi) if (mode.weights_from == "final" or "ticket" in todo) else None
+    prev = take(sources.level(level - 1), lo, hi) if (mode.weights_from == "final" or "ticket" in todo or cfg.rewind.keep) else None
     # the ticket masks of replicates lo .. hi-1: those finished on disk, the others computed now
     t = todo.get("ticket", range(hi, hi))
     ticket_mask = None
@@ -278,7 +280,7 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
         tctx = dataclasses.replace(ctx, data_keys=ctx.data_keys[t.start:t.stop], replicates=tuple(t))
         new = methods.next_masks(methods.METHODS[cfg.pruning.method], tctx, level, sub(prev["mask"]), sub(prev), sub(saved))
         ticket_mask = new if ticket_mask is None else REP.concat(ticket_mask, new)
-    start = rewind.start_weights(mode, saved, prev)
+    start = rewind.start_weights(mode, saved, prev, cfg.rewind.keep)
     groups = []
     for kind, rr in todo.items():
         ids, part = list(rr), (lambda tree: take(tree, rr.start - lo, rr.stop - lo))
@@ -323,7 +325,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
     sources = _Sources(rd, rd0, template)
     T, k = plan.total_steps, plan.rewind_step
     mode = rewind.MODES[cfg.rewind.mode]
-    lr_fn = mode.lr_fn(states0.lr_fn, T)  # levels >= 1; built once (a static part of the states)
+    lr_fn = mode.lr_fn(states0.lr_fn, T, cfg.rewind.finetune_lr)  # levels >= 1; built once (a static part of the states)
     ctl = f", controls {', '.join(cfg.controls)}" if cfg.controls else ""
     echo(f"run {rd.path}\n  {cfg.model.name} on {dataset.name} ({dataset.num_train} train / {len(dataset.x_val)} val / "
          f"{len(dataset.x_test)} test), {summary['parameters']['prunable_weights']:,} prunable weights, "

@@ -17,7 +17,9 @@ level's counts, exactly those IMP reaches at that level, so a run's levels are t
 curve at IMP's densities, sharing one dense level 0 (`m_{L-1}` above is then the dense mask);
 they train from θk, so they need `rewind.mode=weights`. SNIP and GraSP average their gradients
 over `pruning.score_batches` training batches, replicate r's first batches of its own data order
-(the batches its level 0 trained on first). `magnitude` and `random` prune the previous level's
+(the batches its level 0 trained on first), or for GraSP with `pruning.grasp_samples_per_class`
+the released code's class-balanced halves (`lth.class_balanced`); GraSP's g covers the prunable
+tensors, or with `pruning.grasp_weights=all` every kernel (the release's conv/linear weights). `magnitude` and `random` prune the previous level's
 mask, IMP's iteration.
 The score equations themselves are in `lth.scores`; here each method is data (`METHODS`) and
 `next_masks` turns one into the masks of a level for all replicates, each step compiled and vmapped
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import ablations, linear_schedule, masks as M, pruning, scores
+from lth import ablations, class_balanced, linear_schedule, masks as M, pruning, scores
 from lth.controls import control_key
 from lth.config import Config
 
@@ -159,10 +161,22 @@ def _scores(method: Method, ctx: Context, level: int, prev_mask, final, saved) -
     params = M.apply_mask(saved["params"], prev_mask)
     if method.name == "magnitude_at_init":
         return pruning.magnitudes(params)
-    xs, ys = score_batches(ctx.trainer, ctx.data_keys, cfg.pruning.score_batches)
-    fn = _compiled(ctx.trainer.model, method.name, float(cfg.pruning.grasp_temperature), tuple(ctx.trainer.dataset.input_shape),
-                   tuple(ctx.paths))
+    p = cfg.pruning
+    if method.name == "grasp" and p.grasp_samples_per_class is not None:  # the release's class-balanced halves
+        xs, ys = class_balanced.batches(ctx.trainer, ctx.data_keys, p.score_batches, p.grasp_samples_per_class)
+    else:
+        xs, ys = score_batches(ctx.trainer, ctx.data_keys, p.score_batches)
+    fn = _compiled(ctx.trainer.model, method.name, float(p.grasp_temperature), tuple(ctx.trainer.dataset.input_shape),
+                   tuple(grasp_paths(cfg, params, ctx.paths)))
     return jax.device_get(fn(params, saved["batch_stats"], prev_mask, xs, ys))
+
+
+def grasp_paths(cfg: Config, params: PyTree, prunable: list[str]) -> list[str]:
+    """The leaves GraSP's g covers: the prunable tensors, or with `pruning.grasp_weights=all` every
+    kernel, pruned or not (the released code's conv/linear weights: an excluded head counts too)."""
+    if cfg.pruning.grasp_weights == "prunable":
+        return list(prunable)
+    return [p for p in M.flatten(params) if p.rsplit("/", 1)[-1] == "kernel"]
 
 
 def _synflow_rounds(ctx: Context, masks: list[PyTree], targets: list[list[int]], saved: dict, ablation) -> list[PyTree]:

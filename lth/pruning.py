@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lth import masks as M, structured
+from lth import masks as M, method_settings, structured
 from lth.config import PruningConfig
 
 PyTree = Any
@@ -60,13 +60,14 @@ def groups(paths: list[str], cfg: PruningConfig) -> list[tuple[list[str], float]
     one module (`fc1/kernel` and `fc1/bias`: the path up to its last `/`) together, in the order of
     their first tensor; under global scope the rest together."""
     out, shared, modules = [], [], {}
+    scope = method_settings.scope(cfg)  # null: the method's own (lth.method_settings)
     for p in paths:
         frac = tensor_fraction(p, cfg)
         if frac is not None:
             out.append(([p], frac))
-        elif cfg.scope == "layerwise":
+        elif scope == "layerwise":
             out.append(([p], step_fraction(cfg)))
-        elif cfg.scope == "module":
+        elif scope == "module":
             module = p.rsplit("/", 1)[0] if "/" in p else p
             if module not in modules:
                 modules[module] = ([], step_fraction(cfg))

@@ -11,6 +11,8 @@ weights, every mode retrains the T - k steps k .. T-1 (equal budgets, the same d
       θ ← m ⊙ θ_{L-1},  lr_t = schedule(T - 1) for every step (the schedule's final rate),
       BatchNorm statistics of θ_{L-1}; the step counter still runs k .. T-1 (so does the data order).
 
+With `rewind.keep` patterns, `weights` mode takes the matching parameters (a task head) from θ_{L-1}
+instead of θk.
 In every mode the optimizer state (momentum, Adam moments) is either a fresh one (`reset`, as
 OpenLTH does) or the one saved at step k (`rewound`), per `rewind.optimizer_state`.
 
@@ -21,13 +23,14 @@ which learning-rate function it trains with, and `restart` builds the states.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from lth.masks import apply_mask
+from lth.masks import apply_mask, flatten, unflatten
 from lth.train_state import TrainState
 
 PyTree = Any
@@ -42,11 +45,14 @@ class RewindMode:
     weights_from: str
     final_lr: bool
 
-    def lr_fn(self, schedule: Callable, total_steps: int) -> Callable:
+    def lr_fn(self, schedule: Callable, total_steps: int, finetune_lr: float | None = None) -> Callable:
         """The learning-rate function of levels >= 1: the schedule itself, or for `finetune` the
-        constant schedule(T - 1). Build it once per run: it is a static part of the train state."""
+        constant schedule(T - 1), or `finetune_lr` when given (`rewind.finetune_lr`). Build it once
+        per run: it is a static part of the train state."""
         if not self.final_lr:
             return schedule
+        if finetune_lr is not None:
+            return optax.constant_schedule(float(finetune_lr))
         return optax.constant_schedule(float(schedule(max(0, total_steps - 1))))
 
 
@@ -87,8 +93,23 @@ def rewind_weights(template: TrainState, saved: dict[str, PyTree], masks: PyTree
     return restart(template, saved["params"], saved["batch_stats"], saved, masks, optimizer_state=optimizer_state)
 
 
-def start_weights(mode: RewindMode, saved: dict[str, PyTree], final: dict[str, PyTree]) -> dict[str, PyTree]:
+def start_weights(mode: RewindMode, saved: dict[str, PyTree], final: dict[str, PyTree] | None,
+                  keep: list[str] | tuple[str, ...] = ()) -> dict[str, PyTree]:
     """The weights and BatchNorm statistics a level starts from under `mode`: those of the rewind
-    point (`saved`) or the previous level's final ones (`final`, {"params", "batch_stats"})."""
+    point (`saved`) or the previous level's final ones (`final`, {"params", "batch_stats"}). Under
+    rewinding, the leaves whose path matches a pattern of `keep` (`rewind.keep`, e.g. `^head/`)
+    take their `final` values: Chen et al.'s release rewinds the encoder and keeps the trained
+    classifier."""
     src = saved if mode.weights_from == "rewind" else final
-    return {"params": src["params"], "batch_stats": src["batch_stats"]}
+    out = {"params": src["params"], "batch_stats": src["batch_stats"]}
+    if keep and mode.weights_from == "rewind":
+        out = {k: _kept(out[k], final[k], keep) for k in out}
+    return out
+
+
+def _kept(rewound: PyTree, final: PyTree, keep) -> PyTree:
+    """`rewound` with the leaves whose `/`-joined path matches a pattern of `keep` taken from `final`."""
+    flat, last = flatten(rewound), flatten(final)
+    if not flat:
+        return rewound
+    return unflatten({p: last[p] if any(re.search(k, p) for k in keep) else v for p, v in flat.items()})
