@@ -640,7 +640,7 @@ def _validate_pruning_method(cfg: Config) -> None:
 
     _choice("pruning.method", p.method, METHODS + tuple(registry.METHODS))
     _choice("pruning.scored_at", p.scored_at, registry.SCORED_AT)
-    if (p.method == "custom") != (p.score_fn is not None):
+    if (p.method == "custom" and p.score_fn is None) or (p.score_fn is not None and p.method in METHODS[:-1]):
         raise ConfigError(f"pruning.method={p.method} with pruning.score_fn={p.score_fn!r}: a score function "
                           "(pruning.score_fn=module.function) goes with pruning.method=custom, and only with it")
     _choice("pruning.schedule", p.schedule, PRUNING_SCHEDULES)

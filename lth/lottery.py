@@ -533,7 +533,7 @@ def _finished_beyond(rd: RunDir, levels: int, replicates: int, rows: list, summa
 def _pruning_line(cfg: Config, plan: Plan) -> str:
     """How this run prunes, in words, for the run's first line."""
     p = cfg.pruning
-    what = p.method + (f" ({p.granularity}s)" if p.granularity != "weight" else "") + f", {p.scope}"
+    what = (f"{p.method} ({p.score_fn})" if p.score_fn else p.method) + (f" ({p.granularity}s)" if p.granularity != "weight" else "") + f", {p.scope}"
     if p.schedule == "gradual":
         begin, end, every = plan.gradual
         what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"
