@@ -272,8 +272,12 @@ def describe(cfg: Config, supplied: Supplied) -> Config:
             raise ConfigError(f"lth.run(model=...): {type(supplied.model).__name__} is not a Flax Linen module")
         changes["model"] = ModelConfig(name="custom", _target_=dotted_name(supplied.model), kwargs=module_fields(supplied.model))
     if supplied.data is not None:
-        changes["dataset"] = dataclasses.replace(cfg.dataset, name="custom", _target_=None, kwargs={},
-                                                 val_size=cfg.dataset.val_size if cfg.dataset.name == "custom" else 0)
+        from lth import defaults
+
+        d = cfg.dataset  # a val_size set in the config is kept; the replaced dataset's own one becomes custom's (0)
+        own = defaults.option_values("dataset", d.name).get("val_size")
+        val_size = d.val_size if d.name == "custom" or d.val_size not in (None, own) else defaults.option_values("dataset", "custom")["val_size"]
+        changes["dataset"] = dataclasses.replace(d, name="custom", _target_=None, kwargs={}, val_size=val_size)
     p = cfg.pruning
     if p.method in registry.METHODS:
         m = registry.METHODS[p.method]
