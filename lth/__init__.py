@@ -18,7 +18,8 @@ _xla_flags.apply()
 # The Python API (`lth.api`, `lth.metrics`), imported on first use so that `import lth` stays cheap
 # (no JAX): lth.run(config), lth.load_run(dir), lth.load_runs(dirs), lth.ticket_metrics(run).
 _LAZY = {"run": "lth.api", "load_run": "lth.api", "load_runs": "lth.api", "Run": "lth.api",
-         "varying_settings": "lth.api", "export_tables": "lth.api", "ticket_metrics": "lth.metrics"}
+         "varying_settings": "lth.api", "export_tables": "lth.api", "ticket_metrics": "lth.metrics",
+         "register_method": "lth.user_components", "ScoreContext": "lth.user_components"}
 
 
 def __getattr__(name: str):

@@ -61,7 +61,8 @@ class Run(NamedTuple):
 EXPERIMENTS = ("auto", "lottery", "branch", "instability", "compress")
 
 
-def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "auto") -> Run:
+def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "auto", model: Any = None,
+        data: Any = None) -> Run:
     """Run (or continue: finished levels are skipped) the experiment `config` and return its `Run`.
 
     `config` is a `lth.config.Config` or a nested dict of settings; a dict is typed and checked by
@@ -71,7 +72,9 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
     `instability` is the instability analysis (`lth.instability.run`; a dict with
     `instability.source` starts from that run's config, as a branch does); `compress` is Deep
     Compression of a level (`lth.compress.run`, from `compress.source`'s config likewise; its
-    `Run.results` is the size report, report.csv)."""
+    `Run.results` is the size report, report.csv). A lottery run takes a researcher's own `model`
+    (a Flax module object) and `data` (a mapping of arrays x_train, y_train, x_test, y_test) in
+    place of the config's (`lth.user_components`)."""
     from lth.config import Config, ConfigError
 
     if experiment not in EXPERIMENTS:
@@ -90,6 +93,11 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
         from lth import branch as module
     else:
         from lth import lottery as module
+    if model is not None or data is not None:
+        if module.__name__ != "lth.lottery":
+            raise ConfigError(f"lth.run: model= and data= are for a lottery run, not {module.__name__}; name the model and "
+                              "data by model._target_ and dataset._target_ in the config instead")
+        return load_run(module.run(cfg, echo=echo, model=model, data=data).run_dir)
     return load_run(module.run(cfg, echo=echo).run_dir)
 
 

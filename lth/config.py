@@ -56,6 +56,10 @@ class DatasetConfig:
     max_len: int = 64
     vocab: Optional[str] = None
     task: str = "classify"  # classify | mlm
+    # `dataset=custom` (`lth.user_components`): a function `module.name` returning arrays x_train,
+    # y_train, x_test, y_test, called with `kwargs` (the command line's `+dataset.KEY=VALUE`).
+    _target_: Optional[str] = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +92,10 @@ class ModelConfig:
     max_len: Optional[int] = None
     dropout: Optional[float] = None
     pooling: Optional[str] = None  # cls | mean
+    # `model=custom` (`lth.user_components`): a Flax module class (or a function returning one)
+    # `module.Name`, built with `kwargs` (the command line's `+model.KEY=VALUE`) and num_classes.
+    _target_: Optional[str] = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,6 +184,13 @@ class PruningConfig:
     # grasp: null, `score_batches` training batches; N: the released code's class-balanced data, the first
     # N examples of each class in the replicate's order, `score_batches` times (`lth.class_balanced`)
     grasp_samples_per_class: Optional[int] = None
+    # `method=custom` (`lth.user_components`): the score function `module.name`, scored at the
+    # previous level's `final` weights (as magnitude) or at the rewind point, `init` (as SNIP).
+    score_fn: Optional[str] = None
+    scored_at: str = "final"  # final | init
+    # The output layer's parameter path (e.g. `out`): patterns naming `head` also match it. Null:
+    # `head` (lth's models), or for `model=custom` the last dense layer the model calls.
+    head: Optional[str] = None
     gradual: GradualConfig = field(default_factory=GradualConfig)
 
 
@@ -394,6 +409,9 @@ HASH_OMITTED_AT_DEFAULT = {
     ("dataset", "max_len"): 64, ("dataset", "vocab"): None, ("dataset", "task"): "classify",
     ("model", "layers"): 12, ("model", "hidden"): 768, ("model", "heads"): 12, ("model", "intermediate"): 3072,
     ("model", "vocab_size"): 30522, ("model", "max_len"): 512, ("model", "dropout"): 0.1, ("model", "pooling"): "cls", ("train", "dtype"): "float32",
+    # a researcher's own model, data and score (issue 26, lth.user_components)
+    ("model", "_target_"): None, ("model", "kwargs"): {}, ("dataset", "_target_"): None, ("dataset", "kwargs"): {},
+    ("pruning", "score_fn"): None, ("pruning", "scored_at"): "final", ("pruning", "head"): None,
 }
 # Dataset settings that only say where data lives or whether it may be fetched.
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
@@ -401,7 +419,7 @@ UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inv", "linear")
 SCOPES = ("global", "layerwise", "module")
-METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init")
+METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init", "custom")
 PRUNING_SCHEDULES = ("iterative", "linear", "oneshot", "gradual")
 GRANULARITIES = ("weight", "neuron", "channel")
 ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")
@@ -429,6 +447,10 @@ def _from_dict(cls, data: dict[str, Any]):
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
+    if unknown and "kwargs" in fields and data.get("_target_"):  # `+model.features=48`: the target's arguments
+        data = {**{k: v for k, v in data.items() if k not in unknown}, "kwargs": {**(data.get("kwargs") or {}),
+                                                                                 **{k: data[k] for k in unknown}}}
+        unknown = []
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown} in {cls.__name__}; allowed: {sorted(fields)}")
     kwargs = {}
@@ -454,6 +476,8 @@ def structured_schema():
     OmegaConf.set_struct(schema.pruning.fractions, False)
     OmegaConf.set_struct(schema.compress.bits, False)
     OmegaConf.set_struct(schema.compress.index_bits, False)
+    for section in (schema.model, schema.dataset):  # `+model.features=48`: a custom target's arguments (from_dict)
+        OmegaConf.set_struct(section, False)
     return schema
 
 
@@ -598,7 +622,8 @@ def validate(cfg: Config) -> None:
     if d.image_size is not None and d.image_size < 1:
         raise ConfigError(f"dataset.image_size={d.image_size!r}: must be a side length in pixels >= 1 (or null: keep the images' size)")
     m = cfg.model
-    _choice("model.init", m.init, INITS)
+    if m.name != "custom":  # a researcher's own module initialises itself
+        _choice("model.init", m.init, INITS)
     if m.bn_scale_init is not None:
         _choice("model.bn_scale_init", m.bn_scale_init, BN_SCALE_INITS)
     if m.head_init is not None:
@@ -633,7 +658,13 @@ def validate(cfg: Config) -> None:
 def _validate_pruning_method(cfg: Config) -> None:
     """The method, schedule, granularity and ablation, and the settings each needs."""
     p = cfg.pruning
-    _choice("pruning.method", p.method, METHODS)
+    from lth import registry
+
+    _choice("pruning.method", p.method, METHODS + tuple(registry.METHODS))
+    _choice("pruning.scored_at", p.scored_at, registry.SCORED_AT)
+    if (p.method == "custom" and p.score_fn is None) or (p.score_fn is not None and p.method in METHODS[:-1]):
+        raise ConfigError(f"pruning.method={p.method} with pruning.score_fn={p.score_fn!r}: a score function "
+                          "(pruning.score_fn=module.function) goes with pruning.method=custom, and only with it")
     _choice("pruning.schedule", p.schedule, PRUNING_SCHEDULES)
     _choice("pruning.granularity", p.granularity, GRANULARITIES)
     _choice("pruning.ablation", p.ablation, ABLATIONS)
@@ -669,7 +700,7 @@ def _validate_pruning_method(cfg: Config) -> None:
             parse_duration(g.end, setting="pruning.gradual.end")
         if g.every is not None and parse_duration(g.every, setting="pruning.gradual.every").value <= 0:
             raise ConfigError(f"pruning.gradual.every={g.every!r}: must be at least one step")
-    if p.method in ("snip", "grasp", "synflow", "magnitude_at_init") and cfg.rewind.mode != "weights":
+    if registry.scored_at(p.method, p.scored_at) == "rewind" and cfg.rewind.mode != "weights":
         raise ConfigError(f"rewind.mode={cfg.rewind.mode!r}: pruning.method={p.method} prunes the weights at the rewind "
                           "point and trains them from there, so it needs rewind.mode=weights")
     if p.ablation == "shuffle_layerwise" and p.granularity != "weight":

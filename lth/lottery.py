@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lth import ablations, budget, checkpoints, controls as C, data_order, flops, gradual, masks as M, members, methods, pretrained, pruning, results, rewind
-from lth import interrupt, method_settings, progress as progress_mod, replicates as REP, shared_dense, sharding, structured
+from lth import interrupt, method_settings, progress as progress_mod, replicates as REP, shared_dense, sharding, structured, user_components
 from lth.config import Config, ConfigError, data_dir, to_dict, validate
 from lth.durations import to_steps
 from lth.optim import make_optimizer, make_schedule
@@ -111,22 +111,26 @@ def _augmenter(cfg: Config):
     return random_crop_flip
 
 
-def prepare(cfg: Config):
+def prepare(cfg: Config, supplied: user_components.Supplied = user_components.Supplied()):
     """Everything that can fail on bad input, done before anything is written: validation, the
-    model name, the data, the step plan, the model's parameters and the prunable tensors."""
+    model name, the data, the step plan, the model's parameters and the prunable tensors. A
+    researcher's own model, data or score function (`supplied`, or `_target_`s) is imported here."""
     validate(cfg)
     from lth.data import load_dataset
     from lth.models import build_model, check_fits_data
 
-    build_model(cfg.model, num_classes=2)  # an unknown model name fails here, before the data loads
-    dataset = load_dataset(cfg.dataset, data_dir(cfg))
+    user_components.check(cfg, supplied)
+    if cfg.pruning.method == "custom":
+        user_components.score_function(cfg)  # imports, or names what does not
+    build_model(cfg.model, num_classes=2, obj=supplied.model)  # an unknown model name fails here, before the data loads
+    dataset = load_dataset(cfg.dataset, data_dir(cfg), arrays=supplied.data)
     if cfg.dataset.augment and len(dataset.input_shape) != 3:
         raise ConfigError(
             f"dataset.augment=true: random crop + flip needs images (height, width, channels), but dataset "
             f"{dataset.name!r} has examples of shape {dataset.input_shape}; set dataset.augment=false"
         )
     plan = make_plan(cfg, dataset.num_train)
-    model = build_model(cfg.model, dataset.num_classes)
+    model = build_model(cfg.model, dataset.num_classes, obj=supplied.model)
     check_fits_data(cfg.model, model, dataset, dtype=cfg.train.dtype)
     if cfg.train.dtype != "float32":
         model = model.clone(dtype=jnp.dtype(cfg.train.dtype))
@@ -138,16 +142,18 @@ def prepare(cfg: Config):
     return dataset, plan, trainer
 
 
-def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
-    """Run (or continue) the lottery experiment `cfg`; returns its directory and tables."""
+def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=None) -> Outcome:
+    """Run (or continue) the lottery experiment `cfg`; returns its directory and tables. `model`
+    (a Flax module) and `data` (arrays): a researcher's own, in place of `cfg`'s (`lth.user_components`)."""
     from lth.config import resolve
 
-    cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.defaults)
+    supplied = user_components.Supplied(model=model, data=data)
+    cfg = user_components.describe(resolve(cfg), supplied)  # the model's, dataset's and optimizer's own defaults (lth.defaults)
     sharding.check_single_process()
-    dataset, plan, trainer = prepare(cfg)
+    dataset, plan, trainer = prepare(cfg, supplied)
     keys = replicate_keys(cfg.seed, cfg.replicates)
     variables = trainer.init_variables(keys["init"])
-    inputs, notes = {}, []
+    inputs, notes = user_components.inputs(supplied), []
     if cfg.init.checkpoint is not None:
         # Loaded and checked against the model before anything is written.
         loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate, cfg.model)
@@ -155,7 +161,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
                                             setting=f"init.checkpoint={cfg.init.checkpoint!r}")
         inputs["init_checkpoint"] = pretrained.content_hash(cfg.init.checkpoint)
     one_params = jax.tree.map(lambda x: x[0], variables["params"])
-    paths = M.prunable_paths(one_params, cfg.pruning.prunable, cfg.pruning.exclude)
+    cfg = user_components.with_head(cfg, trainer.model, one_params, dataset.input_shape, dataset.num_classes)
+    paths = M.prunable_paths(one_params, cfg.pruning.prunable, cfg.pruning.exclude, cfg.pruning.head)
     if not paths:
         names = ", ".join(M.flatten(one_params))
         raise ConfigError(f"pruning.prunable={cfg.pruning.prunable} (exclude={cfg.pruning.exclude}) selects no parameter; parameters: {names}")
@@ -198,7 +205,7 @@ def _prune_paths(cfg: Config, one_params, paths: list[str]) -> list[str]:
     if cfg.pruning.granularity == "weight":
         return paths
     flat = M.flatten(one_params)
-    out = structured.unit_paths(paths, {p: np.shape(flat[p]) for p in paths}, cfg.pruning.granularity)
+    out = structured.unit_paths(paths, {p: np.shape(flat[p]) for p in paths}, cfg.pruning.granularity, cfg.pruning.head)
     if not out:
         kinds = {"neuron": "dense (2-D) kernels", "channel": "convolution kernels"}[cfg.pruning.granularity]
         raise ConfigError(f"pruning.granularity={cfg.pruning.granularity}: none of the prunable tensors {paths} are "
@@ -278,7 +285,7 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
     if len(t):
         sub = lambda tree: take(tree, t.start - lo, t.stop - lo)
         tctx = dataclasses.replace(ctx, data_keys=ctx.data_keys[t.start:t.stop], replicates=tuple(t))
-        new = methods.next_masks(methods.METHODS[cfg.pruning.method], tctx, level, sub(prev["mask"]), sub(prev), sub(saved))
+        new = methods.next_masks(methods.method_of(cfg), tctx, level, sub(prev["mask"]), sub(prev), sub(saved))
         ticket_mask = new if ticket_mask is None else REP.concat(ticket_mask, new)
     start = rewind.start_weights(mode, saved, prev, cfg.rewind.keep)
     groups = []
@@ -528,7 +535,7 @@ def _finished_beyond(rd: RunDir, levels: int, replicates: int, rows: list, summa
 def _pruning_line(cfg: Config, plan: Plan) -> str:
     """How this run prunes, in words, for the run's first line."""
     p = cfg.pruning
-    what = p.method + (f" ({p.granularity}s)" if p.granularity != "weight" else "") + f", {p.scope}"
+    what = (f"{p.method} ({p.score_fn})" if p.score_fn else p.method) + (f" ({p.granularity}s)" if p.granularity != "weight" else "") + f", {p.scope}"
     if p.schedule == "gradual":
         begin, end, every = plan.gradual
         what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"

@@ -33,14 +33,26 @@ def unflatten(flat: dict[str, Any]) -> PyTree:
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
-def prunable_paths(params: PyTree, prunable: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
+def names(path: str, head: str | None = None) -> tuple[str, ...]:
+    """The names a pattern is searched in: `path`, and for a tensor of the output layer `head`
+    (`pruning.head`, e.g. `out`) the same path under lth's name for that layer (`head/kernel`)."""
+    if head and head != "head" and (path == head or path.startswith(head + "/")):
+        return (path, "head" + path[len(head):])
+    return (path,)
+
+
+def matches(pattern: str, path: str, head: str | None = None) -> bool:
+    """Whether regular expression `pattern` is found in `path` or its head alias (`names`)."""
+    return any(re.search(pattern, n) for n in names(path, head))
+
+
+def prunable_paths(params: PyTree, prunable: Iterable[str], exclude: Iterable[str] = (), head: str | None = None) -> list[str]:
     """Paths of the tensors that pruning may touch: matched by a `prunable` pattern and by no
-    `exclude` pattern (`re.search`)."""
-    prunable, exclude = [re.compile(p) for p in prunable], [re.compile(p) for p in exclude]
+    `exclude` pattern (`re.search`; `head` as in `names`)."""
     return [
         path
         for path in flatten(params)
-        if any(p.search(path) for p in prunable) and not any(p.search(path) for p in exclude)
+        if any(matches(p, path, head) for p in prunable) and not any(matches(p, path, head) for p in exclude)
     ]
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import ablations, class_balanced, linear_schedule, masks as M, pruning, scores
+from lth import ablations, class_balanced, linear_schedule, masks as M, pruning, registry, scores, user_components
 from lth.controls import control_key
 from lth.config import Config
 
@@ -61,6 +61,13 @@ METHODS: dict[str, Method] = {
     "grasp": Method("grasp", scored_at="rewind"),
     "synflow": Method("synflow", scored_at="rewind", rounds=True),
 }
+
+
+def method_of(cfg: Config) -> Method:
+    """The method `pruning.method` names: a built-in one, `custom` (`pruning.score_fn`) or one
+    registered from Python (`lth.register_method`; both: `lth.user_components`)."""
+    name = cfg.pruning.method
+    return METHODS[name] if name in METHODS else Method(name, scored_at=registry.scored_at(name, cfg.pruning.scored_at))
 
 
 @dataclasses.dataclass
@@ -158,6 +165,8 @@ def _scores(method: Method, ctx: Context, level: int, prev_mask, final, saved) -
     if method.name == "random":
         keys = jnp.stack([control_key(cfg.seed, r, "method:random", level) for r in ctx.ids])
         return jax.device_get(jax.jit(jax.vmap(scores.random))(keys, saved["params"]))
+    if method.name not in METHODS:
+        return _user_scores(ctx, level, prev_mask, final if method.scored_at == "final" else saved)
     params = M.apply_mask(saved["params"], prev_mask)
     if method.name == "magnitude_at_init":
         return pruning.magnitudes(params)
@@ -177,6 +186,34 @@ def grasp_paths(cfg: Config, params: PyTree, prunable: list[str]) -> list[str]:
     if cfg.pruning.grasp_weights == "prunable":
         return list(prunable)
     return [p for p in M.flatten(params) if p.rsplit("/", 1)[-1] == "kernel"]
+
+
+@functools.lru_cache(maxsize=None)
+def _gradient(model):
+    """The vmapped, jitted mean loss gradient of one replicate, (params, batch_stats, mask, xs, ys)."""
+    def one(params, batch_stats, mask, xs, ys):
+        return scores.loss_gradient(lambda p, x: _logits(model, p, batch_stats, x, train=True), params, mask, xs, ys)
+
+    return jax.jit(jax.vmap(one))
+
+
+def _user_scores(ctx: Context, level: int, prev_mask, weights: dict) -> PyTree:
+    """Stacked scores (R, ...) of a researcher's score function (`lth.user_components`), called
+    once per replicate with a `ScoreContext` at `weights` (masked by `prev_mask`)."""
+    cfg, model = ctx.cfg, ctx.trainer.model
+    fn = user_components.score_function(cfg)
+    params = M.apply_mask(weights["params"], prev_mask)
+    xs, ys = score_batches(ctx.trainer, ctx.data_keys, cfg.pruning.score_batches)
+    grads = _gradient(model)(params, weights["batch_stats"], prev_mask, xs, ys)
+    out = []
+    for i, r in enumerate(ctx.ids):
+        one = functools.partial(jax.tree.map, lambda x: x[i])
+        sc = user_components.ScoreContext(
+            params=one(params), grads=one(grads), key=control_key(cfg.seed, r, f"method:{cfg.pruning.method}", level),
+            mask=one(prev_mask), batch_stats=one(weights["batch_stats"]), level=level, replicate=r, xs=xs[i], ys=ys[i],
+            model=model, paths=tuple(ctx.paths))
+        out.append(user_components.checked_scores(cfg, fn(sc), sc.params))
+    return M.stack(out)
 
 
 def _synflow_rounds(ctx: Context, masks: list[PyTree], targets: list[list[int]], saved: dict, ablation) -> list[PyTree]:

@@ -41,7 +41,7 @@ def n_to_prune(fraction: float, remaining: int) -> int:
 def tensor_fraction(path: str, cfg: PruningConfig) -> float | None:
     """The per-tensor fraction set by the first matching `pruning.fractions` pattern, if any."""
     for pattern, frac in cfg.fractions.items():
-        if re.search(pattern, path):
+        if M.matches(pattern, path, cfg.head):
             return float(frac)
     return None
 

@@ -24,10 +24,11 @@ import numpy as np
 GRANULARITY_NDIM = {"neuron": (2,), "channel": (3, 4, 5)}
 
 
-def unit_paths(paths: list[str], shapes: dict[str, tuple[int, ...]], granularity: str) -> list[str]:
+def unit_paths(paths: list[str], shapes: dict[str, tuple[int, ...]], granularity: str, head: str | None = None) -> list[str]:
     """The prunable tensors whose units `granularity` prunes: dense kernels (`neuron`) or
-    convolution kernels (`channel`), never the output layer's."""
-    return [p for p in paths if len(shapes[p]) in GRANULARITY_NDIM[granularity] and not p.startswith("head/")]
+    convolution kernels (`channel`), never the output layer's (`head/`, or `pruning.head`)."""
+    head = (head or "head") + "/"
+    return [p for p in paths if len(shapes[p]) in GRANULARITY_NDIM[granularity] and not p.startswith(head)]
 
 
 def unit_scores(scores: Any, mask: Any) -> np.ndarray:

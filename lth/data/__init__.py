@@ -70,6 +70,10 @@ def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
     """
     if cfg.source not in SOURCES:
         raise DataError(f"dataset.source={cfg.source!r} is not one of {', '.join(SOURCES)}")
+    if cfg.name == "custom":  # a researcher's own arrays (lth.user_components)
+        from lth.user_components import load_data
+
+        return load_data(cfg)
     if cfg.source != "tfds" and cfg.name in BUILTIN:
         return _load_builtin(cfg, data_dir)
     if cfg.source == "files":
@@ -82,17 +86,23 @@ def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
     return raw
 
 
-def load_dataset(cfg: "DatasetConfig", data_dir: str) -> Dataset:
+def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
     """Load dataset `cfg.name`, hold out `cfg.val_size` training examples, set up normalisation.
 
     `data_dir` is where built-in datasets live (`lth.config.data_dir(cfg)`: `paths.data_dir`, else
     `$LTH_DATA_DIR`, else `~/.cache/lth/datasets`). Normalisation statistics are those of the full
     training split (published values where they exist), so they do not depend on the split seed.
+    `arrays`: a researcher's own (`lth.user_components.load_data`), for `dataset.name=custom`.
     """
     from lth import defaults
 
     cfg = defaults.fill(cfg, "dataset")  # the dataset's own val_size (conf/dataset)
-    raw = load_raw(cfg, data_dir)
+    if arrays is not None:
+        from lth.user_components import load_data
+
+        raw = load_data(cfg, arrays)
+    else:
+        raw = load_raw(cfg, data_dir)
     objective = None
     if cfg.task == "mlm":
         if not raw.tokens:
