@@ -288,7 +288,8 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
                 weights, opt = C.fresh_weights(trainer, cfg.seed, ids, "ablation:reinit", level), "reset"
         else:
             control = C.CONTROLS[kind]
-            masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level))
+            units = ctx.prune_paths if cfg.pruning.granularity != "weight" else None  # whole units
+            masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level), units)
                              for r, m in zip(ids, M.unstack(masks, len(ids)))])
             if control.fresh_weights:
                 weights, opt = C.fresh_weights(trainer, cfg.seed, ids, kind, level), "reset"
