@@ -167,6 +167,6 @@ def test_wandb_records_each_kind_apart_and_the_gaps(tmp_path):
         if r["type"] == "summary":
             summary.update(r["summary"].get("update", {}))
     gap = out.summary.loc[1, "gap_reinit"]
-    assert summary["reinit/gap"] == pytest.approx(gap) and summary["reinit/winning"] == (gap > 0)
+    assert summary["reinit/gap"] == pytest.approx(gap) and summary["reinit/beats"] == bool(out.summary.loc[1, "beats_reinit"])
     per_level = {h["level"]: h for h in (r["history"]["item"] for r in runs["ary"] if r["type"] == "history") if "level" in h}
     assert per_level[1]["gap_reinit"] == pytest.approx(gap)
