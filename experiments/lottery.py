@@ -60,6 +60,7 @@ def main(dcfg: DictConfig) -> float | None:
         return infeasible[0] if infeasible else None
     print()
     print(results.format_summary(outcome.summary))
+    print(results.verdict_legend(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")
     print(f"run directory: {outcome.run_dir}")
     return sweep_objective.objectives(outcome.summary)[sweep_objective.FINAL_TEST_ACCURACY]

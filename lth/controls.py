@@ -13,6 +13,15 @@ with the same schedule and the same data order, that differs in one thing:
 - `random_prune_global`: m' uniform among the masks with the ticket's total number of survivors
   over all prunable tensors, Σ_t |m'_t| = Σ_t |m_t| (per-tensor densities vary); weights as above.
 
+Under structured pruning (`pruning.granularity=neuron|channel`, `lth.structured`) the ticket's
+items are whole units, so are the random controls': `random_prune` keeps uniformly random whole
+units, exactly the ticket's number of alive units in every pruned kernel (`random_prune_global`:
+the ticket's total over them), and each removed unit takes its own bias and BatchNorm channel
+with it (not the ticket's). A feed-forward network then has the ticket's effective FLOPs
+(`lth.flops`: a layer's cost depends only on its alive units and its input's); where a residual
+addition merges channels (ResNets) the random units of two branches need not line up, and the
+control's effective FLOPs may differ from the ticket's.
+
 Tensors that are not prunable keep all-True masks. The control of replicate r at level L draws
 from `control_key(seed, r, name, L)` alone, so it is the same whether it is trained with the
 tickets or later on its own, and whatever other controls are listed.
@@ -27,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lth import masks as M
+from lth import masks as M, structured
 
 PyTree = Any
 
@@ -42,10 +51,15 @@ class Control:
     mask_scope: str | None
     fresh_weights: bool
 
-    def mask(self, ticket_mask: PyTree, paths: list[str], rng: np.random.Generator) -> PyTree:
-        """This control's mask for one replicate, from the ticket's (host) mask."""
+    def mask(self, ticket_mask: PyTree, paths: list[str], rng: np.random.Generator,
+             unit_paths: list[str] | None = None) -> PyTree:
+        """This control's mask for one replicate, from the ticket's (host) mask. `unit_paths`:
+        under structured granularity, the kernels whose whole units the ticket pruned (then a
+        random control draws units of those, `random_units`); None under weight granularity."""
         if self.mask_scope is None:
             return jax.tree.map(lambda m: np.asarray(m, bool), ticket_mask)
+        if unit_paths is not None:
+            return random_units(ticket_mask, unit_paths, rng, per_tensor=self.mask_scope == "tensor")
         return random_mask(ticket_mask, paths, rng, per_tensor=self.mask_scope == "tensor")
 
 
@@ -91,6 +105,28 @@ def random_mask(mask: PyTree, paths: list[str], rng: np.random.Generator, *, per
         start = 0
         for p, n in zip(group, sizes):
             out[p] = keep[start:start + n].reshape(flat[p].shape)
+            start += n
+    return M.unflatten(out)
+
+
+def random_units(mask: PyTree, unit_paths: list[str], rng: np.random.Generator, *, per_tensor: bool) -> PyTree:
+    """A mask of uniformly random whole units: in each kernel of `unit_paths` (`per_tensor`), or
+    over all of them together, exactly as many alive units as `mask` has there; a kept unit's
+    slice W[..., j] and its companions (bias, BatchNorm scale and bias: `structured.companions`)
+    all True, a removed unit's all False. Every other leaf keeps `mask`'s value."""
+    flat = {p: np.asarray(m, bool) for p, m in M.flatten(mask).items()}
+    out = dict(flat)
+    groups = [[p] for p in unit_paths] if per_tensor else [list(unit_paths)]
+    for group in groups:
+        sizes = [flat[p].shape[-1] for p in group]
+        alive = int(sum(structured.unit_alive(flat[p]).sum() for p in group))
+        keep = exact_keep(sum(sizes), alive, rng)
+        start = 0
+        for p, n in zip(group, sizes):
+            units = keep[start:start + n]
+            out[p] = np.broadcast_to(units, flat[p].shape).copy()
+            for c in structured.companions(p, flat):
+                out[c] = units.copy()
             start += n
     return M.unflatten(out)
 

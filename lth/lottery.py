@@ -297,8 +297,8 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
                 weights, opt = C.fresh_weights(trainer, cfg.seed, ids, "ablation:reinit", level), "reset"
         else:
             control = C.CONTROLS[kind]
-            masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level))
-                             for r, m in zip(ids, M.unstack(masks, len(ids)))])
+            units = ctx.prune_paths if cfg.pruning.granularity != "weight" else None  # whole units
+            masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level), units) for r, m in zip(ids, M.unstack(masks, len(ids)))])
             if control.fresh_weights:
                 weights, opt = C.fresh_weights(trainer, cfg.seed, ids, kind, level), "reset"
         st = rewind.restart(take(states0, rr.start, rr.stop), weights["params"], weights["batch_stats"], part(saved), masks,
@@ -644,7 +644,8 @@ def _level_line(level, s, seconds) -> str:
     line = (f"level {level:2d}: density {100 * s['density']:6.2f}%  test acc {100 * s['test_accuracy']:.2f} "
             f"± {100 * s['test_accuracy_std']:.2f}  {es}  {seconds:.1f}s")
     for kind, c in s.get("controls", {}).items():
-        line += f"\n          {kind}: test acc {100 * c['test_accuracy']:.2f}  ticket gap {100 * c['gap']:+.2f}"
+        line += (f"\n          {kind}: test acc {100 * c['test_accuracy']:.2f}  ticket gap {100 * c['gap']:+.2f} (final), "
+                 f"{100 * c['es_gap']:+.2f} (early stop)  ticket beats it: {results.yes_no(c.get('beats'), 'n/a (no early stop)')}")
     return line
 
 

@@ -16,9 +16,11 @@ by. `scripts/ticket_report.py RUN_DIR` prints them; a lottery run logs them to i
 - matching, winning: `lth.results.summarize`'s verdicts (matching: final test accuracy within one
   std of the dense network's; winning: early-stop accuracy >= the dense network's in no more
   steps). A control is judged against the dense *ticket* (level 0 of `ticket`), as the tickets are.
-- gap, gap_std, es_gap, ticket_wins (control rows): ticket minus control final test accuracy, paired
-  by replicate (mean, std), the same for early-stop accuracy, and whether the ticket wins (gap > 0)
-  (`lth.results.summarize` / `compare_to_control`).
+- gap, gap_std, es_gap, es_margin, ticket_beats (control rows): ticket minus control final test
+  accuracy, paired by replicate (mean, std), the same for early-stop accuracy (mean), the larger
+  population std of the two sides' early-stop accuracies, and whether the ticket beats the control
+  (es_gap > es_margin and a mean early-stop step no later than the control's; NA without early
+  stop) (`lth.results.compare_to_control`).
 
 `tensors`: one row per level x kind x prunable tensor: size, density (mean, min and max over
 replicates) and remaining weights (mean), from summary.json's `tensor_densities` (tickets) and each
@@ -92,17 +94,17 @@ def level_metrics(df: pd.DataFrame, prunable_weights: Optional[int] = None) -> p
         out["speedup"] = dense_es / out.es_step
         for col, src in (("matching", "matching"), ("winning", "winning_ticket")):
             out[col] = verdicts[src].reindex(out.index) if src in verdicts else pd.array([pd.NA] * len(out), dtype="boolean")
-        out["gap"], out["gap_std"], out["es_gap"] = np.nan, np.nan, np.nan
-        out["ticket_wins"] = pd.array([pd.NA] * len(out), dtype="boolean")
+        out["gap"], out["gap_std"], out["es_gap"], out["es_margin"] = np.nan, np.nan, np.nan, np.nan
+        out["ticket_beats"] = pd.array([pd.NA] * len(out), dtype="boolean")
         if kind != "ticket" and ticket_table is not None and f"gap_{kind}" in ticket_table:
             out["gap"] = ticket_table[f"gap_{kind}"].reindex(out.index)
-            out["ticket_wins"] = ticket_table[f"wins_{kind}"].reindex(out.index).astype("boolean")
+            out["ticket_beats"] = ticket_table[f"beats_{kind}"].reindex(out.index).astype("boolean")
             tickets = df[df.kind == "ticket"]
             for level in out.index:
                 t, c = tickets[tickets.level == level], k[k.level == level]
                 if len(t) and len(c):
                     cmp = R.compare_to_control(t.to_dict("records"), c.to_dict("records"))
-                    out.loc[level, "gap_std"], out.loc[level, "es_gap"] = cmp["gap_std"], cmp["es_gap"]
+                    out.loc[level, ["gap_std", "es_gap", "es_margin"]] = cmp["gap_std"], cmp["es_gap"], cmp["es_margin"]
         frames.append(out.reset_index())
     levels = pd.concat(frames, ignore_index=True)
     order = {k: i for i, k in enumerate(kinds)}
@@ -316,10 +318,12 @@ def format_levels(levels: pd.DataFrame) -> str:
                                             for lo, hi in zip(levels[f"{col}_min"], levels[f"{col}_max"])]
     s["es step"] = levels.es_step.map(lambda v: "n/a" if pd.isna(v) else f"{v:.0f}")
     s["speed-up"] = levels.speedup.map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}x")
-    for col in ("matching", "winning"):
-        s[col] = [("-" if pd.isna(v) else "yes" if v else "no") for v in levels[col]]
+    for name, col in (("matching", "matching"), ("winning (vs dense)", "winning")):
+        s[name] = [("-" if pd.isna(v) else "yes" if v else "no") for v in levels[col]]
     s["gap %"] = [("" if pd.isna(v) else f"{100 * v:+.2f} ± {100 * sd:.2f}") for v, sd in zip(levels.gap, levels.gap_std)]
-    s["es gap %"] = levels.es_gap.map(lambda v: "" if pd.isna(v) else f"{100 * v:+.2f}")
+    s["es gap % / margin"] = [("" if pd.isna(v) else f"{100 * v:+.2f} / {100 * m:.2f}") for v, m in zip(levels.es_gap, levels.es_margin)]
+    s["ticket beats it"] = [("" if pd.isna(g) else "n/a" if pd.isna(v) else "yes" if v else "no")
+                            for g, v in zip(levels.gap, levels.ticket_beats)]
     return s.to_string(index=False)
 
 

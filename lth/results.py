@@ -12,9 +12,17 @@ Definitions (DESIGN.md §1):
 - matching (Frankle et al. 2020): final test accuracy within one standard deviation (across
   replicates) of the dense network's, or within `tolerance` when that is larger; with one dense
   replicate (no spread) and no tolerance, undefined (n/a), never a silent standard deviation of 0.
-- against a control (paired by replicate: control r is trained beside ticket r): the gap is the
-  mean over replicates of ticket − control final test accuracy (`gap`, with `es_gap` for the
-  early-stop accuracy); the ticket is winning against the control when that gap is > 0.
+- against a control (paired by replicate: control r is trained beside ticket r, means over the
+  replicates present on both sides): `gap` / `es_gap` are the mean ticket − control final /
+  early-stop test accuracy. The ticket *beats* the control (`beats`, `beats_<control>`) with the
+  winning-ticket rule's quantities, applied to the control instead of the dense network, and the
+  spread across replicates: its mean early-stop accuracy exceeds the control's by more than the
+  larger population std (ddof=0) of the two sides' early-stop accuracies,
+      es_gap > max(std(ticket es acc), std(control es acc)),
+  and its mean early-stop step is no later than the control's. With one replicate (std 0) that is
+  es_gap > 0. A tie or a gap within the spread is not a win. Without validation data (no early
+  stop) there is no verdict (NA, "n/a"); the final-accuracy gap is still given. Verdicts are
+  recomputed from results.csv, so old runs are judged by this rule too.
 """
 
 from __future__ import annotations
@@ -76,29 +84,38 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def compare_to_control(ticket_rows: list[dict[str, Any]], control_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One level's control against its tickets, paired by replicate: the control's density and
-    accuracies, the ticket-minus-control gaps (mean and std over replicates) and whether the
-    ticket is winning against it (gap > 0)."""
+    """One level's control against its tickets, paired by replicate: the control's density,
+    accuracies and early-stop step, the ticket-minus-control gaps (final: mean and std over
+    replicates; early stop: mean, and the margin it must exceed) and whether the ticket beats the
+    control (module docstring; None without early-stopping points)."""
     t = {r["replicate"]: r for r in ticket_rows}
     c = {r["replicate"]: r for r in control_rows}
     reps = sorted(set(t) & set(c))
-    diff = np.array([t[r]["test_accuracy"] - c[r]["test_accuracy"] for r in reps])
-    es_diff = np.array([t[r]["early_stop_test_accuracy"] - c[r]["early_stop_test_accuracy"] for r in reps])
-    acc = np.array([c[r]["test_accuracy"] for r in reps])
+    col = lambda rows, key: np.array([float(rows[r].get(key, np.nan)) for r in reps])
+    diff = col(t, "test_accuracy") - col(c, "test_accuracy")
+    t_es, c_es = col(t, "early_stop_test_accuracy"), col(c, "early_stop_test_accuracy")
+    t_step, c_step = col(t, "early_stop_step"), col(c, "early_stop_step")
+    acc = col(c, "test_accuracy")
+    es_gap, margin = float(np.mean(t_es - c_es)), float(max(t_es.std(), c_es.std()))
+    es_step_gap = float(t_step.mean() - c_step.mean())
+    judged = np.isfinite([es_gap, margin, es_step_gap]).all()
     return {
         "density": float(np.mean([c[r]["density"] for r in reps])),
         "test_accuracy": float(acc.mean()), "test_accuracy_std": float(acc.std()),
-        "early_stop_test_accuracy": float(np.mean([c[r]["early_stop_test_accuracy"] for r in reps])),
-        "gap": float(diff.mean()), "gap_std": float(diff.std()), "es_gap": float(es_diff.mean()),
-        "winning": bool(diff.mean() > 0), "replicates": len(reps),
+        "early_stop_test_accuracy": float(c_es.mean()), "early_stop_test_accuracy_std": float(c_es.std()),
+        "early_stop_step": float(c_step.mean()),
+        "gap": float(diff.mean()), "gap_std": float(diff.std()), "es_gap": es_gap, "es_margin": margin,
+        "es_step_gap": es_step_gap,
+        "beats": bool(es_gap > margin and es_step_gap <= 0) if judged else None, "replicates": len(reps),
     }
 
 
 def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0) -> pd.DataFrame:
     """Per level (one kind): density, mean and std of final and early-stop test accuracy, mean
-    early-stop step, and whether the level is a winning ticket / matching. For the tickets, each
-    control in `df` adds its mean final test accuracy (`<control>_acc`), the paired gap
-    (`gap_<control>`) and whether the ticket wins against it (`wins_<control>`)."""
+    early-stop step, and whether the level is a winning ticket (against the dense network) /
+    matching. For the tickets, each control in `df` adds its mean final test accuracy
+    (`<control>_acc`), the paired final and early-stop gaps (`gap_<control>`, `es_gap_<control>`)
+    and whether the ticket beats it (`beats_<control>`, module docstring)."""
     t = df[df.kind == kind]
     g = t.groupby("level")
     out = pd.DataFrame({
@@ -129,38 +146,63 @@ def summarize(df: pd.DataFrame, *, kind: str = "ticket", tolerance: float = 0.0)
 
 
 def _add_control_columns(out: pd.DataFrame, df: pd.DataFrame, control: str) -> None:
-    """`<control>_acc`, `gap_<control>` and `wins_<control>` per level of the tickets' table `out`
-    (NaN / NA where the control has no rows, as at the dense level)."""
+    """`<control>_acc`, `gap_<control>`, `es_gap_<control>` and `beats_<control>` per level of the
+    tickets' table `out` (NaN / NA where the control has no rows, as at the dense level)."""
     cols = {}
     for level in out.index:
         rows = lambda k: df[(df.level == level) & (df.kind == k)].to_dict("records")
         c = rows(control)
         if c:
             cmp = compare_to_control(rows("ticket"), c)
-            cols[level] = (cmp["test_accuracy"], cmp["gap"], cmp["winning"])
-    idx = out.index
-    out[f"{control}_acc"] = [cols[lv][0] if lv in cols else np.nan for lv in idx]
-    out[f"gap_{control}"] = [cols[lv][1] if lv in cols else np.nan for lv in idx]
-    out[f"wins_{control}"] = pd.array([cols[lv][2] if lv in cols else pd.NA for lv in idx], dtype="boolean")
+            cols[level] = (cmp["test_accuracy"], cmp["gap"], cmp["es_gap"], pd.NA if cmp["beats"] is None else cmp["beats"])
+    get = lambda i: [cols[lv][i] if lv in cols else np.nan for lv in out.index]
+    out[f"{control}_acc"], out[f"gap_{control}"], out[f"es_gap_{control}"] = get(0), get(1), get(2)
+    out[f"beats_{control}"] = pd.array([cols[lv][3] if lv in cols else pd.NA for lv in out.index], dtype="boolean")
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """The per-level table printed at the end of a run."""
+    """The per-level table printed at the end of a run (`verdict_legend` says what each verdict
+    compares)."""
     s = summary.copy()
     s["density"] = (100 * s.density).map("{:.1f}%".format)
     s["test_acc"] = [f"{100 * m:.2f} ± {100 * sd:.2f}" for m, sd in zip(summary.test_acc, summary.test_acc_std)]
     s["es_test_acc"] = [("n/a" if pd.isna(v) else f"{100 * v:.2f}") for v in summary.es_test_acc]
     s["es_step"] = [("n/a" if pd.isna(v) else f"{v:.0f}") for v in summary.es_step]
     s = s.drop(columns=["test_acc_std"])
+    names = {"test_acc": "test acc % (final)", "es_step": "early-stop step", "es_test_acc": "early-stop acc %",
+             "winning_ticket": "winning (vs dense)"}
     for c in s.columns:
         if c.endswith("_acc") and c not in ("test_acc", "es_test_acc"):
             s[c] = [("-" if pd.isna(v) else f"{100 * v:.2f}") for v in summary[c]]
-        elif c.startswith("gap_"):
+            names[c] = f"{c[:-len('_acc')]} acc %"
+        elif c.startswith(("gap_", "es_gap_")):
             s[c] = [("-" if pd.isna(v) else f"{100 * v:+.2f}") for v in summary[c]]
-    for c in [c for c in s.columns if c in ("winning_ticket", "matching") or c.startswith("wins_")]:
-        if c in s:  # "-": not compared (the dense level itself, no control); "n/a": undefined
-            s[c] = [("-" if pd.isna(v) and (lv == 0 or c != "winning_ticket") else "n/a" if pd.isna(v) else
-                     ("yes" if v else "no")) for lv, v in zip(summary.index, summary[c])]
-    s = s.rename(columns={"test_acc": "test acc % (final)", "es_step": "early-stop step", "es_test_acc": "early-stop acc %",
-                          "winning_ticket": "winning ticket"})
-    return s.to_string()
+            names[c] = f"{c.split('gap_', 1)[1]} {'es ' if c.startswith('es_') else ''}gap %"
+        elif c.startswith("beats_"):
+            names[c] = f"beats {c[len('beats_'):]}"
+    for c in [c for c in s.columns if c in ("winning_ticket", "matching") or c.startswith("beats_")]:
+        # "-": not compared (the dense level itself, a level without the control); "n/a": undefined (no early stop)
+        if c.startswith("beats_"):
+            none = ["-" if pd.isna(g) else "n/a" for g in summary[f"gap_{c[len('beats_'):]}"]]
+        else:
+            none = ["-" if lv == 0 or c != "winning_ticket" else "n/a" for lv in summary.index]
+        s[c] = [yes_no(v, n) for v, n in zip(summary[c], none)]
+    return s.rename(columns=names).to_string()
+
+
+def yes_no(verdict, none: str = "n/a") -> str:
+    """A verdict (bool, or None / NA when undefined) as printed."""
+    return none if verdict is None or pd.isna(verdict) else ("yes" if verdict else "no")
+
+
+def verdict_legend(summary: pd.DataFrame) -> str:
+    """What the verdict columns of `format_summary(summary)` compare, one line each."""
+    lines = ["winning (vs dense): mean early-stop test accuracy >= the dense network's and mean early-stop step <= its "
+             "(Frankle & Carbin 2019); it says nothing about the controls"]
+    controls = [c[len("beats_"):] for c in summary.columns if c.startswith("beats_")]
+    if controls:
+        lines.append(f"beats <control> ({', '.join(controls)}): the ticket's mean early-stop accuracy exceeds the "
+                     "control's by more than the larger population std of the two across replicates, and its mean "
+                     "early-stop step is <= the control's; <control> acc: final; gap / es gap: ticket - control in final / "
+                     "early-stop accuracy, mean over paired replicates")
+    return "\n".join(lines)

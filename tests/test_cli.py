@@ -215,6 +215,6 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(tmp_path, word, overrid
 def test_debug_fast_runs_end_to_end(tmp_path):
     r = lottery(tmp_path, "debug=fast", "model.widths=[32]")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "winning ticket" in r.stdout and "run directory:" in r.stdout
+    assert "winning (vs dense)" in r.stdout and "run directory:" in r.stdout
     (run,) = [p for p in (tmp_path / "runs").iterdir() if p.name != "dense"]  # dense/: the shared level 0
     assert (run / "results.csv").exists() and (run / "summary.json").exists() and (run / "config.yaml").exists()

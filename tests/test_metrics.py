@@ -59,7 +59,8 @@ def test_levels_on_a_hand_made_table():
     assert c.gap.tolist() == pytest.approx([0.01, 0.015, 0.06])  # ticket - control, paired by replicate
     assert c.gap_std.tolist() == pytest.approx([0.005, 0.01, 0.01])
     assert c.es_gap.tolist() == pytest.approx([0.025, 0.01, 0.06])
-    assert c.ticket_wins.tolist() == [True, True, True] and t.gap.isna().all()
+    assert c.es_margin.tolist() == pytest.approx([0.005, 0.0, 0.0])  # larger early-stop std of the two sides
+    assert c.ticket_beats.tolist() == [True, True, True] and t.gap.isna().all()
     assert t.flops_fraction.tolist() == [1.0, 0.5, 0.25, 0.125]
 
     h = metrics.headline({"levels": lv})
