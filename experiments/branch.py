@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the tickets of a finished lottery run under other settings (`lth.branch`).
+"""Train the tickets of a finished lottery run under other settings (`lth.lottery.branch`).
 
     python experiments/branch.py branch.source=runs/mlp-mnist1d-<hash> branch.levels=[2,4]
     python experiments/branch.py branch.source=RUN branch.levels=[3] dataset=fashion_mnist   # ticket transfer
@@ -28,7 +28,7 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lth.config import Config, structured_schema  # noqa: E402
+from lth.config.schema import Config, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
@@ -45,7 +45,7 @@ def main(dcfg: DictConfig) -> None:
     from experiments.common import run_or_exit
 
     def work():
-        from lth import branch
+        from lth.lottery import branch
 
         return branch.run(branch_config(dcfg, list(HydraConfig.get().overrides.task)))
 

@@ -10,7 +10,7 @@ source run's own `config.yaml`, with the command line's overrides applied. A gro
 In a Hydra multirun (`-m`), a job that fails or is refused is recorded (`<sweep dir>/jobs/<n>.json`)
 and returns, so that every other job still runs, on every launcher (Hydra's basic launcher would
 stop the sweep at a refusal's `sys.exit`, and raise after the batch at an exception);
-`lth.sweep_callbacks.SweepSummary` prints the table of job statuses at the end and makes the
+`lth.integrations.sweep_callbacks.SweepSummary` prints the table of job statuses at the end and makes the
 sweep's exit status non-zero when a job did not finish. Each job's W&B runs carry the tag
 `sweep:<sweep folder name>` (`sweep_tagged`)."""
 
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from lth.config import Config, ConfigError, from_dict, to_dict
+from lth.config.schema import Config, ConfigError, from_dict, to_dict
 
 NOT_FROM_A_SOURCE = ("experiment", "debug")
 
@@ -33,7 +33,7 @@ def overlay(composed: DictConfig, overrides: list[str], source: str, *, setting:
     given."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from lth.branch import source_config
+    from lth.lottery.branch import source_config
 
     merged = OmegaConf.create(to_dict(source_config(source, setting=setting)))
     runs_dir_given = False
@@ -57,16 +57,16 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
     run directory and status are printed and recorded (`record_job`: `running`, then `done`,
     `refused`, `failed` or `interrupted`), and a refused or failed job returns None instead of
     ending the process, so the sweep's other jobs still run (the sweep's exit status says it:
-    `lth.sweep_callbacks`)."""
+    `lth.integrations.sweep_callbacks`)."""
     import logging
     import traceback
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every save at INFO
-    from lth import distributed
+    from lth.integrations import distributed
     from lth.data import DataError
-    from lth.interrupt import Interrupted
-    from lth.run_dir import RunLocked
+    from lth.runs.interrupt import Interrupted
+    from lth.runs.run_dir import RunLocked
 
     in_sweep = sweep_name() is not None
     record_job("running")  # a job killed outright (OOM, a node lost) keeps this status
@@ -79,7 +79,7 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
         if in_sweep:
             return None
         sys.exit(2)
-    except Interrupted as e:  # SIGTERM / SIGINT: the level in progress was checkpointed (lth.interrupt)
+    except Interrupted as e:  # SIGTERM / SIGINT: the level in progress was checkpointed (lth.runs.interrupt)
         record_job("interrupted", error=str(e))
         print(f"lth: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -142,8 +142,8 @@ def record_job(status: str, **fields: Any) -> None:
         return
     if hc.mode != RunMode.MULTIRUN:
         return
-    from lth import distributed
-    from lth.run_dir import write_json
+    from lth.integrations import distributed
+    from lth.runs.run_dir import write_json
 
     if not distributed.is_primary():  # the other processes of a multi-host job: task 0 records it
         return

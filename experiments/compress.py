@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Deep Compression of a finished level (`lth.compress`; Han, Mao & Dally 2016).
+"""Deep Compression of a finished level (`lth.compression.compress`; Han, Mao & Dally 2016).
 
     python experiments/compress.py compress.source=runs/<run> compress.level=5
     python experiments/compress.py compress.source=RUN compress.level=5 "compress.bits={kernel: 6}" "compress.index_bits={kernel: 5}"
@@ -28,7 +28,7 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lth.config import Config, structured_schema  # noqa: E402
+from lth.config.schema import Config, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
@@ -45,7 +45,7 @@ def main(dcfg: DictConfig) -> None:
     from experiments.common import run_or_exit
 
     def work():
-        from lth import compress
+        from lth.compression import compress
 
         return compress.run(compress_config(dcfg, list(HydraConfig.get().overrides.task)))
 

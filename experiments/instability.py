@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Instability analysis, linear mode connectivity (`lth.instability`; Frankle et al. 2020).
+"""Instability analysis, linear mode connectivity (`lth.analysis.instability`; Frankle et al. 2020).
 
     python experiments/instability.py "instability.points=[0it,100it,500it]"                  # dense MNIST-1D MLP
     python experiments/instability.py experiment=lth_lenet_mnist "instability.points=[0it,1000it]" replicates=3
@@ -29,7 +29,7 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from lth.config import Config, structured_schema  # noqa: E402
+from lth.config.schema import Config, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
@@ -46,14 +46,14 @@ def main(dcfg: DictConfig) -> None:
     from experiments.common import run_or_exit
 
     def work():
-        from lth import instability
+        from lth.analysis import instability
 
         return instability.run(instability_config(dcfg, list(HydraConfig.get().overrides.task)))
 
     outcome = run_or_exit(work)
     if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
         return
-    from lth.instability import summarize
+    from lth.analysis.instability import summarize
 
     print()
     for p in summarize(outcome.table):

@@ -7,13 +7,13 @@
     python experiments/lottery.py experiment=lth_lenet_mnist --cfg job   # show the composed config
 
 Hydra composes `conf/` over the typed schema in `lth.config` (a misspelt key or a wrongly typed
-value fails at compose time); this file converts the result once to a `lth.config.Config` and
-hands it to `lth.lottery.run`. Bad values end with one line naming the setting, exit status 2, and
+value fails at compose time); this file converts the result once to a `lth.config.schema.Config` and
+hands it to `lth.lottery.levels.run`. Bad values end with one line naming the setting, exit status 2, and
 nothing written.
 
 The function returns the run's objective for Hydra's sweepers (the Optuna search of per-layer rates,
 `+search=layer_rates_flops`): the tickets' final test accuracy at the last level
-(`lth.sweep_objective`). In a multirun, a job whose settings exceed `budget.*` (`lth.budget`) is
+(`lth.integrations.sweep_objective`). In a multirun, a job whose settings exceed `budget.*` (`lth.sparsity.budget`) is
 not trained and returns minus its excess over the budget (below any accuracy), so that the sweep
 goes on.
 """
@@ -32,7 +32,7 @@ import hydra  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from lth.config import from_dict, structured_schema  # noqa: E402
+from lth.config.schema import from_dict, structured_schema  # noqa: E402
 
 ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 
@@ -40,10 +40,12 @@ ConfigStore.instance().store(name="lth_schema", node=structured_schema())
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> float | None:
     from experiments.common import run_or_exit, sweep_tagged
-    from lth import budget, results, sweep_objective
+    from lth.sparsity import budget
+    from lth.runs import results
+    from lth.integrations import sweep_objective
 
     def work():
-        from lth import lottery
+        from lth.lottery import levels as lottery
 
         try:
             return lottery.run(sweep_tagged(from_dict(OmegaConf.to_container(dcfg, resolve=True))))

@@ -3,23 +3,51 @@
 The README (quick start, overrides, presets, and "Internals", the map of this package) is the
 documentation; each module's docstring states the equation it implements. In short: iterative
 magnitude pruning with rewinding (`lth.lottery`), rewinding modes and controls as data
-(`lth.rewind`, `lth.controls`), pruning methods and schedules (`lth.methods`, `lth.scores`,
-`lth.pruning`, `lth.structured`, `lth.ablations`, `lth.gradual`), masks as pytrees (`lth.masks`),
-a jit-compiled, vmapped masked trainer (`lth.train`) and winning-ticket outcomes (`lth.results`).
+(`lth.lottery.rewind`, `lth.lottery.controls`), pruning methods and schedules (`lth.sparsity.methods`, `lth.sparsity.scores`,
+`lth.sparsity.pruning`, `lth.sparsity.structured`, `lth.sparsity.ablations`, `lth.sparsity.gradual`), masks as pytrees (`lth.sparsity.masks`),
+a jit-compiled, vmapped masked trainer (`lth.train`) and winning-ticket outcomes (`lth.runs.results`).
 `experiments/lottery.py` is the Hydra command line; the library itself never imports Hydra.
 """
 
 __version__ = "0.1.0"
 
-from lth import xla_flags as _xla_flags  # noqa: E402  (before JAX starts: lth.xla_flags says why)
+from lth.integrations import xla_flags as _xla_flags  # noqa: E402  (before JAX starts: lth.integrations.xla_flags says why)
 
 _xla_flags.apply()
 
-# The Python API (`lth.api`, `lth.metrics`), imported on first use so that `import lth` stays cheap
+# The Python API (`lth.api`, `lth.analysis.metrics`), imported on first use so that `import lth` stays cheap
 # (no JAX): lth.run(config), lth.load_run(dir), lth.load_runs(dirs), lth.ticket_metrics(run).
 _LAZY = {"run": "lth.api", "load_run": "lth.api", "load_runs": "lth.api", "Run": "lth.api",
-         "varying_settings": "lth.api", "export_tables": "lth.api", "ticket_metrics": "lth.metrics",
-         "register_method": "lth.user_components", "ScoreContext": "lth.user_components"}
+         "varying_settings": "lth.api", "export_tables": "lth.api", "ticket_metrics": "lth.analysis.metrics",
+         "register_method": "lth.config.user_components", "ScoreContext": "lth.config.user_components"}
+
+
+# Old module names (one release): each resolves to the very module it became (lth/_aliases.py).
+import importlib.abc as _abc  # noqa: E402
+import importlib.util as _util  # noqa: E402
+import sys as _sys  # noqa: E402
+
+from lth._aliases import OLD_TO_NEW as _OLD_TO_NEW  # noqa: E402
+
+
+class _Alias(_abc.MetaPathFinder, _abc.Loader):
+    """Finds an old module name and loads it as the module it became (the same object)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        return _util.spec_from_loader(fullname, self) if fullname in _OLD_TO_NEW else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        import importlib
+
+        # the import system hands out sys.modules[name] after exec_module: the real module
+        _sys.modules[module.__name__] = importlib.import_module(_OLD_TO_NEW[module.__name__])
+
+
+if not any(isinstance(f, _Alias) for f in _sys.meta_path):
+    _sys.meta_path.insert(0, _Alias())  # before any editable-install finder that maps lth.* to files
 
 
 def __getattr__(name: str):
@@ -27,6 +55,10 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if f"lth.{name}" in _OLD_TO_NEW:  # an old module name as an attribute of lth (one release)
+        import importlib
+
+        return importlib.import_module(f"lth.{name}")
     raise AttributeError(f"module 'lth' has no attribute {name!r}")
 
 

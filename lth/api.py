@@ -7,13 +7,13 @@
     df = lth.load_runs("runs/frankle2021_pai_mnist1d")   # many runs, one table, settings as columns
     lth.api.varying_settings(df)     # the settings that differ between them
 
-`run(config)` takes a `lth.config.Config` or a nested dict of settings over the defaults the
+`run(config)` takes a `lth.config.schema.Config` or a nested dict of settings over the defaults the
 command line has (the schema's, with the chosen model's, dataset's and optimizer's own from
-`conf/`: `lth.defaults`); keys may also be dotted (`{"pruning.fraction": 0.5}`), and
+`conf/`: `lth.config.defaults`); keys may also be dotted (`{"pruning.fraction": 0.5}`), and
 `{"experiment": "lth_lenet_mnist", ...}` starts from a preset, composed by Hydra as on the
-command line (`compose` does the same for a list of command-line overrides). With `branch.source` set it is a branch (`lth.branch`): a dict then
+command line (`compose` does the same for a list of command-line overrides). With `branch.source` set it is a branch (`lth.lottery.branch`): a dict then
 starts from the source run's config, as `experiments/branch.py` does; `experiment="instability"`
-runs the instability analysis (`lth.instability`). It returns `load_run` of the run directory.
+runs the instability analysis (`lth.analysis.instability`). It returns `load_run` of the run directory.
 
 `load_run(dir)` reads a run directory (or a trimmed copy written by `export_tables`) into a `Run`:
 
@@ -26,7 +26,7 @@ runs the instability analysis (`lth.instability`). It returns `load_run` of the 
     config       config.yaml as a dict
     summary      summary.json as a dict ({} when absent)
     path         the directory
-    instability  instability.csv (`lth.instability`) or None
+    instability  instability.csv (`lth.analysis.instability`) or None
     curves       curves.csv or None
 
 Nothing here imports JAX unless an experiment is run.
@@ -65,17 +65,17 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
         data: Any = None) -> Run:
     """Run (or continue: finished levels are skipped) the experiment `config` and return its `Run`.
 
-    `config` is a `lth.config.Config` or a nested dict of settings; a dict is typed and checked by
+    `config` is a `lth.config.schema.Config` or a nested dict of settings; a dict is typed and checked by
     the schema Hydra uses (a misspelt key or a wrongly typed value raises `ConfigError`), then every
-    value by `lth.config.validate`, before anything is written. `experiment`: `auto` is a lottery
-    run, or a branch of the lottery run `branch.source` when that is set (`lth.branch.run`);
-    `instability` is the instability analysis (`lth.instability.run`; a dict with
+    value by `lth.config.schema.validate`, before anything is written. `experiment`: `auto` is a lottery
+    run, or a branch of the lottery run `branch.source` when that is set (`lth.lottery.branch.run`);
+    `instability` is the instability analysis (`lth.analysis.instability.run`; a dict with
     `instability.source` starts from that run's config, as a branch does); `compress` is Deep
-    Compression of a level (`lth.compress.run`, from `compress.source`'s config likewise; its
+    Compression of a level (`lth.compression.compress.run`, from `compress.source`'s config likewise; its
     `Run.results` is the size report, report.csv). A lottery run takes a researcher's own `model`
     (a Flax module object) and `data` (a mapping of arrays x_train, y_train, x_test, y_test) in
-    place of the config's (`lth.user_components`)."""
-    from lth.config import Config, ConfigError
+    place of the config's (`lth.config.user_components`)."""
+    from lth.config.schema import Config, ConfigError
 
     if experiment not in EXPERIMENTS:
         raise ConfigError(f"lth.run: experiment={experiment!r} is not one of {', '.join(EXPERIMENTS)}")
@@ -84,17 +84,17 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
     elif isinstance(config, dict):
         cfg = config_from_dict(config, source_key=experiment if experiment in ("instability", "compress") else "branch")
     else:
-        raise TypeError(f"lth.run: config must be an lth.config.Config or a dict of settings, not {type(config).__name__}")
+        raise TypeError(f"lth.run: config must be an lth.config.schema.Config or a dict of settings, not {type(config).__name__}")
     if experiment == "instability":
-        from lth import instability as module
+        from lth.analysis import instability as module
     elif experiment == "compress":
-        from lth import compress as module
+        from lth.compression import compress as module
     elif experiment == "branch" or (experiment == "auto" and cfg.branch.source):
-        from lth import branch as module
+        from lth.lottery import branch as module
     else:
-        from lth import lottery as module
+        from lth.lottery import levels as module
     if model is not None or data is not None:
-        if module.__name__ != "lth.lottery":
+        if module.__name__ != "lth.lottery.levels":
             raise ConfigError(f"lth.run: model= and data= are for a lottery run, not {module.__name__}; name the model and "
                               "data by model._target_ and dataset._target_ in the config instead")
         return load_run(module.run(cfg, echo=echo, model=model, data=data).run_dir)
@@ -108,7 +108,7 @@ def config_from_dict(settings: dict[str, Any], *, source_key: str = "branch"):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from lth.config import ConfigError, from_dict, structured_schema, to_dict
+    from lth.config.schema import ConfigError, from_dict, structured_schema, to_dict
 
     nested = _nest(settings)
     source = (nested.get(source_key) or {}).get("source")
@@ -118,7 +118,7 @@ def config_from_dict(settings: dict[str, Any], *, source_key: str = "branch"):
         if preset is not None:
             base = OmegaConf.merge(base, to_dict(compose([f"experiment={preset}"])))
         if source:
-            from lth.branch import source_config
+            from lth.lottery.branch import source_config
 
             src = to_dict(source_config(source))
             if "runs_dir" not in (nested.get("paths") or {}):
@@ -139,8 +139,8 @@ def compose(overrides: list[str] = ()) -> "Config":
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from lth import defaults
-    from lth.config import ConfigError, from_dict, structured_schema
+    from lth.config import defaults
+    from lth.config.schema import ConfigError, from_dict, structured_schema
 
     ConfigStore.instance().store(name="lth_schema", node=structured_schema())
     try:
@@ -196,7 +196,7 @@ def load_run(path: Union[str, os.PathLike]) -> Run:
     elif os.path.isfile(os.path.join(path, "report.csv")):  # a compression: its size report
         results = pd.read_csv(os.path.join(path, "report.csv"))
     else:  # an instability analysis: no levels
-        from lth.results import COLUMNS
+        from lth.runs.results import COLUMNS
 
         results = pd.DataFrame(columns=COLUMNS)
     summary = _read_json(os.path.join(path, "summary.json")) or {}
@@ -294,7 +294,7 @@ def _sort_history(h: pd.DataFrame) -> pd.DataFrame:
 def find_runs(dirs_or_glob: Union[str, os.PathLike, list]) -> list[str]:
     """Run directories from a list of paths or a glob pattern; a folder that is not a run is searched
     for the runs beneath it; a sweep's folder (`runs/multirun/<date>_<time>`, with `jobs/*.json`),
-    given or beneath, gives the run directories of its finished jobs (`lth.sweeps`)."""
+    given or beneath, gives the run directories of its finished jobs (`lth.integrations.sweeps`)."""
     items = [dirs_or_glob] if isinstance(dirs_or_glob, (str, os.PathLike)) else list(dirs_or_glob)
     paths = []
     for item in items:
@@ -306,7 +306,7 @@ def find_runs(dirs_or_glob: Union[str, os.PathLike, list]) -> list[str]:
             if is_run_dir(m):
                 paths.append(m)
             elif os.path.isdir(m):
-                from lth import sweeps
+                from lth.integrations import sweeps
 
                 if sweeps.is_sweep_dir(m):  # a multirun's folder: its finished jobs' runs (jobs/*.json)
                     paths.extend(sweeps.run_dirs(m))
@@ -333,7 +333,7 @@ def find_runs(dirs_or_glob: Union[str, os.PathLike, list]) -> list[str]:
 def flatten_settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A config dict as {dotted path: value}: sections of the `Config` schema are flattened; lists
     and open dicts (`pruning.fractions`) become JSON strings, so that they compare and group."""
-    from lth.config import Config
+    from lth.config.schema import Config
 
     return _flatten(config, Config, prefix)
 
@@ -394,7 +394,7 @@ def setting_columns(df: pd.DataFrame) -> list[str]:
     names = df.attrs.get("settings")
     if names:
         return [c for c in names if c in df.columns]
-    from lth.config import Config, to_dict
+    from lth.config.schema import Config, to_dict
 
     known = set(flatten_settings(to_dict(Config())))
     top = {k.split(".")[0] for k in known}
@@ -433,7 +433,7 @@ def export_tables(run_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathL
     h = src.history
     if history_levels is not None:
         h = h[h.level.isin(list(history_levels))]
-    from lth.run_dir import write_atomic
+    from lth.runs.run_dir import write_atomic
 
     write_atomic(os.path.join(out, "history.csv"), h.round(5).to_csv(index=False))
     return out

@@ -19,14 +19,14 @@ import jax
 import numpy as np
 
 from bench_common import best_rate, device_line, fresh_states, write_record
-from lth import masks as M
-from lth.config import ModelConfig, OptimizerConfig, PruningConfig
+from lth.sparsity import masks as M
+from lth.config.schema import ModelConfig, OptimizerConfig, PruningConfig
 from lth.data import Dataset
 from lth.models import build_model
 from lth.models.bert import PRUNABLE
-from lth.optim import make_optimizer, make_schedule
-from lth.pruning import prune
-from lth.train import Trainer
+from lth.train.optim import make_optimizer, make_schedule
+from lth.sparsity.pruning import prune
+from lth.train.trainer import Trainer
 
 
 def token_dataset(n: int, length: int, vocab: int) -> Dataset:

@@ -15,10 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lth import masks as M  # noqa: E402
-from lth.config import DatasetConfig  # noqa: E402
+from lth.sparsity import masks as M  # noqa: E402
+from lth.config.schema import DatasetConfig  # noqa: E402
 from lth.data import DataError, Dataset, load_dataset  # noqa: E402
-from lth.train import Trainer, replicate_keys  # noqa: E402
+from lth.train.trainer import Trainer, replicate_keys  # noqa: E402
 
 
 def real_or_random(name: str, shape: tuple[int, ...], n_train: int, n_val: int, n_test: int) -> tuple[Dataset, str]:

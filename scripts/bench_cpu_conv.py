@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth.config import ModelConfig, OptimizerConfig
+from lth.config.schema import ModelConfig, OptimizerConfig
 from lth.data import Dataset
 from lth.models import build_model, cpu_conv
-from lth.optim import make_optimizer, make_schedule
-from lth.train import Trainer
+from lth.train.optim import make_optimizer, make_schedule
+from lth.train.trainer import Trainer
 
 SHAPES = [(32, 3, 16), (32, 16, 16), (16, 32, 32), (8, 64, 64), (32, 64, 64), (16, 128, 128), (8, 256, 256),
           (4, 512, 512), (2, 512, 512), (1, 512, 512)]

@@ -10,7 +10,7 @@ scaling against the first R measured, and the achieved FLOP rate (XLA's own FLOP
 compiled step; cost analysis counts a pruned weight's zero multiplications too).
 
 At the first R it also measures training with gradual magnitude pruning inside the compiled loop
-(`lth.gradual`, `Trainer(mask_update=...)`): from dense to 20% density (global) over the timed
+(`lth.sparsity.gradual`, `Trainer(mask_update=...)`): from dense to 20% density (global) over the timed
 window, the mask recomputed every `--gradual-every` steps (a `lax.cond` on the step; default 100,
 0 skips it), and prints its steps/s against the fixed-mask masked step (goal: >= 0.9 x).
 
@@ -25,13 +25,13 @@ import argparse
 import jax
 
 from bench_common import best_rate, device_line, fresh_states, real_or_random, write_record
-from lth import masks as M
-from lth.config import ModelConfig, OptimizerConfig, PruningConfig
-from lth.gradual import GradualPruning
+from lth.sparsity import masks as M
+from lth.config.schema import ModelConfig, OptimizerConfig, PruningConfig
+from lth.sparsity.gradual import GradualPruning
 from lth.models import build_model
-from lth.optim import make_optimizer, make_schedule
-from lth.pruning import prune
-from lth.train import Trainer
+from lth.train.optim import make_optimizer, make_schedule
+from lth.sparsity.pruning import prune
+from lth.train.trainer import Trainer
 
 
 def step_flops(trainer: Trainer, states, batch_size: int) -> float:

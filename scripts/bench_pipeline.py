@@ -31,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench_common import best_rate, device_line, fresh_states, real_or_random, write_record
-from lth.config import ModelConfig, OptimizerConfig
+from lth.config.schema import ModelConfig, OptimizerConfig
 from lth.data.augment import random_crop_flip
 from lth.models import build_model
-from lth.optim import make_optimizer, make_schedule
-from lth.train import Trainer
+from lth.train.optim import make_optimizer, make_schedule
+from lth.train.trainer import Trainer
 
 
 def fixed_batch_program(trainer: Trainer, steps: int):

@@ -2,7 +2,7 @@
 """Benchmark: a paper's protocol through the real driver, timed level by level and extrapolated.
 
 Composes an experiment preset exactly as `experiments/lottery.py experiment=NAME` does (plus any
-Hydra overrides given after the options), runs `lth.lottery.run` on it for `--levels` pruning
+Hydra overrides given after the options), runs `lth.lottery.levels.run` on it for `--levels` pruning
 levels (all replicates, evaluation, pruning, rewinding and checkpoints included; W&B off), and
 prints each level's wall time and the extrapolated wall time of the whole figure:
 
@@ -78,7 +78,7 @@ def main() -> None:
     cfg = compose(args.preset, [f"levels={args.levels}", "logger=none", "logger.progress=false",
                                 f"paths.runs_dir={runs}", *args.overrides])
     what = use_synthetic_data(cfg, args.synthetic_sizes) if args.synthetic else f"real {cfg.dataset.name}"
-    from lth import lottery
+    from lth.lottery import levels as lottery
 
     print(f"{device_line()}, preset {args.preset} {' '.join(args.overrides)}, data: {what}, "
           f"{cfg.replicates} replicate(s), levels 0..{args.levels}", flush=True)

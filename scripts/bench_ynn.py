@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training speed on a CPU with and without the XLA flag lth sets (lth/xla_flags.py).
+"""Training speed on a CPU with and without the XLA flag lth sets (lth/integrations/xla_flags.py).
 
 `import lth` turns XLA:CPU's YNNPACK reduction fusion off so that a member's results do not depend
 on how many members are trained beside it. This prints the training throughput (steps/s) of a
@@ -25,11 +25,12 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import jax
-import lth  # noqa: F401  (applies lth.xla_flags unless LTH_XLA_FLAGS=keep)
-from lth import lottery, masks as M
+import lth  # noqa: F401  (applies lth.integrations.xla_flags unless LTH_XLA_FLAGS=keep)
+from lth.lottery import levels as lottery
+from lth.sparsity import masks as M
 from lth.api import compose
-from lth.config import resolve
-from lth.train import replicate_keys
+from lth.config.schema import resolve
+from lth.train.trainer import replicate_keys
 R, steps, model, dataset = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 cfg = resolve(compose([f"dataset={dataset}", f"model={model}", f"replicates={R}"]))
 _, _, tr = lottery.prepare(cfg)

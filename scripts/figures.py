@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Every paper-style figure of lottery and instability runs (`lth.figures`), as PNG and PDF.
+"""Every paper-style figure of lottery and instability runs (`lth.analysis.figures`), as PNG and PDF.
 
     python scripts/figures.py runs/lenet_300_100-mnist-9e9f66a28003 --out figures
     python scripts/figures.py results/*/ --out results/figures          # what `make figures` runs
@@ -84,7 +84,7 @@ def compare_groups(loaded: dict[str, object]) -> dict[str, tuple[str, dict[str, 
     (`NOT_COMPARED`), kept where they differ in `rewind.mode`:
     {folder name: (title, {line label: results})}. The label is the mode, with the rewind point
     when one mode appears more than once."""
-    from lth.figures import _get
+    from lth.analysis.figures import _get
 
     import json
 
@@ -116,7 +116,7 @@ def instability_groups(loaded: dict[str, object]) -> dict[str, tuple[str, object
     network and an IMP subnetwork): {folder name: (title, their instability tables together)}."""
     import pandas as pd
 
-    from lth.figures import _get
+    from lth.analysis.figures import _get
 
     groups: dict[tuple, list] = {}
     for run in loaded.values():
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print("figures.py: " + str(e).replace("\n", "\nfigures.py: "), file=sys.stderr)
         return 2
 
-    from lth import figures
+    from lth.analysis import figures
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     loaded, bad = {}, []

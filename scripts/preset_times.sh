@@ -28,7 +28,7 @@ for p in "${presets[@]}"; do
   read -r full levels < <("$PY" - "$p" <<'PY'
 import sys
 from lth.api import compose
-from lth.lottery import make_plan
+from lth.lottery.levels import make_plan
 cfg = compose([f"experiment={sys.argv[1]}"])
 train = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000}[cfg.dataset.name] - cfg.dataset.val_size
 print(make_plan(cfg, train).total_steps, cfg.levels + 1)

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from lth.sweeps import sweep_table
+    from lth.integrations.sweeps import sweep_table
 
     try:
         table = sweep_table(args.sweep_dir, all_overrides=args.all_overrides)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The ticket metrics of a finished run (`lth.metrics`), as tables on the terminal.
+"""The ticket metrics of a finished run (`lth.analysis.metrics`), as tables on the terminal.
 
     python scripts/ticket_report.py runs/<run>
     python scripts/ticket_report.py runs/<run> --csv reports/<run>     # also levels.csv, tensors.csv, overlap.csv
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from lth import metrics
+    from lth.analysis import metrics
 
     try:
         m = metrics.ticket_metrics(args.run_dir, overlap=not args.no_overlap)

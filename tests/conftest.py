@@ -63,8 +63,16 @@ def small_config(tmp_path, **changes):
     folder needed), W&B and progress bars off; `changes` replace top-level settings."""
     import dataclasses
 
-    from lth.config import (Config, DatasetConfig, ModelConfig, OptimizerConfig, PathsConfig, PruningConfig,
-                            RewindConfig, TrainConfig)
+    from lth.config.schema import (
+        Config,
+        DatasetConfig,
+        ModelConfig,
+        OptimizerConfig,
+        PathsConfig,
+        PruningConfig,
+        RewindConfig,
+        TrainConfig,
+    )
 
     cfg = Config(
         levels=2, replicates=2, seed=0,
@@ -86,7 +94,7 @@ def small_config(tmp_path, **changes):
 def mnist1d_config(tmp_path, **changes):
     """The shared small MNIST-1D run, one level, with a step schedule and momentum (so that
     rewinding the step or the optimizer state shows in the results)."""
-    from lth.config import ModelConfig, OptimizerConfig, ScheduleConfig, TrainConfig
+    from lth.config.schema import ModelConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 
     settings = dict(
         levels=1, model=ModelConfig(name="mlp", widths=[32, 32]),
@@ -101,7 +109,7 @@ def mnist1d_config(tmp_path, **changes):
 def compose():
     """The config the command line composes for some overrides (`lth.api.compose`), validated."""
     from lth.api import compose as compose_overrides
-    from lth.config import validate
+    from lth.config.schema import validate
 
     def go(*overrides):
         cfg = compose_overrides(list(overrides))

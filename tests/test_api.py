@@ -12,7 +12,7 @@ import yaml
 
 import lth
 from lth import api
-from lth.config import ConfigError, TrainConfig, to_dict
+from lth.config.schema import ConfigError, TrainConfig, to_dict
 
 from conftest import small_config
 
@@ -159,7 +159,7 @@ def test_a_branch_from_python_starts_from_its_source(tiny_run):
 
 
 def test_an_instability_analysis_loads_with_its_tables(tmp_path):
-    """An instability directory (`lth.instability`: instability.csv and curves.csv, no levels) is a
+    """An instability directory (`lth.analysis.instability`: instability.csv and curves.csv, no levels) is a
     run to load_run: no results rows, its two tables; a trimmed copy keeps them."""
     d = tmp_path / "lmc-mlp-mnist1d-0"
     d.mkdir()

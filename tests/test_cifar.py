@@ -18,17 +18,17 @@ import optax
 import pytest
 import yaml
 
-from lth import masks as M
-from lth.config import DatasetConfig, ModelConfig, OptimizerConfig, PruningConfig
+from lth.sparsity import masks as M
+from lth.config.schema import DatasetConfig, ModelConfig, OptimizerConfig, PruningConfig
 from lth.data import Dataset, load_dataset
 from lth.data.augment import random_crop_flip
-from lth.lottery import make_plan
+from lth.lottery.levels import make_plan
 from lth.models import build_model
 from lth.models.resnet_cifar import CifarResNet
-from lth.optim import make_optimizer, make_schedule
-from lth.pruning import prune, tensor_fraction
-from lth.rewind import rewind_weights, snapshot
-from lth.train import Trainer, replicate_keys, train_level
+from lth.train.optim import make_optimizer, make_schedule
+from lth.sparsity.pruning import prune, tensor_fraction
+from lth.lottery.rewind import rewind_weights, snapshot
+from lth.train.trainer import Trainer, replicate_keys, train_level
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -393,8 +393,8 @@ def test_resnet18_runs_on_a_tfds_image_dataset_under_mock_data(tmp_path):
     import pandas as pd
     import tensorflow_datasets as tfds
 
-    from lth import lottery
-    from lth.config import Config, PathsConfig, RewindConfig, TrainConfig
+    from lth.lottery import levels as lottery
+    from lth.config.schema import Config, PathsConfig, RewindConfig, TrainConfig
 
     cfg = Config(
         levels=1, replicates=1, seed=0,

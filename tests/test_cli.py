@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lth.config import from_dict, validate
+from lth.config.schema import from_dict, validate
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = str(REPO / "conf")
@@ -27,7 +27,7 @@ def lottery(tmp_path, *overrides, timeout=300):
 def _register_schema():
     from hydra.core.config_store import ConfigStore
 
-    from lth.config import structured_schema
+    from lth.config.schema import structured_schema
 
     ConfigStore.instance().store(name="lth_schema", node=structured_schema())
     yield
@@ -128,9 +128,9 @@ def test_han_presets_reach_the_papers_per_layer_densities(preset):
     import jax
     import jax.numpy as jnp
 
-    from lth import masks as M
+    from lth.sparsity import masks as M
     from lth.models import build_model
-    from lth.pruning import ladder_counts, groups
+    from lth.sparsity.pruning import ladder_counts, groups
 
     model_name, want = HAN_PRESETS[preset]
     cfg = compose_cfg(f"experiment={preset}")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from lth import coding as C
+from lth.compression import coding as C
 
 
 def mask_at(positions, length):

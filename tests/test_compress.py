@@ -1,4 +1,4 @@
-"""Deep Compression (lth.quantize, lth.compress): k-means by hand, centroid gradients, int8
+"""Deep Compression (lth.compression.quantize, lth.compression.compress): k-means by hand, centroid gradients, int8
 bounds, and whole compressions of a small run (zeros stay zero, the file decodes to what was
 evaluated, sizes add up, bad sources refused with nothing written)."""
 
@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import small_config
-from lth import compress, lottery, quantize
-from lth.config import CompressConfig, ConfigError
+from lth.compression import compress, quantize
+from lth.lottery import levels as lottery
+from lth.config.schema import CompressConfig, ConfigError
 
 
 def test_kmeans_linear_init_by_hand():
@@ -105,7 +106,7 @@ def test_compress_a_level_every_stage(source):
 def _mask(run_dir, r):
     import orbax.checkpoint as ocp
 
-    from lth.masks import flatten
+    from lth.sparsity.masks import flatten
 
     tree = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(run_dir, "level_02", "mask")))
     return {p: np.asarray(v[r], bool) for p, v in flatten(tree).items()}
@@ -150,7 +151,7 @@ def test_python_api_runs_and_loads_a_compression(source):
 
 def test_int8_compression_of_a_layer_with_256_outputs(tmp_path):
     """Issue 25: 256 per-channel scales were decoded as a k-means codebook ("decoded tensor differs")."""
-    from lth.config import ModelConfig, TrainConfig
+    from lth.config.schema import ModelConfig, TrainConfig
 
     cfg = small_config(tmp_path, levels=1, replicates=1, model=ModelConfig(name="mlp", widths=[256]),
                        train=TrainConfig(duration="30it", batch_size=100, eval_every="30it"))
@@ -165,7 +166,7 @@ def test_caffe_index_order_run_counts_the_fillers_of_its_walk(source):
     tmp, src = source
     reps = {order: compress.run(_cfg(tmp / order, src, index_order=order, finetune_duration="0it"), echo=lambda _: None)
             for order in ("flax", "caffe")}
-    from lth import coding, compress_file
+    from lth.compression import coding, file_format as compress_file
 
     for order, out in reps.items():  # each tensor's fillers: its mask walked in that order, 3-bit indices
         rep = out.report[out.report.stage == "huffman"]
@@ -180,16 +181,16 @@ def test_caffe_index_order_run_counts_the_fillers_of_its_walk(source):
 # -- BatchNorm statistics ------------------------------------------------------------------------
 def _bn_compression(tmp_path, steps=20):
     """A Dense-BatchNorm-Dense network (BatchNorm momentum 0.5) on the tiny problem, its running
-    means left stale at 50, compressed by lth.compress's stages with `steps` of fine-tuning."""
+    means left stale at 50, compressed by lth.compression.compress's stages with `steps` of fine-tuning."""
     from flax import linen as nn
 
     from conftest import make_tiny_dataset
-    from lth import masks as M
-    from lth.config import OptimizerConfig
+    from lth.sparsity import masks as M
+    from lth.config.schema import OptimizerConfig
     from lth.models.batch_norm import batch_norm
-    from lth.optim import make_optimizer, make_schedule
-    from lth.run_dir import RunDir
-    from lth.train import Trainer, replicate_keys
+    from lth.train.optim import make_optimizer, make_schedule
+    from lth.runs.run_dir import RunDir
+    from lth.train.trainer import Trainer, replicate_keys
 
     class Net(nn.Module):
         @nn.compact
@@ -220,7 +221,7 @@ def _bn_compression(tmp_path, steps=20):
 def test_batch_norm_statistics_stored_counted_and_fine_tuned(tmp_path):
     """Issue 25: the running statistics were neither stored nor counted, and the fine-tuned network
     was evaluated with the statistics from before fine-tuning."""
-    from lth import masks as M
+    from lth.sparsity import masks as M
 
     tr, states0, members, out, rd = _bn_compression(tmp_path)
     file = rd.file("compressed_r0.npz")

@@ -1,4 +1,4 @@
-"""The compressed file (lth.compress_file): the method it records (int8 at exactly 256 output
+"""The compressed file (lth.compression.file_format): the method it records (int8 at exactly 256 output
 channels), files from before it, Caffe's index order (exact filler counts), and the compress run's
 hash (committed runs keep theirs)."""
 
@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
-from lth import coding, compress, compress_file, quantize
+from lth.compression import coding, compress, file_format as compress_file, quantize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write(file, w, mask, method, order="flax", index_bits=4):
-    """`w` (Flax layout) compressed by `method` into `file` as lth.compress does; its expected weights."""
+    """`w` (Flax layout) compressed by `method` into `file` as lth.compression.compress does; its expected weights."""
     q = quantize.int8(w, mask) if method == "int8" else quantize.share(w, mask, 3)
     bits = 8 if method == "int8" else 3
     enc = {"fc/kernel": compress._encode(mask, q, bits, index_bits, order)}
@@ -74,9 +74,9 @@ def test_caffe_order_is_pytorch_layout_and_inverts():
 @pytest.mark.parametrize("name", ["han_lenet300_compress_kmeans", "han_lenet300_compress_int8", "han_lenet5_compress_kmeans"])
 def test_committed_compress_runs_keep_their_hash(name):
     """compress.index_order is out of the hash at its default (flax), so existing runs keep their directories."""
-    from lth.config import from_dict
-    from lth.lottery import make_plan
-    from lth.run_dir import content_hash
+    from lth.config.schema import from_dict
+    from lth.lottery.levels import make_plan
+    from lth.runs.run_dir import content_hash
 
     d = os.path.join(ROOT, "results", name)
     summary = json.load(open(os.path.join(d, "summary.json")))

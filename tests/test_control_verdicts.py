@@ -1,4 +1,4 @@
-"""Verdicts against controls (`lth.results.compare_to_control`, issue 25): the ticket *beats* a
+"""Verdicts against controls (`lth.runs.results.compare_to_control`, issue 25): the ticket *beats* a
 control by the winning-ticket rule's quantities (early-stop accuracy and early-stop step, not the
 final accuracy) with the spread across replicates; the printed table says "winning (vs dense)"
 and "beats <control>", never an unqualified "winning ticket"."""
@@ -8,7 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lth import metrics, results
+from lth.analysis import metrics
+from lth.runs import results
 
 
 def rows(kind, level, acc, es_acc, es_step):

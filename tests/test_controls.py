@@ -1,14 +1,15 @@
-"""Controls (lth.controls) as functions: exact counts of the random masks, their uniformity, the
+"""Controls (lth.lottery.controls) as functions: exact counts of the random masks, their uniformity, the
 masks each control takes from its ticket, and keys that depend on (seed, replicate, kind, level)
-only. Fast: these are the tests `make mutate` runs against lth/controls.py. The controls trained
+only. Fast: these are the tests `make mutate` runs against lth/lottery/controls.py. The controls trained
 beside tickets by the level loop are tested in tests/test_members.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lth import controls as C, masks as M
-from lth.train import replicate_keys
+from lth.lottery import controls as C
+from lth.sparsity import masks as M
+from lth.train.trainer import replicate_keys
 
 from test_rewind_modes import assert_trees_equal
 

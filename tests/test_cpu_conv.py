@@ -7,7 +7,7 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
-from lth.config import ModelConfig
+from lth.config.schema import ModelConfig
 from lth.models import build_model, cpu_conv
 
 DIMS = ("NHWC", "HWIO", "NHWC")

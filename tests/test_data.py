@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth.config import DatasetConfig
+from lth.config.schema import DatasetConfig
 from lth.data import BUILTIN, DataError, Dataset, load_dataset, load_raw, split_validation
 from lth.data import augment, checksums, idx, mnist1d
 from lth.data.checksums import IDX_FILES

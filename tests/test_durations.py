@@ -2,8 +2,8 @@
 
 import pytest
 
-from lth.config import ConfigError
-from lth.durations import Duration, parse_duration, to_steps
+from lth.config.schema import ConfigError
+from lth.config.durations import Duration, parse_duration, to_steps
 
 
 @pytest.mark.parametrize("text,steps", [

@@ -1,4 +1,4 @@
-"""lth.figures and scripts/figures.py: the paper-style figures of synthetic tables (lines per kind,
+"""lth.analysis.figures and scripts/figures.py: the paper-style figures of synthetic tables (lines per kind,
 log density axis decreasing to the right, the 2% threshold), the script on a trimmed copy and on a
 tiny real run (PNG and PDF files, exit code 2 for a bad directory), and the figures in W&B."""
 
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lth import figures
+from lth.analysis import figures
 from lth.api import Run
 
 from conftest import small_config
@@ -248,8 +248,8 @@ def test_script_exits_2_with_a_message_for_a_bad_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    from lth import lottery
-    from lth.config import ModelConfig, TrainConfig
+    from lth.lottery import levels as lottery
+    from lth.config.schema import ModelConfig, TrainConfig
 
     cfg = small_config(tmp_path_factory.mktemp("figures"), levels=2, replicates=2, controls=["reinit"],
                        model=ModelConfig(name="mlp", widths=[16]),

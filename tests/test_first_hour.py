@@ -15,9 +15,22 @@ import pytest
 import yaml
 
 from conftest import small_config
-from lth import api, defaults, lottery, replicates as REP
-from lth.config import Config, ConfigError, DatasetConfig, ModelConfig, OptimizerConfig, from_dict, resolve, structured_schema, to_dict, validate
-from lth.run_dir import content_hash
+from lth import api
+from lth.config import defaults
+from lth.lottery import levels as lottery, replicates as REP
+from lth.config.schema import (
+    Config,
+    ConfigError,
+    DatasetConfig,
+    ModelConfig,
+    OptimizerConfig,
+    from_dict,
+    resolve,
+    structured_schema,
+    to_dict,
+    validate,
+)
+from lth.runs.run_dir import content_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -233,9 +246,9 @@ def test_level0_shared_across_pruning_settings(tmp_path, spy):
 def test_what_level0_depends_on():
     """Level 0's directory changes with the seed, optimiser, training, data, model or rewind point,
     not with pruning, rewinding mode or replicates; gradual pruning keeps level 0 in its run."""
-    from lth import shared_dense
-    from lth.config import PruningConfig
-    from lth.run_dir import RunDir, hash_of
+    from lth.lottery import shared_dense
+    from lth.config.schema import PruningConfig
+    from lth.runs.run_dir import RunDir, hash_of
 
     cfg = resolve(Config())
     name = lambda c, plan={"total_steps": 100, "rewind_step": 0}: hash_of(shared_dense.level0_settings(c, plan, None))
@@ -378,7 +391,7 @@ def test_every_readme_command_composes(composed):
 
 
 def test_matching_with_one_replicate_is_na_unless_a_tolerance_is_given():
-    from lth import results
+    from lth.runs import results
 
     rows = [{"level": lv, "replicate": 0, "kind": "ticket", "density": d, "test_accuracy": a, "early_stop_step": 10.0,
              "early_stop_test_accuracy": a} for lv, d, a in ((0, 1.0, 0.90), (1, 0.8, 0.8995), (2, 0.64, 0.95))]

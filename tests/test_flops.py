@@ -1,4 +1,4 @@
-"""Tests of `lth.flops`: dense MACs against hand arithmetic, unstructured MACs against the mask,
+"""Tests of `lth.sparsity.flops`: dense MACs against hand arithmetic, unstructured MACs against the mask,
 and the effective MACs of structured pruning (cascades through the next layer, BatchNorm biases
 and residual connections that keep a channel alive), including an independent numpy reference
 for fully connected networks."""
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from lth.config import ModelConfig
-from lth.flops import FlopReport, count_flops
-from lth.masks import flatten, unflatten
+from lth.config.schema import ModelConfig
+from lth.sparsity.flops import FlopReport, count_flops
+from lth.sparsity.masks import flatten, unflatten
 from lth.models import build_model
 
 CIFAR = (32, 32, 3)

@@ -1,4 +1,4 @@
-"""Gradual magnitude pruning (lth.gradual): the cubic schedule, its update steps, exact counts, the
+"""Gradual magnitude pruning (lth.sparsity.gradual): the cubic schedule, its update steps, exact counts, the
 mask update, and the update inside the trainer's compiled loop (scan and Python-loop paths,
 vmapped and looped replicates)."""
 
@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M
-from lth.config import ModelConfig, OptimizerConfig, PruningConfig
-from lth.gradual import GradualPruning, round_half_up
+from lth.sparsity import masks as M
+from lth.config.schema import ModelConfig, OptimizerConfig, PruningConfig
+from lth.sparsity.gradual import GradualPruning, round_half_up
 from lth.models import build_model
-from lth.optim import make_optimizer, make_schedule
-from lth.train import Trainer, replicate_keys
+from lth.train.optim import make_optimizer, make_schedule
+from lth.train.trainer import Trainer, replicate_keys
 
 from conftest import make_tiny_dataset
 
@@ -150,8 +150,8 @@ def test_update_mask_breaks_ties_by_path_then_row_major_position():
 
 
 def test_update_mask_agrees_with_lth_pruning():
-    """The in-loop update and the host-side `lth.pruning.prune` pick the same weights for the same count."""
-    from lth.pruning import prune
+    """The in-loop update and the host-side `lth.sparsity.pruning.prune` pick the same weights for the same count."""
+    from lth.sparsity.pruning import prune
 
     params, mask = random_tree(3)
     paths = ["a/kernel", "b/kernel", "c/kernel"]

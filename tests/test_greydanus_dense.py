@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from lth import masks as M
+from lth.sparsity import masks as M
 from tests.conftest import make_tiny_dataset
 
 
@@ -57,8 +57,8 @@ def notebook_train(params: dict, x: np.ndarray, y: np.ndarray, steps: int, lr=2e
 
 def test_preset_dense_training_is_the_notebooks_train_model(compose):
     from lth.models import build_model
-    from lth.optim import make_optimizer
-    from lth.train import Trainer, replicate_keys
+    from lth.train.optim import make_optimizer
+    from lth.train.trainer import Trainer, replicate_keys
     import optax
 
     cfg = compose("experiment=greydanus_mnist1d_lottery")

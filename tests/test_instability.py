@@ -1,4 +1,4 @@
-"""Instability analysis (lth.instability): the barrier, the path between two networks, BatchNorm
+"""Instability analysis (lth.analysis.instability): the barrier, the path between two networks, BatchNorm
 statistics along it, and whole runs (dense, under a ticket's mask, extended, refused)."""
 
 import dataclasses
@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import make_tiny_dataset, small_config
-from lth import instability, lottery, masks as M
-from lth.config import ConfigError, InstabilityConfig, ModelConfig, OptimizerConfig, TrainConfig
-from lth.optim import make_optimizer, make_schedule
-from lth.train import Trainer, replicate_keys
+from lth.analysis import instability
+from lth.lottery import levels as lottery
+from lth.sparsity import masks as M
+from lth.config.schema import ConfigError, InstabilityConfig, ModelConfig, OptimizerConfig, TrainConfig
+from lth.train.optim import make_optimizer, make_schedule
+from lth.train.trainer import Trainer, replicate_keys
 
 
 # -- the barrier --------------------------------------------------------------------------------

@@ -10,9 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth import checkpoints, lottery, masks as M
-from lth.config import Config, ConfigError, DatasetConfig, ModelConfig, OptimizerConfig, PathsConfig, PruningConfig, RewindConfig, TrainConfig
-from lth.run_dir import RunDir, content_hash
+from lth.runs import checkpoints
+from lth.lottery import levels as lottery
+from lth.sparsity import masks as M
+from lth.config.schema import (
+    Config,
+    ConfigError,
+    DatasetConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PathsConfig,
+    PruningConfig,
+    RewindConfig,
+    TrainConfig,
+)
+from lth.runs.run_dir import RunDir, content_hash
 
 from conftest import small_config
 
@@ -165,7 +177,7 @@ def test_same_seed_same_results_other_seed_other_dir(first_run, tmp_path):
 
 def test_hash_ignores_paths_logging_levels_and_stays_stable(tmp_path):
     a = small_config(tmp_path)
-    from lth.config import LoggerConfig, WandbConfig
+    from lth.config.schema import LoggerConfig, WandbConfig
 
     b = dataclasses.replace(a, levels=9, name="other", paths=PathsConfig(runs_dir="/elsewhere"),
                             logger=LoggerConfig(wandb=WandbConfig(mode="online", project="x"), progress=True),
@@ -191,7 +203,7 @@ def test_bad_values_fail_before_anything_is_written(tmp_path):
 
 
 def test_second_process_on_a_live_run_is_refused(tmp_path):
-    from lth.run_dir import RunLocked
+    from lth.runs.run_dir import RunLocked
 
     cfg = small_config(tmp_path)
     _, plan, _ = lottery.prepare(cfg)
@@ -220,7 +232,7 @@ def test_a_tfds_dataset_runs_end_to_end_under_mock_data(tmp_path):
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
     """Colleagues on a shared cluster read a run's tables when the umask lets them (mkstemp alone
     would make every file 0600)."""
-    from lth.run_dir import write_atomic, write_json
+    from lth.runs.run_dir import write_atomic, write_json
 
     old = os.umask(umask)
     try:
@@ -235,7 +247,7 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
 def test_progress_is_a_bar_on_a_terminal_and_whole_lines_in_a_log_file(tmp_path):
     import io
 
-    from lth import lottery
+    from lth.lottery import levels as lottery
 
     cfg = small_config(tmp_path)
     cfg.logger.progress = True

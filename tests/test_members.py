@@ -1,4 +1,4 @@
-"""Controls trained beside the tickets by the level loop (lth.members, lth.lottery): every member
+"""Controls trained beside the tickets by the level loop (lth.lottery.members, lth.lottery): every member
 from the ticket's step, each control differing from the ticket in its one thing, controls trained
 with the tickets giving what they give trained apart, extended runs training only missing members,
 and W&B recording each kind apart."""
@@ -13,9 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from lth import lottery, masks as M, results
-from lth.config import ConfigError, PruningConfig, RewindConfig, TrainConfig
-from lth.run_dir import RunDir
+from lth.lottery import levels as lottery
+from lth.sparsity import masks as M
+from lth.runs import results
+from lth.config.schema import ConfigError, PruningConfig, RewindConfig, TrainConfig
+from lth.runs.run_dir import RunDir
 
 from conftest import mnist1d_config
 from test_rewind_modes import assert_trees_equal, masked, on_disk, spy  # noqa: F401 (fixture)
@@ -85,7 +87,7 @@ def test_controls_start_beside_the_ticket_as_defined(tmp_path, spy):
 
 
 def table_beats(df, kind):
-    """The beats verdict at level 1 by hand (lth.results): es gap > larger population std, step no later."""
+    """The beats verdict at level 1 by hand (lth.runs.results): es gap > larger population std, step no later."""
     t, c = (df[(df.level == 1) & (df.kind == k)].sort_values("replicate") for k in ("ticket", kind))
     te, ce = t.early_stop_test_accuracy.to_numpy(), c.early_stop_test_accuracy.to_numpy()
     return bool((te - ce).mean() > max(te.std(), ce.std()) and t.early_stop_step.mean() <= c.early_stop_step.mean())

@@ -12,9 +12,18 @@ import numpy as np
 import pytest
 
 from conftest import mnist1d_config, small_config
-from lth import class_balanced, lottery, masks as M, method_settings, methods
-from lth.config import ConfigError, OptimizerConfig, PruningConfig, RewindConfig, ScheduleConfig, validate
-from lth.run_dir import content_hash
+from lth.sparsity import class_balanced, masks as M, methods
+from lth.lottery import levels as lottery
+from lth.config import method_settings
+from lth.config.schema import (
+    ConfigError,
+    OptimizerConfig,
+    PruningConfig,
+    RewindConfig,
+    ScheduleConfig,
+    validate,
+)
+from lth.runs.run_dir import content_hash
 from test_rewind_modes import on_disk, spy  # noqa: F401 (fixture)
 
 
@@ -88,7 +97,7 @@ def test_grasp_uses_class_balanced_halves_and_every_kernel(tmp_path, monkeypatch
         cfg.pruning, method="grasp", exclude=["^head/"], score_batches=2, grasp_samples_per_class=5, grasp_weights="all"))
     validate(cfg)
     dataset, plan, trainer = lottery.prepare(cfg)
-    from lth.train import replicate_keys
+    from lth.train.trainer import replicate_keys
 
     keys = replicate_keys(cfg.seed, cfg.replicates)
     variables = jax.device_get(trainer.init_variables(keys["init"]))
@@ -143,7 +152,7 @@ def test_grasp_class_balance_that_cannot_be_drawn_is_refused_before_anything_is_
 def test_chen_presets_follow_the_release(compose, preset):
     """The pooler's matrix is prunable, the schedule removes 10% of the dense count per level to 90%
     sparsity (60% among the levels), and rewinding keeps the heads' trained values."""
-    from lth import linear_schedule
+    from lth.sparsity import linear_schedule
     from test_bert import init_params, tiny_model
 
     cfg = compose(f"experiment={preset}")

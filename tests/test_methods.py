@@ -1,5 +1,5 @@
-"""Pruning methods, schedules, granularities and ablations (lth.methods, lth.pruning,
-lth.structured, lth.ablations): exact counts, whole units, kept densities, refusals, and a small
+"""Pruning methods, schedules, granularities and ablations (lth.sparsity.methods, lth.sparsity.pruning,
+lth.sparsity.structured, lth.sparsity.ablations): exact counts, whole units, kept densities, refusals, and a small
 end-to-end run of every method."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import small_config
-from lth import masks as M, pruning
-from lth.config import ConfigError, GradualConfig, ModelConfig, PruningConfig, TrainConfig
+from lth.sparsity import masks as M, pruning
+from lth.config.schema import ConfigError, GradualConfig, ModelConfig, PruningConfig, TrainConfig
 
 
 # -- refusals ----------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ from lth.config import ConfigError, GradualConfig, ModelConfig, PruningConfig, T
      ["pruning.gradual.end", "train.duration (100 steps)"]),  # the final density must be trained
 ])
 def test_bad_pruning_settings_are_refused_before_anything_is_written(tmp_path, changes, pruning_changes, words):
-    from lth import lottery
+    from lth.lottery import levels as lottery
 
     cfg = small_config(tmp_path, **changes)
     cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **pruning_changes))
@@ -54,7 +54,7 @@ def test_bad_pruning_settings_are_refused_before_anything_is_written(tmp_path, c
 
 # -- end to end --------------------------------------------------------------------------------
 def _run(tmp_path, **pruning_changes):
-    from lth import lottery
+    from lth.lottery import levels as lottery
 
     levels = pruning_changes.pop("levels", 2)
     cfg = small_config(tmp_path, levels=levels, model=ModelConfig(name="mlp", widths=[32, 32]),
@@ -72,7 +72,7 @@ def test_every_method_end_to_end(tmp_path):
     """Each method, 2 levels of 50% (global): the exact density ladder, distinct masks, and for the
     pruning-at-init methods a level-2 mask that is the one-shot prune of the dense θk to IMP's
     level-2 count (checked exactly for magnitude_at_init), not a pruning of level 1's mask."""
-    from lth import checkpoints
+    from lth.runs import checkpoints
 
     total = 40 * 32 + 32 * 32 + 32 * 10
     masks = {}
@@ -109,7 +109,7 @@ def test_oneshot_and_reinit_ablation_end_to_end(tmp_path):
 
 
 def test_neuron_granularity_end_to_end(tmp_path):
-    from lth import checkpoints
+    from lth.runs import checkpoints
 
     out, df = _run(tmp_path, granularity="neuron", fraction=0.5, scope="layerwise", levels=1)
     mask = M.flatten(checkpoints.restore(os.path.join(out.run_dir, "level_01", "mask"), None))
@@ -125,8 +125,8 @@ def test_neuron_granularity_end_to_end(tmp_path):
     final = M.flatten(checkpoints.restore(os.path.join(out.run_dir, "level_01", "final"), None)["params"])
     assert (np.asarray(final["fc1/bias"])[~np.asarray(mask["fc1/bias"])] == 0).all()  # removed units stay removed
     # a branch of the structured ticket (its masks, biases and all, read from disk) reproduces it
-    from lth import branch
-    from lth.config import BranchConfig
+    from lth.lottery import branch
+    from lth.config.schema import BranchConfig
 
     cfg = dataclasses.replace(out_cfg(out), branch=BranchConfig(source=out.run_dir, levels=[1]),
                               paths=dataclasses.replace(out_cfg(out).paths, runs_dir=str(tmp_path / "branches")))
@@ -141,14 +141,14 @@ def out_cfg(out):
     """The config a finished run was made with (its config.yaml)."""
     from omegaconf import OmegaConf
 
-    from lth.config import from_dict
+    from lth.config.schema import from_dict
 
     return from_dict(OmegaConf.to_container(OmegaConf.load(os.path.join(out.run_dir, "config.yaml"))))
 
 
 def test_gradual_end_to_end_ends_at_the_target_and_early_stops_after_pruning(tmp_path):
-    from lth import checkpoints
-    from lth.config import GradualConfig
+    from lth.runs import checkpoints
+    from lth.config.schema import GradualConfig
 
     out, df = _run(tmp_path, schedule="gradual", target_density=0.2, levels=0,
                    gradual=GradualConfig(begin="0it", end="30it", every="5it"))

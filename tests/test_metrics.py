@@ -1,4 +1,4 @@
-"""Ticket metrics (`lth.metrics`): known answers on a hand-made results table and hand-made masks,
+"""Ticket metrics (`lth.analysis.metrics`): known answers on a hand-made results table and hand-made masks,
 then a tiny run end to end: mask overlap from its checkpoints, scripts/ticket_report.py, and the
 metrics in the W&B summary run."""
 
@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 import lth
-from lth import api, metrics
-from lth.config import TrainConfig
+from lth import api
+from lth.analysis import metrics
+from lth.config.schema import TrainConfig
 
 from conftest import small_config
 

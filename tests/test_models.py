@@ -15,7 +15,7 @@ import pytest
 from flax import linen as nn
 from jax.tree_util import tree_flatten_with_path
 
-from lth.config import INITS, BN_SCALE_INITS, ConfigError, ModelConfig
+from lth.config.schema import INITS, BN_SCALE_INITS, ConfigError, ModelConfig
 from lth.models import MODELS, build_model, has_batch_norm
 from lth.models.initializers import KERNEL_INITIALIZERS, bn_scale_initializer, kernel_initializer
 from lth.models.resnet_cifar import CifarResNet

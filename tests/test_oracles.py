@@ -17,13 +17,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth import checkpoints, lottery, masks as M, results
-from lth.config import (BranchConfig, Config, ConfigError, DatasetConfig, InitConfig, ModelConfig, OptimizerConfig,
-                        PruningConfig, RewindConfig, ScheduleConfig, TrainConfig)
-from lth.optim import make_optimizer, make_schedule
-from lth.pruning import prune
-from lth.run_dir import RunDir
-from lth.train import LevelHistory
+from lth.runs import checkpoints, results
+from lth.lottery import levels as lottery
+from lth.sparsity import masks as M
+from lth.config.schema import (
+    BranchConfig,
+    Config,
+    ConfigError,
+    DatasetConfig,
+    InitConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PruningConfig,
+    RewindConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
+from lth.train.optim import make_optimizer, make_schedule
+from lth.sparsity.pruning import prune
+from lth.runs.run_dir import RunDir
+from lth.train.trainer import LevelHistory
 
 from conftest import mnist1d_config, small_config
 
@@ -318,7 +331,7 @@ def test_a_bad_wandb_mode_is_refused(tmp_path, mode):
 def test_the_run_hash_covers_the_resolved_step_counts():
     """The same settings whose durations resolve to other step counts (a dataset of another size)
     are another run. Catches: a hash that ignores the resolved steps."""
-    from lth.run_dir import content_hash
+    from lth.runs.run_dir import content_hash
 
     cfg = Config()
     plan = {"total_steps": 100, "rewind_step": 0, "eval_every": 10, "log_every": 10, "steps_per_epoch": 50}
@@ -431,8 +444,8 @@ def test_flatten_reads_frozen_dicts_too():
 def test_rewinding_keeps_the_model_and_the_saved_batchnorm_statistics():
     """Stacked states for the next level carry the template's model function and schedule, and the
     BatchNorm statistics saved at the rewind point, not fresh ones."""
-    from lth.rewind import rewind_weights, snapshot
-    from lth.train import Trainer, replicate_keys
+    from lth.lottery.rewind import rewind_weights, snapshot
+    from lth.train.trainer import Trainer, replicate_keys
 
     from conftest import make_tiny_dataset
 

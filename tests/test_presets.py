@@ -13,12 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import data_order, linear_schedule, masks as M, pruning
-from lth.config import Config, ConfigError, DatasetConfig, ModelConfig, PruningConfig, TrainConfig, validate
-from lth.lottery import make_plan
+from lth.train import data_order
+from lth.sparsity import linear_schedule, masks as M, pruning
+from lth.config.schema import (
+    Config,
+    ConfigError,
+    DatasetConfig,
+    ModelConfig,
+    PruningConfig,
+    TrainConfig,
+    validate,
+)
+from lth.lottery.levels import make_plan
 from lth.models import build_model
-from lth.optim import make_schedule
-from lth.run_dir import content_hash, hashed_settings
+from lth.train.optim import make_schedule
+from lth.runs.run_dir import content_hash, hashed_settings
 
 
 
@@ -77,7 +86,7 @@ def test_bn_momentum_and_head_init_reach_the_model():
     from lth.models.initializers import bn_model_fields
     from lth.models.resnet_cifar import CifarResNet
 
-    from lth import defaults
+    from lth.config import defaults
 
     cfg = defaults.fill(ModelConfig(name="resnet20", bn_momentum=0.997, head_init="normal_0.01", init="lecun_normal"), "model")
     model = CifarResNet(depth=8, num_classes=10, **bn_model_fields(cfg))  # resnet20's builder, one block per stage
@@ -272,7 +281,7 @@ def test_drop_last_false_trains_the_partial_batch_in_stored_order(tiny_dataset):
 
     from lth.data import Dataset
     from lth.models.mlp import MLP
-    from lth.train import Trainer, replicate_keys
+    from lth.train.trainer import Trainer, replicate_keys
 
     t = tiny_dataset
     ds = Dataset("t", t.x_train[:250], t.y_train[:250], t.x_val, t.y_val, t.x_test, t.y_test, t.num_classes, t.mean, t.std, 1.0)

@@ -1,4 +1,4 @@
-"""Pre-trained starting points (lth.pretrained, `init.checkpoint`): level 0 starts from a finished
+"""Pre-trained starting points (lth.lottery.pretrained, `init.checkpoint`): level 0 starts from a finished
 run's level or from a file of named arrays, the head is drawn fresh when asked, IMP rewinds to the
 loaded weights, a checkpoint that does not fit is refused naming every tensor with nothing written,
 and the checkpoint's content (not its path) is part of the run's identity."""
@@ -13,8 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from lth import lottery, masks as M, pretrained
-from lth.config import ConfigError, InitConfig, ModelConfig, RewindConfig
+from lth.lottery import levels as lottery, pretrained
+from lth.sparsity import masks as M
+from lth.config.schema import ConfigError, InitConfig, ModelConfig, RewindConfig
 
 from conftest import mnist1d_config
 from test_rewind_modes import assert_trees_equal, masked, on_disk, spy  # noqa: F401 (fixture)

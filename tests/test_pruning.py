@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import ablations, masks as M, pruning, structured
-from lth.config import PruningConfig
-from lth.pruning import expected_density, n_to_prune, prune
+from lth.sparsity import ablations, masks as M, pruning, structured
+from lth.config.schema import PruningConfig
+from lth.sparsity.pruning import expected_density, n_to_prune, prune
 
 
 def params(seed=0):
@@ -118,7 +118,7 @@ def test_apply_mask_gives_exact_zeros():
         assert np.array_equal(w[keep], M.flatten(p)[q][keep])
 
 
-# -- methods' pruning steps: one-shot, structured units, ablations (lth.pruning, lth.structured, lth.ablations)
+# -- methods' pruning steps: one-shot, structured units, ablations (lth.sparsity.pruning, lth.sparsity.structured, lth.sparsity.ablations)
 def _tree(rng, shapes):
     return M.unflatten({p: rng.normal(size=s).astype(np.float32) for p, s in shapes.items()})
 

@@ -1,6 +1,6 @@
-"""Runs that survive being killed: checkpoints inside a level (`lth.progress`), SIGTERM saving first
-(`lth.interrupt`), corrupt checkpoints falling back, stale and live locks, diverged members
-(`lth.train.train_level`), and members split over several devices (`lth.sharding`)."""
+"""Runs that survive being killed: checkpoints inside a level (`lth.runs.progress`), SIGTERM saving first
+(`lth.runs.interrupt`), corrupt checkpoints falling back, stale and live locks, diverged members
+(`lth.train.trainer.train_level`), and members split over several devices (`lth.train.sharding`)."""
 
 import glob
 import os
@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _setup(tmp_path, **changes):
-    from lth import lottery, masks as M
-    from lth.config import resolve
-    from lth.train import replicate_keys
+    from lth.lottery import levels as lottery
+    from lth.sparsity import masks as M
+    from lth.config.schema import resolve
+    from lth.train.trainer import replicate_keys
 
     cfg = resolve(small_config(tmp_path, **changes))
     _, plan, trainer = lottery.prepare(cfg)
@@ -45,8 +46,8 @@ class _Killed(Exception):
 def test_resume_inside_a_level_is_bit_identical(tmp_path):
     """Train 60 steps; separately, stop after the checkpoint at step 40 and resume from it: the
     final states, the rewind-point states, every evaluation and every per-step metric are equal."""
-    from lth.progress import LevelCheckpoints
-    from lth.train import train_level
+    from lth.runs.progress import LevelCheckpoints
+    from lth.train.trainer import train_level
 
     trainer, states, keys = _setup(tmp_path)
     run = dict(start=0, end=60, eval_every=10, capture_at=15)
@@ -73,8 +74,8 @@ def test_resume_inside_a_level_is_bit_identical(tmp_path):
 
 
 def _save_two(tmp_path):
-    from lth.progress import LevelCheckpoints
-    from lth.train import train_level
+    from lth.runs.progress import LevelCheckpoints
+    from lth.train.trainer import train_level
 
     trainer, states, keys = _setup(tmp_path)
     ck = LevelCheckpoints(str(tmp_path / "progress"), {"level": 1}, keep=2)
@@ -90,7 +91,7 @@ def test_corrupt_checkpoints_fall_back_to_the_one_before(tmp_path):
     load likewise; checkpoints of other members (a control added since) start the level over."""
     import shutil
 
-    from lth.progress import LevelCheckpoints
+    from lth.runs.progress import LevelCheckpoints
 
     states = _save_two(tmp_path)
     progress = tmp_path / "progress"
@@ -125,8 +126,8 @@ def test_corrupt_checkpoints_fall_back_to_the_one_before(tmp_path):
 
 
 def test_a_diverged_member_stops_and_the_others_train_on_unchanged(tmp_path):
-    from lth.config import OptimizerConfig
-    from lth.train import train_level
+    from lth.config.schema import OptimizerConfig
+    from lth.train.trainer import train_level
 
     trainer, healthy, keys = _setup(tmp_path, optimizer=OptimizerConfig(name="sgd", lr=0.5))
     blow = jax.tree.map(lambda x: x.at[1].multiply(1e6) if x.ndim == 3 else x, healthy.params)  # member 1's kernels
@@ -141,7 +142,7 @@ def test_a_diverged_member_stops_and_the_others_train_on_unchanged(tmp_path):
     assert _same(jax.tree.map(lambda x: x[0], out.params), jax.tree.map(lambda x: x[0], out0.params))  # member 0 unchanged
     assert hist.evals[-1]["test/accuracy"][0] == hist0.evals[-1]["test/accuracy"][0]
 
-    from lth import results
+    from lth.runs import results
 
     rows = results.level_rows(0, "ticket", np.ones(2), hist, start=0, end=100)
     assert [r["status"] for r in rows] == ["ok", "diverged"] and rows[1]["diverged_step"] == hist.diverged[1]
@@ -184,7 +185,8 @@ def test_a_stop_request_saves_then_stops_and_the_rerun_matches_an_uninterrupted_
     through the command line, compared on whole results.csv files: the slow tests below."""
     import threading
 
-    from lth import interrupt, lottery
+    from lth.runs import interrupt
+    from lth.lottery import levels as lottery
 
     cfg = small_config(tmp_path, levels=0)
     cfg.train.duration, cfg.train.eval_every, cfg.checkpoint.min_seconds = "300it", "20it", 0.0
@@ -206,7 +208,7 @@ def test_a_stop_request_saves_then_stops_and_the_rerun_matches_an_uninterrupted_
     assert any("level 0: resuming from the checkpoint at step" in line for line in said)
     assert not glob.glob(f"{tmp_path}/cut/**/progress", recursive=True)  # removed once the level is written
     trainer, states, keys = _setup(tmp_path, levels=0, train=cfg.train)
-    from lth.train import train_level
+    from lth.train.trainer import train_level
 
     _, hist, _ = train_level(trainer, states, keys, start=0, end=300, eval_every=20, capture_at=20)
     assert list(got.test_accuracy) == [float(a) for a in hist.evals[-1]["test/accuracy"]]
@@ -254,7 +256,7 @@ def test_sigkill_at_several_points_then_rerun_matches(tmp_path):
 
 _HOLD = """
 import sys, time
-from lth.run_dir import RunDir
+from lth.runs.run_dir import RunDir
 lock = RunDir(sys.argv[1], "x").lock()
 print("held", flush=True)
 time.sleep(600)
@@ -262,7 +264,7 @@ time.sleep(600)
 
 
 def test_a_live_lock_refuses_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    from lth.run_dir import RunDir, RunLocked
+    from lth.runs.run_dir import RunDir, RunLocked
 
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -277,7 +279,7 @@ def test_a_live_lock_refuses_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 
 def test_interrupt_notes_signals_and_hands_them_to_a_schedulers_handler():
-    from lth import interrupt
+    from lth.runs import interrupt
 
     called = []
     before = signal.signal(signal.SIGUSR2, lambda s, f: called.append(s))
@@ -298,7 +300,7 @@ def test_interrupt_notes_signals_and_hands_them_to_a_schedulers_handler():
 
 
 def test_checkpoint_settings_are_checked():
-    from lth.config import Config, ConfigError, validate
+    from lth.config.schema import Config, ConfigError, validate
 
     for key, value, msg in [("every", "0it", "checkpoint.every='0it'"), ("every", "often", "checkpoint.every"),
                             ("keep", 0, "checkpoint.keep=0"), ("min_seconds", -1.0, "checkpoint.min_seconds=-1.0")]:
@@ -313,8 +315,8 @@ def test_checkpoint_settings_are_checked():
 
 
 def test_checkpoint_and_device_settings_leave_the_run_hash_alone():
-    from lth.config import Config
-    from lth.run_dir import content_hash
+    from lth.config.schema import Config
+    from lth.runs.run_dir import content_hash
 
     cfg = Config()
     h = content_hash(cfg)
@@ -323,7 +325,7 @@ def test_checkpoint_and_device_settings_leave_the_run_hash_alone():
 
 
 def test_largest_divisor():
-    from lth.sharding import largest_divisor
+    from lth.train.sharding import largest_divisor
 
     assert [largest_divisor(m, 4) for m in (1, 2, 3, 4, 6, 8, 9)] == [1, 2, 3, 4, 3, 4, 3]
     assert largest_divisor(100, 8) == 5 and largest_divisor(7, 1) == 1
@@ -361,11 +363,12 @@ import sys, json, jax, numpy as np
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests")
 import lth
 from conftest import make_tiny_dataset
-from lth import sharding, masks as M
-from lth.config import DevicesConfig
-from lth.train import Trainer, replicate_keys, train_level
+from lth.train import sharding
+from lth.sparsity import masks as M
+from lth.config.schema import DevicesConfig
+from lth.train.trainer import Trainer, replicate_keys, train_level
 from lth.models import build_model
-from lth.config import ModelConfig
+from lth.config.schema import ModelConfig
 import optax
 ds = make_tiny_dataset()
 model = build_model(ModelConfig(name="mlp", widths=[16]), ds.num_classes)
@@ -396,7 +399,7 @@ print(json.dumps(out))
 
 
 def test_xla_flags_added_only_when_allowed(monkeypatch):
-    from lth import xla_flags
+    from lth.integrations import xla_flags
 
     monkeypatch.setattr(xla_flags, "_backend_started", lambda: False)
     monkeypatch.setattr(xla_flags, "_jaxlib_version", lambda: "0.10.2")
@@ -416,7 +419,7 @@ def test_xla_flags_added_only_when_allowed(monkeypatch):
 def test_a_corrupt_result_file_is_reported_and_its_level_trained_again(tmp_path):
     """A level's result.json that no longer parses is moved aside and the level retrained (the same
     numbers: training is deterministic); a results.csv that does not read is reported and rebuilt."""
-    from lth import lottery
+    from lth.lottery import levels as lottery
 
     cfg = small_config(tmp_path, levels=1)
     first = lottery.run(cfg, echo=lambda s: None)
@@ -433,8 +436,8 @@ def test_a_corrupt_result_file_is_reported_and_its_level_trained_again(tmp_path)
 
 
 def test_a_run_started_as_several_processes_is_refused_before_any_work(tmp_path, monkeypatch):
-    from lth import lottery
-    from lth.config import ConfigError
+    from lth.lottery import levels as lottery
+    from lth.config.schema import ConfigError
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     with pytest.raises(ConfigError, match="started as 2 processes"):

@@ -1,4 +1,4 @@
-"""Each rewinding mode's defining equation (lth.rewind), checked on the states the level loop hands
+"""Each rewinding mode's defining equation (lth.lottery.rewind), checked on the states the level loop hands
 the trainer: the weights and step a level starts from, the learning rate at every step after, and
 the optimizer state reset or rewound. A spy around `lottery.train_level` records what each call was
 given and what it recorded; the expected values come from the checkpoints on disk."""
@@ -11,10 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from lth import checkpoints, lottery
-from lth.config import PruningConfig, RewindConfig
-from lth.optim import make_schedule
-from lth.run_dir import RunDir
+from lth.runs import checkpoints
+from lth.lottery import levels as lottery
+from lth.config.schema import PruningConfig, RewindConfig
+from lth.train.optim import make_schedule
+from lth.runs.run_dir import RunDir
 
 from conftest import mnist1d_config
 

@@ -1,4 +1,4 @@
-"""Pruning-at-initialisation scores (lth.scores) against hand computations.
+"""Pruning-at-initialisation scores (lth.sparsity.scores) against hand computations.
 
 The reference network is a two-layer ReLU MLP written out in numpy, with its cross-entropy
 gradient derived by hand, so that SNIP and GraSP are checked against code that shares nothing
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from lth import scores
+from lth.sparsity import scores
 
 # -- the reference network ---------------------------------------------------------------------
 

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import controls as C, masks as M, pruning, structured
-from lth.config import ModelConfig, PruningConfig
-from lth.flops import count_flops
+from lth.lottery import controls as C
+from lth.sparsity import masks as M, pruning, structured
+from lth.config.schema import ModelConfig, PruningConfig
+from lth.sparsity.flops import count_flops
 from lth.models import build_model
 from lth.models.vgg import VGG
 

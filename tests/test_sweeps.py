@@ -29,7 +29,7 @@ def hydra_compose():
     from hydra import compose, initialize_config_dir
     from hydra.core.config_store import ConfigStore
 
-    from lth.config import structured_schema
+    from lth.config.schema import structured_schema
 
     ConfigStore.instance().store(name="lth_schema", node=structured_schema())
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -103,7 +103,7 @@ def test_slurm_presets_become_these_sbatch_lines(hydra_compose, monkeypatch, tmp
 def test_local_launchers_compose(hydra_compose):
     assert hydra_compose("hydra/launcher=submitit_local").hydra.launcher._target_.endswith("submitit_launcher.LocalLauncher")
     assert hydra_compose("hydra/launcher=joblib").hydra.launcher._target_.endswith("JoblibLauncher")
-    assert hydra_compose().hydra.callbacks.sweep_summary._target_ == "lth.sweep_callbacks.SweepSummary"
+    assert hydra_compose().hydra.callbacks.sweep_summary._target_ == "lth.integrations.sweep_callbacks.SweepSummary"
 
 
 # -- multi-host ------------------------------------------------------------------------------------
@@ -113,8 +113,8 @@ SLURM_TASK = {"SLURM_JOB_ID": "123", "SLURM_STEP_NODELIST": "node[01-02]", "SLUR
 
 
 def test_distributed_decision():
-    from lth import distributed
-    from lth.config import ConfigError
+    from lth.integrations import distributed
+    from lth.config.schema import ConfigError
 
     assert not distributed.wanted({})
     assert distributed.wanted(SLURM_TASK) and not distributed.is_primary(SLURM_TASK)
@@ -130,7 +130,7 @@ def test_distributed_decision():
 def test_maybe_initialize_calls_jax_distributed_once_when_wanted(monkeypatch):
     import jax
 
-    from lth import distributed
+    from lth.integrations import distributed
 
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
@@ -165,7 +165,7 @@ def job_list(dcfg) -> list[list[str]]:
 @pytest.mark.parametrize("preset", sorted(SWEEPS))
 def test_sweep_presets_list_their_jobs_and_each_is_valid(hydra_compose, preset):
     from lth.api import compose
-    from lth.config import validate
+    from lth.config.schema import validate
 
     key, values, base = SWEEPS[preset]
     assert job_list(hydra_compose(*base, f"+sweep={preset}")) == [[f"{key}={v}"] for v in values]
@@ -209,7 +209,7 @@ def _record(sweep: Path, job: int = 3) -> dict:
 
 def test_a_failed_job_in_a_multirun_is_recorded_and_returns(in_multirun, capsys):
     from experiments.common import run_or_exit, sweep_tagged
-    from lth.config import Config, ConfigError
+    from lth.config.schema import Config, ConfigError
 
     def boom():
         assert _record(in_multirun)["status"] == "running"  # recorded before the work starts
@@ -237,7 +237,7 @@ def test_a_failed_job_in_a_multirun_is_recorded_and_returns(in_multirun, capsys)
 
 def test_outside_a_multirun_failures_end_the_process(capsys):
     from experiments.common import run_or_exit, sweep_tagged
-    from lth.config import Config, ConfigError
+    from lth.config.schema import Config, ConfigError
 
     with pytest.raises(SystemExit) as e:
         run_or_exit(lambda: (_ for _ in ()).throw(ConfigError("levels=-1: must be >= 0")))
@@ -260,7 +260,7 @@ def _fake_sweep(sweep: Path, jobs: list[dict]) -> Path:
 def test_sweep_summary_callback_prints_the_table_and_fails_the_sweep(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from lth.sweep_callbacks import SweepSummary
+    from lth.integrations.sweep_callbacks import SweepSummary
 
     sweep = _fake_sweep(tmp_path / "s", [
         {"job": 0, "overrides": ["levels=1", "seed=0"], "status": "done", "run_dir": "/runs/a"},
@@ -291,7 +291,7 @@ def test_sweep_table_script_and_load_runs_of_a_sweep_folder(tmp_path, capsys):
     """Job records pointing at two committed runs (results/), and a refused job."""
     import lth
     from lth.api import load_run
-    from lth.sweeps import sweep_table
+    from lth.integrations.sweeps import sweep_table
 
     a, b = str(ROOT / "results" / "mnist1d_mlp"), str(ROOT / "results" / "lth_lenet_mnist")
     sweep = _fake_sweep(tmp_path / "multirun" / "2026-01-01_00-00-00", [

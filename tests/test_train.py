@@ -6,14 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M
-from lth.config import ModelConfig, OptimizerConfig, PruningConfig, ScheduleConfig
+from lth.sparsity import masks as M
+from lth.config.schema import ModelConfig, OptimizerConfig, PruningConfig, ScheduleConfig
 from lth.models import build_model
-from lth.optim import make_optimizer, make_schedule
-from lth.pruning import prune
-from lth.rewind import rewind_weights, snapshot
-from lth.train import Trainer, chunk_boundaries, replicate_keys, train_level
-from lth.train_state import learning_rate
+from lth.train.optim import make_optimizer, make_schedule
+from lth.sparsity.pruning import prune
+from lth.lottery.rewind import rewind_weights, snapshot
+from lth.train.trainer import Trainer, chunk_boundaries, replicate_keys, train_level
+from lth.train.train_state import learning_rate
 
 
 def make_trainer(ds, opt=OptimizerConfig(name="sgd", lr=0.1), total=100, batch_size=50):
@@ -91,11 +91,11 @@ def test_rewinding_gives_mask_times_theta_k_and_step_k(tiny_dataset):
 
 
 def test_every_rewinding_mode_by_its_equation(tiny_dataset):
-    """lth.rewind.MODES on the trainer, fast (what `make mutate` runs against lth/rewind.py; the
+    """lth.lottery.rewind.MODES on the trainer, fast (what `make mutate` runs against lth/lottery/rewind.py; the
     level loop's use of them is tests/test_rewind_modes.py): `weights` starts from m ⊙ θk,
     `lr` and `finetune` from m ⊙ (final weights); all at step k; `finetune` at the constant
     schedule(T - 1), the others on the schedule; the optimizer state reset or rewound."""
-    from lth.rewind import MODES, restart, start_weights
+    from lth.lottery.rewind import MODES, restart, start_weights
 
     opt = OptimizerConfig(name="momentum", lr=0.05, momentum=0.9, schedule=ScheduleConfig(name="step", milestones=["40it"]))
     tr = make_trainer(tiny_dataset, opt, total=60)

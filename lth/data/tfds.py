@@ -19,7 +19,7 @@ from lth.data.dataset import RawSplits, channel_stats
 from lth.data.errors import DataError, unknown_dataset_message
 
 if TYPE_CHECKING:
-    from lth.config import DatasetConfig
+    from lth.config.schema import DatasetConfig
 
 _BATCH = 1024
 

@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping
 
 from flax import linen as nn
 
-from lth import defaults
-from lth.config import ConfigError, ModelConfig
+from lth.config import defaults
+from lth.config.schema import ConfigError, ModelConfig
 from lth.models.bert import bert
 from lth.models.conv import conv2, conv4, conv6
 from lth.models.lenet5 import lenet5
@@ -72,9 +72,9 @@ MODELS: dict[str, ModelBuilder] = {
 def build_model(cfg: ModelConfig, num_classes: int, obj: nn.Module | None = None) -> nn.Module:
     """The module `cfg.name` with a `num_classes`-way head. Raises ConfigError for an unknown
     `model.name` or `model.init` / `model.bn_scale_init`. `model=custom`: a researcher's own
-    module, `obj` or `model._target_` (`lth.user_components`)."""
+    module, `obj` or `model._target_` (`lth.config.user_components`)."""
     if cfg.name == "custom":
-        from lth import user_components
+        from lth.config import user_components
 
         return user_components.build_model(cfg, num_classes, obj)
     if cfg.name not in MODELS:

@@ -9,7 +9,7 @@ embeddings plus a bias). `model.pooling=mean` classifies the mean of the non-pad
 states instead of the pooled [CLS] (the pooler then goes unused): what sentence-embedding models
 such as all-MiniLM-L6-v2 were trained to produce. The same computation as Hugging Face's `BertModel` /
 `BertForSequenceClassification` / `BertForMaskedLM` (exact-erf GELU, LayerNorm eps 1e-12), so
-their checkpoints load (`lth.hf_bert`).
+their checkpoints load (`lth.models.hf_bert`).
 
 Inputs are token ids (B, L) (floats holding integers are cast: the trainer's data path is shared
 with images); [PAD] (id `pad_id`, 0 in BERT vocabularies) is masked out of attention; every token
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from lth.config import ModelConfig
+from lth.config.schema import ModelConfig
 from lth.models.initializers import Initializer, bias_init, kernel_initializer
 
 LN_EPS = 1e-12
@@ -186,7 +186,7 @@ class Bert(nn.Module):
 
     # The trainer passes a fresh key of these streams to every training step (`lth.train`).
     rng_streams: ClassVar[tuple[str, ...]] = ("dropout",)
-    # LayerNorm and softmax break the non-negativity `lth.flops`' cascade probe relies on: only the
+    # LayerNorm and softmax break the non-negativity `lth.sparsity.flops`' cascade probe relies on: only the
     # dense layers' (un)structured MACs are counted.
     flop_cascade: ClassVar[bool] = False
 

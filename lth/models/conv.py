@@ -17,7 +17,7 @@ from typing import Sequence
 import jax
 from flax import linen as nn
 
-from lth.config import ModelConfig
+from lth.config.schema import ModelConfig
 from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer, bias_initializer, init_fields
 

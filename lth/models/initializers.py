@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from lth.config import ConfigError, ModelConfig
+from lth.config.schema import ConfigError, ModelConfig
 
 Initializer = Callable[..., jax.Array]
 

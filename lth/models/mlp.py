@@ -22,7 +22,7 @@ from typing import Sequence
 from flax import linen as nn
 import jax
 
-from lth.config import ConfigError, ModelConfig
+from lth.config.schema import ConfigError, ModelConfig
 from lth.models.initializers import Initializer, bias_initializer, init_fields
 
 LENET_300_100_WIDTHS = (300, 100)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 from flax import linen as nn
 
-from lth.config import ConfigError, ModelConfig
+from lth.config.schema import ConfigError, ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
 from lth.models.resnet_blocks import BasicBlock, Stage, conv

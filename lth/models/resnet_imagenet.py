@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import jax
 from flax import linen as nn
 
-from lth.config import ModelConfig
+from lth.config.schema import ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
 from lth.models.resnet_blocks import BasicBlock, Bottleneck, Stage, conv

@@ -18,7 +18,7 @@ from typing import Sequence, Union
 import jax
 from flax import linen as nn
 
-from lth.config import ModelConfig
+from lth.config.schema import ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer, bias_initializer, bn_model_fields

@@ -1,0 +1,16 @@
+"""Configuration: the typed schema of every setting, group defaults, durations and files shipped inside installed packages.
+
+May import: nothing of lth outside lth.config.
+"""
+
+
+# `lth.config` was one module before issue 26's layout: its names stay reachable here for one release
+# (`from lth.config import X`), read lazily from lth.config.schema so that importing this package stays cheap.
+def __getattr__(name: str):
+    import importlib
+
+    module = importlib.import_module("lth.config.schema")
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise AttributeError(f"module 'lth.config' has no attribute {name!r}") from None

@@ -1,1 +1,0 @@
-"""Where metrics go besides the run directory: Weights & Biases (`wandb_logger`)."""
