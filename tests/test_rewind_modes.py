@@ -23,8 +23,8 @@ K, T = 20, 80  # rewind step and steps per level of mnist1d_config (step schedul
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Every call of the level loop's `train_level`: its start states (host), its keyword arguments
-    and the history it returned."""
+    """Every call of the level loop's `train_level`: its start states and per-member keys (host),
+    its keyword arguments and the history it returned."""
     calls = []
     monkeypatch.setattr(lottery, "train_level", recording(lottery.train_level, calls))
     return calls
@@ -36,7 +36,7 @@ def recording(real, calls):
     def recorded(trainer, states, keys, **kw):
         start = jax.device_get(states)
         out = real(trainer, states, keys, **kw)
-        calls.append({"states": start, "lr_fn": states.lr_fn, "kw": kw, "hist": out[1]})
+        calls.append({"states": start, "keys": jax.device_get(keys), "lr_fn": states.lr_fn, "kw": kw, "hist": out[1]})
         return out
 
     return recorded
