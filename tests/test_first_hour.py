@@ -194,10 +194,29 @@ def _quiet(cfg):
     return lottery.run(cfg, echo=lambda s: None)
 
 
+def _stacked_on_disk(run_dir):
+    """Every stacked checkpoint of a run (host arrays, as saved): each kind's mask and final
+    weights at each level, and the states at the rewind point."""
+    from lth.runs import checkpoints
+    from lth.runs.run_dir import RunDir
+
+    rd = RunDir(run_dir, "")
+    where = {"rewind": rd.file("rewind")}
+    for level, kind in ((0, "ticket"), (1, "ticket"), (1, "reinit")):
+        for name in ("mask", "final"):
+            where[f"level {level} {kind} {name}"] = os.path.join(rd.member_dir(level, kind), name)
+    return {what: checkpoints.restore(path, None) for what, path in where.items()}
+
+
 def test_more_replicates_train_only_the_new_ones(tmp_path, spy):
+    """Extending 1 -> 2 replicates trains replicate 1 only and keeps replicate 0: its result rows,
+    and its slice of every stacked array on disk (masks, final weights, rewind point) bit for bit."""
+    import jax
+
     cfg = small_config(tmp_path, replicates=1, levels=1, controls=["reinit"])
     a = _quiet(cfg)
     old_rows = a.results.copy()
+    old_arrays = _stacked_on_disk(a.run_dir)
     old_result = json.loads(Path(a.run_dir, "level_01", "result.json").read_text())
     spy.clear()
     b = _quiet(dataclasses.replace(cfg, replicates=2))
@@ -209,6 +228,13 @@ def test_more_replicates_train_only_the_new_ones(tmp_path, spy):
     assert new_result["rows"][0] == old_result["rows"][0]
     assert [e["test/accuracy"][0] for e in new_result["history"]["evals"]] == [e["test/accuracy"][0] for e in old_result["history"]["evals"]]
     assert sorted(b.results.replicate.unique()) == [0, 1]
+    new_arrays = _stacked_on_disk(a.run_dir)
+    for what, old in old_arrays.items():
+        olds, news = jax.tree.leaves(old), jax.tree.leaves(new_arrays[what])
+        assert len(olds) == len(news) > 0, what
+        for o, n in zip(olds, news):
+            assert np.shape(o)[:1] == (1,) and np.shape(n)[:1] == (2,), what
+            np.testing.assert_array_equal(n[:1], o, err_msg=f"{what}: replicate 0 changed when replicate 1 was added")
     # asking for fewer shows the first ones and keeps the rest on disk
     c = _quiet(dataclasses.replace(cfg, replicates=1))
     pd.testing.assert_frame_equal(c.results.drop(columns="seconds"), old_rows.drop(columns="seconds"))

@@ -62,6 +62,14 @@ def test_controls_start_beside_the_ticket_as_defined(tmp_path, spy):
         gc = {p: int(np.asarray(v).sum()) for p, v in M.flatten(rpg.mask).items() if p in paths}
         assert sum(gc.values()) == sum(tc.values()) and gc != tc
         assert_trees_equal(rpg.params, masked(theta_k[r], rpg.mask))
+    # Every control trains on its ticket's batches: member i of each kind has replicate i's data and
+    # augmentation keys (and the replicates' keys differ, so this is not true of any keys).
+    keys = spy[1]["keys"]
+    for name in ("data", "aug"):
+        k = np.asarray(keys[name])
+        assert k.shape[0] == 8 and not np.array_equal(k[0], k[1])
+        for i, kind in enumerate(ALL, start=1):
+            np.testing.assert_array_equal(k[2 * i: 2 * i + 2], k[0:2], err_msg=f"{kind}'s {name} keys")
     # Results: every kind's rows at every level >= 1 with the ticket's densities (global: same total).
     df = out.results
     t = df[(df.level == 1) & (df.kind == "ticket")].set_index("replicate")

@@ -15,7 +15,7 @@ import pytest
 
 from lth.lottery import levels as lottery, pretrained
 from lth.sparsity import masks as M
-from lth.config.schema import ConfigError, InitConfig, ModelConfig, RewindConfig
+from lth.config.schema import ConfigError, InitConfig, ModelConfig, RewindConfig, TrainConfig
 
 from conftest import mnist1d_config
 from test_rewind_modes import assert_trees_equal, masked, on_disk, spy  # noqa: F401 (fixture)
@@ -88,6 +88,32 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_each_tensor(tmp_path, 
     with pytest.raises(ConfigError, match="init.checkpoint='/no/such.npz': no such file"):
         lottery.run(mnist1d_config(tmp_path, init=InitConfig(checkpoint="/no/such.npz")), echo=lambda _: None)
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_the_checkpoints_content_names_the_shared_dense_level(tmp_path, finished):
+    """Level 0 lives in a dense directory shared by runs that differ only in how they prune
+    (`lth.lottery.shared_dense`); the starting checkpoint's content is part of its name: two checkpoints
+    whose contents differ (one bias) train two dense levels, while the same content under another
+    path finds the first one done."""
+    saved = M.flatten(on_disk(finished)["params"])
+    arrays = {p: np.asarray(v[0]) for p, v in saved.items()}
+    a, b, c = str(tmp_path / "a.npz"), str(tmp_path / "elsewhere" / "b.npz"), str(tmp_path / "c.npz")
+    np.savez(a, **arrays)
+    os.makedirs(os.path.dirname(b))
+    shutil.copy(a, b)
+    np.savez(c, **{**arrays, "fc1/bias": arrays["fc1/bias"] + 1.0})
+    short = dict(levels=0, rewind=RewindConfig(point="0it"),
+                 train=TrainConfig(duration="20it", batch_size=100, eval_every="20it"))
+    out, said = {}, {}
+    for name, path in (("a", a), ("b", b), ("c", c)):
+        said[name] = []
+        out[name] = lottery.run(mnist1d_config(tmp_path, init=InitConfig(checkpoint=path), **short), echo=said[name].append)
+    dense = {name: os.path.realpath(os.path.join(o.run_dir, "level_00")) for name, o in out.items()}
+    assert dense["a"] == dense["b"] != dense["c"]
+    assert any("done already" in line for line in said["b"]) and not any("done already" in line for line in said["c"])
+    loss = {name: o.results.test_loss.to_numpy() for name, o in out.items()}
+    np.testing.assert_array_equal(loss["a"], loss["b"])
+    assert not np.array_equal(loss["a"], loss["c"])  # c's level 0 trained from c's weights
 
 
 @pytest.mark.slow  # over 20 s here; `make test-slow` runs it (the default suite stays near 10 minutes)

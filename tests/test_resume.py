@@ -125,6 +125,44 @@ def test_corrupt_checkpoints_fall_back_to_the_one_before(tmp_path):
     assert "other members" in said[0] and not os.path.exists(progress)
 
 
+def test_a_checkpoint_that_still_loads_but_does_not_match_its_digest_is_set_aside(tmp_path):
+    """The SHA-256 recorded with a checkpoint is compared with the arrays it loads: step 50's arrays
+    replaced by a well-formed checkpoint's whose one value differs, and step 25's recorded digest
+    changed, both still load, and both are reported, set aside and fallen back from.
+    (The byte flip above is caught by orbax failing to decode: it never reaches the comparison.)"""
+    import json
+    import shutil
+
+    from lth.runs.progress import LevelCheckpoints
+
+    states = _save_two(tmp_path)
+    progress = tmp_path / "progress"
+    good = LevelCheckpoints(str(progress), {"level": 1}).latest(states, None)
+    assert good.step == 50
+    altered = good.states.replace(params=jax.tree.map(np.copy, good.states.params))
+    leaf = jax.tree.leaves(altered.params)[0]
+    leaf.flat[0] += 1.0  # one value of one array
+    other = LevelCheckpoints(str(tmp_path / "other"), {"level": 1})
+    other.save(50, altered, None, good.eval_steps, good.evals, good.train, good.diverged)
+    other.finish()
+    shutil.rmtree(progress / "50" / "arrays")
+    shutil.copytree(tmp_path / "other" / "50" / "arrays", progress / "50" / "arrays")  # step 50's own metadata kept
+    said = []
+    resume = LevelCheckpoints(str(progress), {"level": 1}, echo=said.append).latest(states, None)
+    assert resume is not None and resume.step == 25
+    assert len(said) == 1 and "50" in said[0] and "do not match the SHA-256" in said[0] and "falling back" in said[0]
+    assert [p.split("-")[0] for p in os.listdir(tmp_path / "progress-corrupt")] == ["50"]
+
+    meta = progress / "25" / "meta" / "metadata"
+    m = json.loads(meta.read_text())
+    m["sha256"] = "0" * 64  # the stored digest, arrays untouched
+    meta.write_text(json.dumps(m))
+    said.clear()
+    assert LevelCheckpoints(str(progress), {"level": 1}, echo=said.append).latest(states, None) is None
+    assert len(said) == 1 and "25" in said[0] and "do not match the SHA-256" in said[0]
+    assert sorted(p.split("-")[0] for p in os.listdir(tmp_path / "progress-corrupt")) == ["25", "50"]
+
+
 def test_a_diverged_member_stops_and_the_others_train_on_unchanged(tmp_path):
     from lth.config.schema import OptimizerConfig
     from lth.train.trainer import train_level

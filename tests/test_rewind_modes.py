@@ -13,7 +13,7 @@ import pytest
 
 from lth.runs import checkpoints
 from lth.lottery import levels as lottery
-from lth.config.schema import PruningConfig, RewindConfig
+from lth.config.schema import PruningConfig, RewindConfig, TrainConfig
 from lth.train.optim import make_schedule
 from lth.runs.run_dir import RunDir
 
@@ -24,8 +24,8 @@ K, T = 20, 80  # rewind step and steps per level of mnist1d_config (step schedul
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Every call of the level loop's `train_level`: its start states (host), its keyword arguments
-    and the history it returned."""
+    """Every call of the level loop's `train_level`: its start states and per-member keys (host),
+    its keyword arguments and the history it returned."""
     calls = []
     monkeypatch.setattr(lottery, "train_level", recording(lottery.train_level, calls))
     return calls
@@ -37,7 +37,7 @@ def recording(real, calls):
     def recorded(trainer, states, keys, **kw):
         start = jax.device_get(states)
         out = real(trainer, states, keys, **kw)
-        calls.append({"states": start, "lr_fn": states.lr_fn, "kw": kw, "hist": out[1]})
+        calls.append({"states": start, "keys": jax.device_get(keys), "lr_fn": states.lr_fn, "kw": kw, "hist": out[1]})
         return out
 
     return recorded
@@ -150,3 +150,61 @@ def test_modes_share_level_0_and_differ_after(tmp_path, modes):
     assert not np.array_equal(l1["lr"], l1["finetune"])
     assert len({RunDir.for_config(run_cfg).hash for run_cfg in (
         mnist1d_config(tmp_path, rewind=RewindConfig(mode=m)) for m in ("weights", "lr", "finetune"))}) == 3
+
+
+class BatchNormMLP:
+    """A stand-in for `model=mlp` with BatchNorm (Dense - BatchNorm - ReLU - Dense): the smallest
+    network whose levels carry `batch_stats`, so the modes' BatchNorm rule shows on MNIST-1D."""
+
+    @staticmethod
+    def build(cfg, num_classes):
+        from flax import linen as nn
+
+        from lth.models.batch_norm import batch_norm
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x, train=False):
+                x = nn.Dense(int(cfg.widths[0]), name="fc1")(x.reshape(x.shape[0], -1))
+                x = nn.relu(batch_norm(train, nn.initializers.ones, name="bn1")(x))
+                return nn.Dense(num_classes, name="head")(x)
+
+        return Net()
+
+
+@pytest.fixture(scope="module")
+def bn_modes(tmp_path_factory):
+    """Two-level runs of the BatchNorm MLP, one per mode, sharing their dense level 0 (trained by
+    the first): mode -> (outcome, the spy's calls, None for a level not trained)."""
+    from lth import models
+
+    out, tmp = {}, tmp_path_factory.mktemp("bn")
+    for mode in ("weights", "lr", "finetune"):
+        calls = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(models.MODELS, "mlp", BatchNormMLP.build)
+            mp.setattr(lottery, "train_level", recording(lottery.train_level, calls))
+            cfg = mnist1d_config(tmp, levels=2, rewind=RewindConfig(mode=mode, point=f"{K}it"),
+                                 pruning=PruningConfig(fraction=0.5, scope="global"),
+                                 train=TrainConfig(duration=f"{T}it", batch_size=100, eval_every=f"{T}it"))
+            o = lottery.run(cfg, echo=lambda _: None)
+        out[mode] = (o, [None] * (3 - len(calls)) + calls)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["weights", "lr", "finetune"])
+def test_batchnorm_statistics_a_level_starts_from(bn_modes, mode):
+    """Level L >= 1 starts from the BatchNorm statistics of the weights it starts from: under
+    `weights` those saved at the rewind point k, under `lr` and `finetune` level L-1's final ones."""
+    out, spy = bn_modes[mode]
+    rd = RunDir(out.run_dir, "")
+    at_k = on_disk(out.run_dir, "rewind")["batch_stats"]
+    assert at_k and len(spy) == 3 and spy[1] is not None
+    for level in (1, 2):
+        start = spy[level]["states"].batch_stats
+        final_before = on_disk(rd.level_dir(level - 1), "final")["batch_stats"]
+        expected, other = (at_k, final_before) if mode == "weights" else (final_before, at_k)
+        assert_trees_equal(start, expected)
+        pairs = zip(jax.tree.leaves(start), jax.tree.leaves(other))
+        assert not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in pairs)  # the other rule differs here
+
