@@ -53,6 +53,10 @@ from lth.runs.reading import (  # noqa: F401
     varying_settings,
 )
 
+# -- running ---------------------------------------------------------------------------------------
+
+EXPERIMENTS = ("auto", "lottery", "branch", "instability", "compress")
+
 
 def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "auto", model: Any = None,
         data: Any = None) -> Run:

@@ -20,6 +20,8 @@ import pandas as pd
 from lth.runs import sweep_dirs
 from lth.runs.sweep_dirs import is_run_dir
 
+HISTORY_KEYS = ["level", "kind", "replicate", "step"]
+
 
 class Run(NamedTuple):
     results: pd.DataFrame
