@@ -94,8 +94,14 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
         if module.__name__ != "lth.lottery.levels":
             raise ConfigError(f"lth.run: model= and data= are for a lottery run, not {module.__name__}; name the model and "
                               "data by model._target_ and dataset._target_ in the config instead")
-        return load_run(module.run(cfg, echo=echo, model=model, data=data).run_dir)
-    return load_run(module.run(cfg, echo=echo).run_dir)
+    from lth.analysis import reports
+
+    # The W&B reports (ticket metrics and figures) are asked for here, by the caller: the loop draws nothing.
+    asked = {"lth.lottery.levels": reports.lottery, "lth.analysis.instability": reports.instability}.get(module.__name__)
+    extra = {"reports": asked} if asked is not None else {}
+    if model is not None or data is not None:
+        extra.update(model=model, data=data)
+    return load_run(module.run(cfg, echo=echo, **extra).run_dir)
 
 
 def config_from_dict(settings: dict[str, Any], *, source_key: str = "branch"):

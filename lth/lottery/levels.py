@@ -15,7 +15,9 @@ the command of a killed run skips the finished levels and resumes the one in pro
 checkpoint (SIGTERM and SIGINT checkpoint first: `lth.runs.interrupt`); adding a control trains just the
 missing members.
 
-`run(cfg)` is the whole experiment; `experiments/lottery.py` is its Hydra front end.
+`run(cfg)` is the whole experiment; `experiments/lottery.py` is its Hydra front end. The loop writes
+and returns results; it draws no figures and computes no ticket metrics: whoever runs it asks for
+those (`run(cfg, reports=lth.analysis.reports.lottery)`, as `lth.api.run` and the entry point do).
 """
 
 from __future__ import annotations
@@ -149,9 +151,13 @@ def prepare(cfg: Config, supplied: user_components.Supplied = user_components.Su
     return dataset, plan, trainer
 
 
-def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=None) -> Outcome:
+def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=None,
+        reports: Callable[[Any, str, Callable[[str], None]], None] | None = None) -> Outcome:
     """Run (or continue) the lottery experiment `cfg`; returns its directory and tables. `model`
-    (a Flax module) and `data` (arrays): a researcher's own, in place of `cfg`'s (`lth.config.user_components`)."""
+    (a Flax module) and `data` (arrays): a researcher's own, in place of `cfg`'s (`lth.config.user_components`).
+    `reports(logger, run_dir, echo)`: what the caller wants logged to the W&B summary run of the finished
+    run, when W&B is on (`lth.analysis.reports.lottery`: ticket metrics and figures; `lth.api.run` and
+    `experiments/lottery.py` pass it); the loop itself draws nothing."""
     from lth.config.schema import resolve
 
     supplied = user_components.Supplied(model=model, data=data)
@@ -201,7 +207,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
             echo(f"init.checkpoint: {note}")
         ctx = methods.Context(cfg, trainer, keys["data"], paths, prune_paths)
         with interrupt.handling():  # SIGTERM / SIGINT: checkpoint the level in progress, then stop
-            return _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs)
+            return _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs,
+                                   reports)
     finally:
         lock.close()
 
@@ -314,7 +321,8 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
     return groups
 
 
-def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs) -> Outcome:
+def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs,
+                reports=None) -> Outcome:
     from omegaconf import OmegaConf
 
     R, paths = cfg.replicates, ctx.paths
@@ -385,8 +393,8 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
         _write_tables(rd, rows, summary)
         logger.log_results(df, table)
         if logger.enabled:
-            _log_ticket_metrics(logger, rd.path, echo)
-            _log_figures(logger, rd.path, echo)
+            if reports is not None:  # the caller's (lth.analysis.reports.lottery: ticket metrics, figures)
+                reports(logger, rd.path, echo)
             _log_artifacts(logger, rd.path, echo)
         logger.finish()
     except BaseException:
@@ -489,32 +497,6 @@ def _checkpoint_steps(cfg: Config, plan: Plan, start: int) -> set[int] | None:
         return set()
     n = max(1, to_steps(every, plan.steps_per_epoch, setting="checkpoint.every"))
     return set(range((start // n + 1) * n, plan.total_steps, n))
-
-
-def _log_ticket_metrics(logger, run_dir: str, echo) -> None:
-    """The finished run's ticket metrics (`lth.analysis.metrics`) into its W&B summary run; a failure there
-    is reported, not raised: the run's tables are already written."""
-    from lth.analysis import metrics
-
-    try:
-        m = metrics.ticket_metrics(run_dir)
-        logger.log_metrics(m, metrics.headline(m))
-    except Exception as e:  # noqa: BLE001
-        echo(f"ticket metrics not logged to W&B ({type(e).__name__}: {e})")
-
-
-def _log_figures(logger, run_dir: str, echo) -> None:
-    """The run's figures (`lth.analysis.figures.draw_run` of its tables) as images in its W&B summary run;
-    a failure there is reported, not raised: the run's tables are already written."""
-    import tempfile
-
-    try:
-        from lth.analysis import figures
-
-        with tempfile.TemporaryDirectory() as tmp:  # W&B copies each image when it is logged
-            logger.log_figures(figures.draw_run(run_dir, tmp, formats=("png",)))
-    except Exception as e:  # noqa: BLE001
-        echo(f"figures not logged to W&B ({type(e).__name__}: {e})")
 
 
 def _log_artifacts(logger, run_dir: str, echo) -> None:
