@@ -14,13 +14,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from lth.config import defaults as _defaults, method_settings as _settings
+from lth.config import budget_settings as _budget_settings, defaults as _defaults, method_settings as _settings
+from lth.config.errors import ConfigError  # noqa: F401  (raised here; importable from the schema as before)
 from lth.config.durations import parse_duration
-
-
-class ConfigError(ValueError):
-    """A setting has a value that is not allowed. The message names the setting, the value and
-    what is allowed; the entry point prints it without a traceback."""
 
 
 @dataclass
@@ -539,9 +535,7 @@ def validate(cfg: Config) -> None:
     _choice("pruning.scope", p.scope, SCOPES)
     _validate_pruning_method(cfg)
     _settings.validate(cfg)
-    from lth.sparsity import budget
-
-    budget.validate(cfg)
+    _budget_settings.validate(cfg)
     import re
 
     for setting, patterns in (("pruning.prunable", p.prunable), ("pruning.exclude", p.exclude), ("pruning.fractions", list(p.fractions))):
