@@ -171,7 +171,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, reports: Callable[.
     from lth.config.schema import resolve
 
     cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.config.defaults)
-    from lth.lottery.levels import prepare
+    from lth.lottery.plan import prepare
 
     validate(cfg)
     dataset, plan, trainer = prepare(cfg)
