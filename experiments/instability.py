@@ -46,9 +46,9 @@ def main(dcfg: DictConfig) -> None:
     from experiments.common import run_or_exit
 
     def work():
-        from lth.analysis import instability
+        from lth.analysis import instability, reports
 
-        return instability.run(instability_config(dcfg, list(HydraConfig.get().overrides.task)))
+        return instability.run(instability_config(dcfg, list(HydraConfig.get().overrides.task)), reports=reports.instability)
 
     outcome = run_or_exit(work)
     if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on

@@ -8,7 +8,8 @@
 
 Hydra composes `conf/` over the typed schema in `lth.config` (a misspelt key or a wrongly typed
 value fails at compose time); this file converts the result once to a `lth.config.schema.Config` and
-hands it to `lth.lottery.levels.run`. Bad values end with one line naming the setting, exit status 2, and
+hands it to `lth.lottery.levels.run`, asking for the W&B reports (ticket metrics, figures:
+`lth.analysis.reports.lottery`). Bad values end with one line naming the setting, exit status 2, and
 nothing written.
 
 The function returns the run's objective for Hydra's sweepers (the Optuna search of per-layer rates,
@@ -45,10 +46,11 @@ def main(dcfg: DictConfig) -> float | None:
     from lth.integrations import sweep_objective
 
     def work():
+        from lth.analysis import reports
         from lth.lottery import levels as lottery
 
         try:
-            return lottery.run(sweep_tagged(from_dict(OmegaConf.to_container(dcfg, resolve=True))))
+            return lottery.run(sweep_tagged(from_dict(OmegaConf.to_container(dcfg, resolve=True))), reports=reports.lottery)
         except budget.OverBudget as e:
             if not _multirun():
                 raise

@@ -17,8 +17,9 @@ _xla_flags.apply()
 
 # The Python API (`lth.api`, `lth.analysis.metrics`), imported on first use so that `import lth` stays cheap
 # (no JAX): lth.run(config), lth.load_run(dir), lth.load_runs(dirs), lth.ticket_metrics(run).
-_LAZY = {"run": "lth.api", "load_run": "lth.api", "load_runs": "lth.api", "Run": "lth.api",
-         "varying_settings": "lth.api", "export_tables": "lth.api", "ticket_metrics": "lth.analysis.metrics",
+_LAZY = {"run": "lth.api", "load_run": "lth.runs.reading", "load_runs": "lth.runs.reading", "Run": "lth.runs.reading",
+         "varying_settings": "lth.runs.reading", "export_tables": "lth.runs.reading",
+         "ticket_metrics": "lth.analysis.metrics",
          "register_method": "lth.config.user_components", "ScoreContext": "lth.config.user_components"}
 
 

@@ -40,6 +40,26 @@ def test_run_from_python_returns_the_loaded_run(tiny_run):
     assert run.instability is None and run.curves is None
 
 
+def test_run_asks_for_the_reports(tmp_path, monkeypatch):
+    """`lth.run` hands the level loop and the instability analysis their W&B reports
+    (`lth.analysis.reports`): the loops themselves import no figures or metrics (issue 26)."""
+    from lth.analysis import instability, reports
+    from lth.lottery import levels
+
+    asked = []
+
+    def stop(cfg, **kw):
+        asked.append(kw.get("reports"))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(levels, "run", stop)
+    monkeypatch.setattr(instability, "run", stop)
+    for experiment in ("auto", "instability"):
+        with pytest.raises(RuntimeError, match="stop"):
+            lth.run(_tiny(tmp_path), experiment=experiment, echo=lambda _: None)
+    assert asked == [reports.lottery, reports.instability]
+
+
 def test_a_dict_of_settings_is_the_same_config(tiny_run, tmp_path):
     """The same settings as a nested dict with dotted keys find the same run directory (finished
     levels skipped, nothing trained); a misspelt key or a bad value is refused."""

@@ -143,8 +143,10 @@ def _cfg(tmp_path, points=("0it", "20it"), **inst):
 def test_dense_run_writes_barriers_and_extends(tmp_path):
     cfg = _cfg(tmp_path)
     cfg.logger.wandb.mode = "offline"
-    out = instability.run(cfg, echo=lambda _: None)
-    # W&B (offline): one run with the tables and both figures as images.
+    from lth.analysis import reports
+
+    out = instability.run(cfg, echo=lambda _: None, reports=reports.instability)  # as lth.run and the entry point ask
+    # W&B (offline): one run with the tables and both figures as images (the reports asked for).
     runs = [d for d in os.listdir(os.path.join(out.run_dir, "wandb")) if d.startswith("offline-run-")]
     assert len(runs) == 1
     media = os.path.join(out.run_dir, "wandb", runs[0], "files", "media")

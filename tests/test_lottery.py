@@ -35,7 +35,9 @@ def first_run(tmp_path_factory):
     cfg = small_config(tmp)
     cfg.logger.wandb.mode = "offline"
     lines = []
-    out = lottery.run(cfg, echo=lines.append)
+    from lth.analysis import reports
+
+    out = lottery.run(cfg, echo=lines.append, reports=reports.lottery)  # as lth.run and experiments/lottery.py ask
     return cfg, out, lines
 
 
@@ -135,6 +137,12 @@ def test_wandb_offline_runs_record_the_results(first_run):
     with open(tables[0]) as f:
         table = json.load(f)
     assert len(table["data"]) == len(df) and "test_accuracy" in table["columns"]
+    # The reports the caller asked for (lth.analysis.reports.lottery): ticket metrics and figures.
+    media = os.path.join(folder, "files", "media")
+    files = [os.path.relpath(os.path.join(d, f), media) for d, _, fs in os.walk(media) for f in fs]
+    for name in ("levels", "tensors", "overlap"):
+        assert any(f.startswith(f"table/metrics/{name}_") for f in files), (name, files)
+    assert any(f.startswith("images/figures/") and f.endswith(".png") for f in files), files
 
 
 def test_rerun_skips_finished_levels_and_more_levels_extend(first_run, tmp_path):

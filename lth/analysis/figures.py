@@ -557,7 +557,7 @@ def load(path: str):
     """A run's tables: `lth.load_run`, or for an instability run (instability.csv, curves.csv,
     config.yaml; no results.csv) the same `Run` with empty results and history.
     FileNotFoundError when `path` is neither."""
-    from lth import api
+    from lth.runs import reading as api
 
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path) and not api.is_run_dir(path) and os.path.isfile(os.path.join(path, "instability.csv")):

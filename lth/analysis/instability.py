@@ -164,12 +164,14 @@ def _bn_batches(trainer, cfg: Config, key) -> jax.Array | None:
     return x.reshape(-1, bs, *x.shape[1:])
 
 
-def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
-    """Run (or extend) the instability analysis `cfg`; returns its directory and tables."""
+def run(cfg: Config, *, echo: Callable[[str], None] = print, reports: Callable[..., None] | None = None) -> Outcome:
+    """Run (or extend) the instability analysis `cfg`; returns its directory and tables. `reports(wandb_run,
+    table, curves, echo)`: what the caller wants added to the analysis's W&B run when W&B is on
+    (`lth.analysis.reports.instability`: the figures; `lth.api.run` and `experiments/instability.py` pass it)."""
     from lth.config.schema import resolve
 
     cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.config.defaults)
-    from lth.lottery.levels import prepare
+    from lth.lottery.plan import prepare
 
     validate(cfg)
     dataset, plan, trainer = prepare(cfg)
@@ -211,7 +213,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         summary = {"run_dir": rd.path, "hash": rd.hash, "config": to_dict(cfg), "plan": plan.as_dict(),
                    "source": extra.get("source"), "density": density, "points": summarize(table)}
         write_json(rd.file("summary.json"), summary)
-        logger.log_tables(table, curves, summary["points"])
+        logger.log_tables(table, curves, summary["points"], reports)
         return Outcome(rd.path, table, curves)
     finally:
         lock.close()
@@ -345,7 +347,7 @@ class _Logger:
         self.run.log({"rewind_step": k, "barrier": float(b.mean()), "barrier_std": float(b.std()),
                       **{f"barrier_r{r}": float(x) for r, x in enumerate(b)}})
 
-    def log_tables(self, table, curves, points) -> None:
+    def log_tables(self, table, curves, points, reports=None) -> None:
         if self.run is None:
             return
         import wandb
@@ -353,20 +355,8 @@ class _Logger:
         self.run.log({"instability": wandb.Table(dataframe=table), "curves": wandb.Table(dataframe=curves)})
         for p in points:
             self.run.summary[f"barrier/{p['point']}"] = p["barrier_mean"]
-        try:  # the figures as images; a drawing failure must not fail a finished analysis
-            from lth.analysis import figures
-
-            def image(fig):  # pixels through Agg: no pyplot, no global backend
-                from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-                canvas = FigureCanvasAgg(fig)
-                canvas.draw()
-                return wandb.Image(np.asarray(canvas.buffer_rgba())[..., :3])
-
-            self.run.log({"figures/barrier_vs_point": image(figures.barrier_vs_point(table)),
-                          "figures/interpolation_curves": image(figures.interpolation_curves(curves))})
-        except Exception as e:  # noqa: BLE001
-            print(f"W&B: the instability figures were not drawn ({type(e).__name__}: {e})")
+        if reports is not None:  # the caller's (lth.analysis.reports.instability: the figures as images)
+            reports(self.run, table, curves, print)
         self.finish()
 
     def finish(self, failed: bool = False) -> None:

@@ -152,7 +152,7 @@ def _sparsest(t: pd.DataFrame, col: str) -> Optional[int]:
 
 def tensor_metrics(run) -> pd.DataFrame:
     """The `tensors` table (module docstring) of a `lth.api.Run`."""
-    from lth.api import result_files
+    from lth.runs.reading import result_files
 
     sizes = (run.summary.get("parameters") or {}).get("tensor_sizes") or {}
     found: dict[tuple[int, str], dict[str, list[float]]] = {}
@@ -294,7 +294,7 @@ def overlap_metrics(run, kinds_levels: Optional[list[tuple[int, str]]] = None, *
 def ticket_metrics(run_or_dir: Union[str, os.PathLike, Any], *, overlap: bool = True) -> dict[str, pd.DataFrame]:
     """{"levels", "tensors", "overlap"} (module docstring) of a finished run (a `lth.api.Run` or its
     directory); `overlap=False` skips reading the mask checkpoints (NaN columns)."""
-    from lth.api import Run, load_run
+    from lth.runs.reading import Run, load_run
 
     run = run_or_dir if isinstance(run_or_dir, Run) else load_run(run_or_dir)
     prunable = (run.summary.get("parameters") or {}).get("prunable_weights")

@@ -134,7 +134,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     from lth.config.schema import resolve
 
     cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.config.defaults)
-    from lth.lottery.levels import prepare, restore_members
+    from lth.lottery.level_io import restore_members
+    from lth.lottery.plan import prepare
     from lth.train.trainer import replicate_keys
 
     validate(cfg)

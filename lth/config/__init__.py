@@ -1,6 +1,13 @@
 """Configuration: the typed schema of every setting, group defaults, durations and files shipped inside installed packages.
 
-May import: nothing of lth outside lth.config.
+`schema` gathers the names to import: `sections` (the dataclasses), `convert` (from and to dicts,
+group defaults filled in), `validation` (`validate`), `choices` (allowed values), `hashing` (which
+settings name a run directory), `errors` (ConfigError, raised by every check). Beside them: `defaults`,
+`durations`, `method_settings`, `budget_settings` (a budget's checks that need no pruning counts; the
+counted check is `lth.sparsity.budget.enforce`, above the config), `package_files`, `registry` and
+`user_components`.
+
+May import: nothing of lth outside lth.config (the bottom layer, beside lth.data and lth.models).
 """
 
 

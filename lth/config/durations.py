@@ -29,7 +29,7 @@ def parse_duration(text: str | int, *, setting: str = "duration") -> Duration:
     >>> parse_duration("2ep").to_steps(steps_per_epoch=916)
     1832
     """
-    from lth.config.schema import ConfigError
+    from lth.config.errors import ConfigError
 
     if isinstance(text, int) and not isinstance(text, bool):
         if text < 0:

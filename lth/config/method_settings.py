@@ -35,7 +35,7 @@ def scope(pruning: Any) -> str:
 def validate(cfg: Any) -> None:
     """Checks of `rewind.keep`, `rewind.finetune_lr` and GraSP's options (`lth.config.schema.validate`
     calls this); raises `ConfigError` naming the setting, its value and what is allowed."""
-    from lth.config.schema import ConfigError
+    from lth.config.errors import ConfigError
 
     r, p = cfg.rewind, cfg.pruning
     for pattern in r.keep:
@@ -74,7 +74,7 @@ def before_training(cfg: Any, trainer: Any, total_steps: int) -> list[str]:
 def _check_class_balance(per_class: int, trainer: Any) -> None:
     import numpy as np
 
-    from lth.config.schema import ConfigError
+    from lth.config.errors import ConfigError
 
     classes = int(trainer.dataset.num_classes)
     counts = np.bincount(np.asarray(trainer.y_train), minlength=classes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from lth.config.schema import ConfigError
+from lth.config.errors import ConfigError
 
 PREFIX = "pkg:"
 

@@ -3,6 +3,8 @@
 `load_dataset(cfg.dataset, lth.config.schema.data_dir(cfg))` returns a `Dataset` with raw-dtype arrays,
 a seeded validation split and the normalisation constants; `lth.data.augment` holds the on-device
 CIFAR augmentation. Every failure is a `DataError` with a message meant for the user.
+
+May import: lth.config (the bottom layer, with lth.config and lth.models).
 """
 
 from __future__ import annotations

@@ -18,26 +18,7 @@ import os
 import sys
 from typing import Any
 
-DONE = "done"
-
-
-def read_jobs(sweep_dir: str) -> list[dict[str, Any]]:
-    """The job records of a sweep (`<sweep_dir>/jobs/*.json`), by job number; an unreadable record
-    becomes a job with status `unreadable` (reported, not skipped)."""
-    folder = os.path.join(sweep_dir, "jobs")
-    if not os.path.isdir(folder):
-        return []
-    out = []
-    for name in sorted(os.listdir(folder)):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(folder, name)
-        try:
-            with open(path) as f:
-                out.append(json.load(f))
-        except (OSError, ValueError) as e:
-            out.append({"job": name[:-5], "overrides": [], "status": "unreadable", "error": f"{path}: {e}"})
-    return sorted(out, key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else 10**9)
+from lth.runs.sweep_dirs import DONE, read_jobs  # noqa: F401  (read here, and by the sweep tools)
 
 
 def status_table(jobs: list[dict[str, Any]]) -> str:

@@ -18,28 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from lth.integrations.sweep_callbacks import read_jobs
+from lth.runs.sweep_dirs import is_sweep_dir, read_jobs, run_dirs  # noqa: F401  (one place; names kept here)
 
 OUTCOME_COLUMNS = ["level", "density", "test_accuracy", "test_accuracy_std", "early_stop_test_accuracy",
                    "dense_test_accuracy", "replicates"]
-
-
-def is_sweep_dir(path: str) -> bool:
-    """A folder written by a Hydra multirun of lth: it holds `jobs/*.json` job records."""
-    jobs = os.path.join(path, "jobs")
-    return os.path.isdir(jobs) and any(n.endswith(".json") for n in os.listdir(jobs))
-
-
-def run_dirs(sweep_dir: str) -> list[str]:
-    """The run directories of a sweep's finished jobs (status `done`), in job order, each once."""
-    from lth.api import is_run_dir
-
-    out: list[str] = []
-    for r in read_jobs(sweep_dir):
-        d = r.get("run_dir")
-        if r.get("status") == "done" and d and is_run_dir(d) and d not in out:
-            out.append(d)
-    return out
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -84,7 +66,7 @@ def _outcome(record: dict) -> dict[str, Any]:
     d = record.get("run_dir")
     if record.get("status") != "done" or not d:
         return out
-    from lth.api import load_run
+    from lth.runs.reading import load_run
 
     try:
         results = load_run(d).results

@@ -1,4 +1,5 @@
-"""The lottery-ticket run: the level loop, members and controls, rewinding modes, the shared dense level, replicates, pre-trained starts and branches.
+"""The lottery-ticket run: the level loop (`levels`; its plan and checks `plan`, levels on disk `level_io`,
+summaries `summaries`), members and controls, rewinding modes, the shared dense level, replicates, pre-trained starts and branches.
 
 May import: lth.config, lth.sparsity, lth.train, lth.runs, lth.integrations, lth.data, lth.models.
 """

@@ -85,7 +85,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
     from lth.config.schema import resolve
 
     cfg = resolve(cfg)  # the model's, dataset's and optimizer's own defaults (lth.config.defaults)
-    from lth.lottery.levels import Outcome, prepare
+    from lth.lottery.levels import Outcome
+    from lth.lottery.plan import prepare
 
     src, src_summary = _check(cfg)
     dataset, plan, trainer = prepare(cfg)

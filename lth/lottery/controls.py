@@ -30,13 +30,13 @@ tickets or later on its own, and whatever other controls are listed.
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from typing import Any
 
 import jax
 import numpy as np
 
 from lth.sparsity import masks as M, structured
+from lth.sparsity.draws import control_key, control_rng, fresh_weights  # noqa: F401  (the draws: lth.sparsity.draws)
 
 PyTree = Any
 
@@ -68,21 +68,6 @@ CONTROLS: dict[str, Control] = {
     "random_prune": Control("random_prune", mask_scope="tensor", fresh_weights=False),
     "random_prune_global": Control("random_prune_global", mask_scope="global", fresh_weights=False),
 }
-
-
-def _salt(name: str) -> int:
-    return zlib.crc32(name.encode()) & 0x7FFFFFFF
-
-
-def control_key(seed: int, replicate: int, name: str, level: int) -> jax.Array:
-    """The JAX key of control `name` of replicate `replicate` at `level` (its fresh weights)."""
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), replicate)
-    return jax.random.fold_in(jax.random.fold_in(key, _salt(name)), level)
-
-
-def control_rng(seed: int, replicate: int, name: str, level: int) -> np.random.Generator:
-    """The numpy generator of the same control (its random mask)."""
-    return np.random.default_rng([seed, replicate, _salt(name), level])
 
 
 def exact_keep(size: int, alive: int, rng: np.random.Generator) -> np.ndarray:
@@ -140,12 +125,3 @@ def shuffle_layerwise(mask: PyTree, paths: list[str], rng: np.random.Generator) 
     return M.unflatten(flat)
 
 
-def fresh_weights(trainer, seed: int, replicates, name: str, level: int) -> dict[str, Any]:
-    """{"params", "batch_stats"} drawn fresh from the initialiser for every replicate (`replicates`:
-    a count, or which replicates), replicate r with `control_key(seed, r, name, level)` (reinit
-    controls, the reinit ablation, reinit branches)."""
-    import jax.numpy as jnp
-
-    ids = range(replicates) if isinstance(replicates, int) else replicates
-    fresh = trainer.init_variables(jnp.stack([control_key(seed, r, name, level) for r in ids]))
-    return {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}

@@ -15,24 +15,27 @@ the command of a killed run skips the finished levels and resumes the one in pro
 checkpoint (SIGTERM and SIGINT checkpoint first: `lth.runs.interrupt`); adding a control trains just the
 missing members.
 
-`run(cfg)` is the whole experiment; `experiments/lottery.py` is its Hydra front end.
+`run(cfg)` is the whole experiment; `experiments/lottery.py` is its Hydra front end. The loop writes
+and returns results; it draws no figures and computes no ticket metrics: whoever runs it asks for
+those (`run(cfg, reports=lth.analysis.reports.lottery)`, as `lth.api.run` and the entry point do).
+
+This module holds the loop (`run`, `_run_levels`, `_train_level`, `_level_groups`); the step plan and the
+checks before any writing are `lth.lottery.plan`, reading and writing levels on disk
+`lth.lottery.level_io`, and the summaries and lines it prints `lth.lottery.summaries`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import sys
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lth.sparsity import ablations, budget, flops, gradual, masks as M, methods, pruning
+from lth.sparsity import ablations, budget, gradual, masks as M, methods, pruning
 from lth.runs import checkpoints, results
 from lth.lottery import controls as C, members, pretrained, rewind
 from lth.train import data_order
@@ -41,66 +44,32 @@ from lth.config import method_settings, user_components
 from lth.lottery import replicates as REP, shared_dense
 from lth.train import sharding
 from lth.sparsity import structured
-from lth.config.schema import Config, ConfigError, data_dir, to_dict, validate
+from lth.config.schema import Config, ConfigError, to_dict
 from lth.config.durations import to_steps
-from lth.train.optim import make_optimizer, make_schedule
-from lth.runs.run_dir import RunDir, write_atomic, write_json
-from lth.train.trainer import Trainer, replicate_keys, stacked_density, train_level
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """The run's durations in steps, fixed once the dataset (hence steps per epoch) is known."""
-
-    total_steps: int
-    rewind_step: int
-    eval_every: int
-    log_every: int
-    steps_per_epoch: int
-    gradual: tuple[int, int, int] | None = None  # (begin, end, every) of gradual pruning
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if d["gradual"] is None:
-            d.pop("gradual")  # the hash of every run without gradual pruning stays as it was
-        else:
-            d["gradual"] = list(d["gradual"])
-        return d
-
-
-def make_plan(cfg: Config, num_train: int) -> Plan:
-    spe = num_train // cfg.train.batch_size
-    if spe >= 1 and not cfg.train.drop_last:  # a last, smaller batch per epoch (lth.train)
-        spe = -(-num_train // cfg.train.batch_size)
-    if spe < 1:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the training set ({num_train} examples)")
-    total = to_steps(cfg.train.duration, spe, setting="train.duration")
-    if total < 1:
-        raise ConfigError(f"train.duration={cfg.train.duration!r}: training must last at least one step")
-    k = to_steps(cfg.rewind.point, spe, setting="rewind.point")
-    if k >= total:
-        raise ConfigError(
-            f"rewind.point={cfg.rewind.point!r} is step {k}, not before the end of training "
-            f"(train.duration={cfg.train.duration!r} = {total} steps): the rewind point must be < {total} steps"
-        )
-    eval_every = to_steps(cfg.train.eval_every, spe, setting="train.eval_every")
-    log_every = to_steps(cfg.logger.wandb.log_every, spe, setting="logger.wandb.log_every")
-    gradual = _gradual_steps(cfg, spe, total) if cfg.pruning.schedule == "gradual" else None
-    return Plan(total, k, max(1, eval_every), max(1, log_every), spe, gradual)
-
-
-def _gradual_steps(cfg: Config, spe: int, total: int) -> tuple[int, int, int]:
-    """(begin, end, every) of gradual pruning in steps; `end` defaults to 3/4 of training and
-    `every` to a tenth of end - begin. The last update must come before training ends."""
-    g = cfg.pruning.gradual
-    begin = to_steps(g.begin, spe, setting="pruning.gradual.begin")
-    end = to_steps(g.end, spe, setting="pruning.gradual.end") if g.end is not None else (3 * total) // 4
-    if not begin < end < total:
-        raise ConfigError(
-            f"pruning.gradual.begin={g.begin!r} (step {begin}) and pruning.gradual.end={g.end!r} (step {end}): gradual "
-            f"pruning needs begin < end < train.duration ({total} steps), so that the final density is trained")
-    every = to_steps(g.every, spe, setting="pruning.gradual.every") if g.every is not None else max(1, (end - begin) // 10)
-    return begin, end, every
+from lth.runs.run_dir import RunDir, write_atomic
+from lth.train.trainer import replicate_keys, stacked_density, train_level
+from lth.lottery.level_io import (  # noqa: F401  (restore_members: also read from here)
+    _check_tables,
+    _finished_beyond,
+    _host_members,
+    _member_result,
+    _read_done,
+    _Sources,
+    _write_members,
+    _write_tables,
+    restore_members,
+)
+from lth.lottery.plan import Plan, make_plan, prepare  # noqa: F401  (make_plan, prepare: also read from here)
+from lth.lottery.summaries import (  # noqa: F401  (LogProgress: also read from here)
+    LogProgress,
+    _counts,
+    _flat_summary,
+    _kind_summary,
+    _level_line,
+    _level_summary,
+    _progress,
+    _pruning_line,
+)
 
 
 @dataclasses.dataclass
@@ -110,48 +79,13 @@ class Outcome:
     summary: pd.DataFrame
 
 
-def _augmenter(cfg: Config):
-    if not cfg.dataset.augment:
-        return None
-    from lth.data.augment import random_crop_flip
-
-    return random_crop_flip
-
-
-def prepare(cfg: Config, supplied: user_components.Supplied = user_components.Supplied()):
-    """Everything that can fail on bad input, done before anything is written: validation, the
-    model name, the data, the step plan, the model's parameters and the prunable tensors. A
-    researcher's own model, data or score function (`supplied`, or `_target_`s) is imported here."""
-    validate(cfg)
-    from lth.data import load_dataset
-    from lth.models import build_model, check_fits_data
-
-    user_components.check(cfg, supplied)
-    if cfg.pruning.method == "custom":
-        user_components.score_function(cfg)  # imports, or names what does not
-    build_model(cfg.model, num_classes=2, obj=supplied.model)  # an unknown model name fails here, before the data loads
-    dataset = load_dataset(cfg.dataset, data_dir(cfg), arrays=supplied.data)
-    if cfg.dataset.augment and len(dataset.input_shape) != 3:
-        raise ConfigError(
-            f"dataset.augment=true: random crop + flip needs images (height, width, channels), but dataset "
-            f"{dataset.name!r} has examples of shape {dataset.input_shape}; set dataset.augment=false"
-        )
-    plan = make_plan(cfg, dataset.num_train)
-    model = build_model(cfg.model, dataset.num_classes, obj=supplied.model)
-    check_fits_data(cfg.model, model, dataset, dtype=cfg.train.dtype)
-    if cfg.train.dtype != "float32":
-        model = model.clone(dtype=jnp.dtype(cfg.train.dtype))
-    lr_fn = make_schedule(cfg.optimizer, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
-    trainer = Trainer(model, dataset, make_optimizer(cfg.optimizer), lr_fn, batch_size=cfg.train.batch_size,
-                      eval_batch_size=cfg.train.eval_batch_size, augment=_augmenter(cfg),
-                      replicates_as=None if cfg.train.replicates_as == "auto" else cfg.train.replicates_as,
-                      shuffle=cfg.dataset.shuffle, drop_last=cfg.train.drop_last)
-    return dataset, plan, trainer
-
-
-def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=None) -> Outcome:
+def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=None,
+        reports: Callable[[Any, str, Callable[[str], None]], None] | None = None) -> Outcome:
     """Run (or continue) the lottery experiment `cfg`; returns its directory and tables. `model`
-    (a Flax module) and `data` (arrays): a researcher's own, in place of `cfg`'s (`lth.config.user_components`)."""
+    (a Flax module) and `data` (arrays): a researcher's own, in place of `cfg`'s (`lth.config.user_components`).
+    `reports(logger, run_dir, echo)`: what the caller wants logged to the W&B summary run of the finished
+    run, when W&B is on (`lth.analysis.reports.lottery`: ticket metrics and figures; `lth.api.run` and
+    `experiments/lottery.py` pass it); the loop itself draws nothing."""
     from lth.config.schema import resolve
 
     supplied = user_components.Supplied(model=model, data=data)
@@ -201,7 +135,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
             echo(f"init.checkpoint: {note}")
         ctx = methods.Context(cfg, trainer, keys["data"], paths, prune_paths)
         with interrupt.handling():  # SIGTERM / SIGINT: checkpoint the level in progress, then stop
-            return _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs)
+            return _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs,
+                                   reports)
     finally:
         lock.close()
 
@@ -218,59 +153,6 @@ def _prune_paths(cfg: Config, one_params, paths: list[str]) -> list[str]:
         raise ConfigError(f"pruning.granularity={cfg.pruning.granularity}: none of the prunable tensors {paths} are "
                           f"{kinds} outside the output layer; use pruning.granularity=weight or the other granularity")
     return out
-
-
-def _counts(params, paths) -> dict[str, Any]:
-    flat = M.flatten(params)
-    return {
-        "total_parameters": int(sum(np.size(v) for v in flat.values())),
-        "prunable_weights": int(sum(np.size(flat[p]) for p in paths)),
-        "tensor_sizes": {p: int(np.size(flat[p])) for p in paths},  # the prunable tensors
-    }
-
-
-class _Sources:
-    """What later levels start from, read from disk only when a level has something to train: the
-    states at the rewind point and each finished level's ticket mask and final weights (all the
-    replicates on disk; level 0 and the rewind point from `rd0`, the shared dense level)."""
-
-    def __init__(self, rd: RunDir, rd0: RunDir, template):
-        self.rd, self.rd0, self.template = rd, rd0, template
-        self.saved = None  # host tree of the states at the rewind point
-        self.levels: dict[int, dict[str, Any]] = {}  # level -> {"mask", "params", "batch_stats"}
-
-    def rewind_point(self):
-        if self.saved is None:
-            n = REP.count(_read_result(self.rd0, 0, "ticket"))
-            self.saved = checkpoints.restore(self.rd0.file("rewind"), REP.template(_one(self.template), n))
-        return self.saved
-
-    def level(self, level: int) -> dict[str, Any]:
-        if level not in self.levels:
-            self.levels = {level: restore_members(self.rd0 if level == 0 else self.rd, level, "ticket", self.template)}
-        return self.levels[level]
-
-    def keep(self, level: int, members: dict[str, Any]) -> None:
-        self.levels = {level: members}
-
-
-def _one(template):
-    """One member's tree of a stacked template."""
-    return jax.tree.map(lambda x: np.asarray(x)[0], template)
-
-
-def restore_members(rd: RunDir, level: int, kind: str, template) -> dict[str, Any]:
-    """{"mask", "params", "batch_stats"} (stacked, host) of a finished level's members of one kind:
-    all the replicates it holds (`template`: stacked states of any number of members)."""
-    d = rd.member_dir(level, kind)
-    t = REP.template(_one(template), REP.count(_read_result(rd, level, kind)))
-    mask = checkpoints.restore(os.path.join(d, "mask"), jax.tree.map(lambda p: np.zeros(np.shape(p), bool), t["params"]))
-    final = checkpoints.restore(os.path.join(d, "final"), {"params": t["params"], "batch_stats": t["batch_stats"]})
-    return {"mask": mask, **final}
-
-
-def _host_members(host) -> dict[str, Any]:
-    return {"mask": host.mask, "params": host.params, "batch_stats": host.batch_stats}
 
 
 def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> list[members.Group]:
@@ -314,7 +196,8 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
     return groups
 
 
-def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs) -> Outcome:
+def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_params, echo, inputs,
+                reports=None) -> Outcome:
     from omegaconf import OmegaConf
 
     R, paths = cfg.replicates, ctx.paths
@@ -385,8 +268,8 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
         _write_tables(rd, rows, summary)
         logger.log_results(df, table)
         if logger.enabled:
-            _log_ticket_metrics(logger, rd.path, echo)
-            _log_figures(logger, rd.path, echo)
+            if reports is not None:  # the caller's (lth.analysis.reports.lottery: ticket metrics, figures)
+                reports(logger, rd.path, echo)
             _log_artifacts(logger, rd.path, echo)
         logger.finish()
     except BaseException:
@@ -491,32 +374,6 @@ def _checkpoint_steps(cfg: Config, plan: Plan, start: int) -> set[int] | None:
     return set(range((start // n + 1) * n, plan.total_steps, n))
 
 
-def _log_ticket_metrics(logger, run_dir: str, echo) -> None:
-    """The finished run's ticket metrics (`lth.analysis.metrics`) into its W&B summary run; a failure there
-    is reported, not raised: the run's tables are already written."""
-    from lth.analysis import metrics
-
-    try:
-        m = metrics.ticket_metrics(run_dir)
-        logger.log_metrics(m, metrics.headline(m))
-    except Exception as e:  # noqa: BLE001
-        echo(f"ticket metrics not logged to W&B ({type(e).__name__}: {e})")
-
-
-def _log_figures(logger, run_dir: str, echo) -> None:
-    """The run's figures (`lth.analysis.figures.draw_run` of its tables) as images in its W&B summary run;
-    a failure there is reported, not raised: the run's tables are already written."""
-    import tempfile
-
-    try:
-        from lth.analysis import figures
-
-        with tempfile.TemporaryDirectory() as tmp:  # W&B copies each image when it is logged
-            logger.log_figures(figures.draw_run(run_dir, tmp, formats=("png",)))
-    except Exception as e:  # noqa: BLE001
-        echo(f"figures not logged to W&B ({type(e).__name__}: {e})")
-
-
 def _log_artifacts(logger, run_dir: str, echo) -> None:
     """The run's `results` and `masks` artifacts (`lth.integrations.artifacts`) in its W&B summary run; a
     failure there is reported, not raised: the run's tables are already written."""
@@ -524,199 +381,3 @@ def _log_artifacts(logger, run_dir: str, echo) -> None:
         logger.log_artifacts(run_dir)
     except Exception as e:  # noqa: BLE001
         echo(f"artifacts not logged to W&B ({type(e).__name__}: {e})")
-
-
-def _finished_beyond(rd: RunDir, levels: int, replicates: int, rows: list, summary: dict) -> int:
-    """Add to `rows` and `summary` the levels after `levels` finished on disk by an earlier run with
-    more levels (a re-run with fewer levels must not drop them from the tables); returns how many."""
-    level = levels + 1
-    while rd.level_done(level, "ticket"):
-        done = {kind: REP.view(_read_result(rd, level, kind), replicates, _kind_summary)
-                for kind in ["ticket", *C.CONTROLS] if rd.level_done(level, kind)}
-        rows.extend(r for kind in done for r in done[kind]["rows"])
-        summary["levels"][str(level)] = _level_summary(done)
-        level += 1
-    return level - levels - 1
-
-
-def _pruning_line(cfg: Config, plan: Plan) -> str:
-    """How this run prunes, in words, for the run's first line."""
-    p = cfg.pruning
-    what = (f"{p.method} ({p.score_fn})" if p.score_fn else p.method) + (f" ({p.granularity}s)" if p.granularity != "weight" else "") + f", {p.scope}"
-    if p.schedule == "gradual":
-        begin, end, every = plan.gradual
-        what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"
-    elif p.schedule == "oneshot":
-        what += f", one shot to density {p.target_density}"
-    else:
-        what += f", {p.fraction:g} per level" + (" of the dense count (linear)" if p.schedule == "linear" else "")
-        if p.fractions:
-            what += " (" + ", ".join(f"{pattern}: {frac:g}" for pattern, frac in p.fractions.items()) + ")"
-    return what + (f", ablation {p.ablation}" if p.ablation != "none" else "")
-
-
-def _read_done(rd: RunDir, level: int, kind: str, echo) -> dict[str, Any] | None:
-    """A finished level's result.json (its "done" mark), or None when the level is not done. One
-    that does not parse (a disk fault: lth writes it atomically) is reported and moved aside to
-    `result.json.corrupt-<time>`, and the level counts as not done, so it is trained again."""
-    if not rd.level_done(level, kind):
-        return None
-    try:
-        res = _read_result(rd, level, kind)
-        if not isinstance(res, dict) or not isinstance(res.get("rows"), list) or "summary" not in res:
-            raise ValueError("rows or summary missing")
-        return res
-    except ValueError as e:  # json.JSONDecodeError is a ValueError
-        import time
-
-        path = os.path.join(rd.member_dir(level, kind), "result.json")
-        aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(path, aside)
-        echo(f"level {level} ({kind}): {path} is corrupt ({e}); moved to {aside}, the level is trained again")
-        return None
-
-
-def _read_result(rd: RunDir, level: int, kind: str) -> dict[str, Any]:
-    with open(os.path.join(rd.member_dir(level, kind), "result.json")) as f:
-        return json.load(f)
-
-
-def _member_result(level: int, kind: str, host, hist, ctx, start: int, end: int, *, first: int = 0) -> dict[str, Any]:
-    """One kind's result.json for a trained level (replicates `first`, `first` + 1, ...)."""
-    paths = ctx.paths
-    dens = stacked_density(host.mask, paths)
-    n = len(dens)
-    level_rows = results.level_rows(level, kind, dens, _pruned_part(hist, ctx, level), start=start, end=end, first=first,
-                                    flops=flops.member_flops(ctx.trainer.model, ctx.trainer.dataset.input_shape, host))
-    per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, n)] for p in paths}
-    result = {
-        "rows": level_rows, "summary": _kind_summary(level_rows, per_tensor),
-        "history": {"eval_steps": hist.eval_steps, "evals": [{k2: v.tolist() for k2, v in e.items()} for e in hist.evals]},
-    }
-    if ctx.cfg.pruning.granularity != "weight":
-        reports = [structured.report(m, ctx.prune_paths) for m in M.unstack(host.mask, n)]
-        result["summary"]["structured"] = {key: {p: [r[key][p] for r in reports] for p in reports[0][key]}
-                                           for key in ("alive_units", "dead_batchnorm_channels")}
-    return result
-
-
-def _write_members(d: str, members_, result: dict[str, Any], suffix: str = "") -> None:
-    """Write one kind's mask, final weights ({"mask", "params", "batch_stats"}), then result.json
-    (each name + `suffix`) into `d`."""
-    checkpoints.save(os.path.join(d, "mask" + suffix), members_["mask"])
-    checkpoints.save(os.path.join(d, "final" + suffix), {"params": members_["params"], "batch_stats": members_["batch_stats"]})
-    write_json(os.path.join(d, "result.json" + suffix), result)
-
-
-def _pruned_part(hist, ctx, level: int):
-    """The history early stopping looks at: all of it, except under gradual pruning, where only the
-    evaluations from the end of pruning on count (earlier ones saw a denser network)."""
-    gradual_plan = getattr(ctx.trainer, "mask_update", None)
-    if level != 0 or gradual_plan is None:
-        return hist
-    keep = [i for i, s in enumerate(hist.eval_steps) if s >= gradual_plan.end]
-    return dataclasses.replace(hist, eval_steps=[hist.eval_steps[i] for i in keep], evals=[hist.evals[i] for i in keep])
-
-
-def _kind_summary(rows, per_tensor) -> dict[str, Any]:
-    mean = lambda key: float(np.mean([r[key] for r in rows]))
-    return {
-        "density": mean("density"), "flops_fraction": mean("flops_fraction"), "test_accuracy": mean("test_accuracy"),
-        "test_accuracy_std": float(np.std([r["test_accuracy"] for r in rows])),
-        "early_stop_step": mean("early_stop_step"), "early_stop_test_accuracy": mean("early_stop_test_accuracy"),
-        "min_val_loss": mean("min_val_loss"), "seconds": rows[0]["seconds"], "tensor_densities": per_tensor,
-    }
-
-
-def _level_summary(done: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The ticket's summary, plus per control its accuracy and the ticket-minus-control gap."""
-    out = dict(done["ticket"]["summary"])
-    ctl = {kind: results.compare_to_control(done["ticket"]["rows"], r["rows"]) for kind, r in done.items() if kind != "ticket"}
-    if ctl:
-        out["controls"] = ctl
-    return out
-
-
-def _flat_summary(lsum: dict[str, Any]) -> dict[str, Any]:
-    """A level's summary for W&B: scalars only, controls as `<kind>/<metric>`."""
-    out = {k: v for k, v in lsum.items() if k not in ("tensor_densities", "controls", "structured")}
-    for kind, c in lsum.get("controls", {}).items():
-        out.update({f"{kind}/{k}": v for k, v in c.items()})
-    return out
-
-
-def _level_line(level, s, seconds) -> str:
-    es = (f"early stop at {s['early_stop_step']:.0f} ({100 * s['early_stop_test_accuracy']:.2f})"
-          if np.isfinite(s["early_stop_step"]) else "no early stop (no validation data)")
-    line = (f"level {level:2d}: density {100 * s['density']:6.2f}%  test acc {100 * s['test_accuracy']:.2f} "
-            f"± {100 * s['test_accuracy_std']:.2f}  {es}  {seconds:.1f}s")
-    for kind, c in s.get("controls", {}).items():
-        line += (f"\n          {kind}: test acc {100 * c['test_accuracy']:.2f}  ticket gap {100 * c['gap']:+.2f} (final), "
-                 f"{100 * c['es_gap']:+.2f} (early stop)  ticket beats it: {results.yes_no(c.get('beats'), 'n/a (no early stop)')}")
-    return line
-
-
-def _check_tables(rd: RunDir, echo) -> None:
-    """results.csv and summary.json are rebuilt from the levels' files at every level; one that
-    no longer reads (a disk fault, an editor) is reported here, before it is rebuilt."""
-    for name, read in (("results.csv", pd.read_csv), ("summary.json", lambda p: json.load(open(p)))):
-        path = rd.file(name)
-        if os.path.exists(path):
-            try:
-                read(path)
-            except Exception as e:  # noqa: BLE001 - any failure to read is what is reported
-                echo(f"{path} does not read ({type(e).__name__}: {e}); it is rebuilt from the levels' files")
-
-
-def _write_tables(rd: RunDir, rows, summary) -> None:
-    df = results.to_frame(rows)
-    write_atomic(rd.file("results.csv"), df.to_csv(index=False))
-    table = results.summarize(df)
-    summary = dict(summary)
-    summary["outcome"] = json.loads(table.reset_index().to_json(orient="records"))
-    write_json(rd.file("summary.json"), summary)
-
-
-def _progress(cfg: Config, *, total: int, desc: str, stream=None):
-    """Progress of one level: tqdm bars on a terminal; in a log file (a SLURM job's), where a bar
-    would be one ever-growing line, a plain line every `LogProgress.every` seconds."""
-    if not cfg.logger.progress:
-        return None
-    stream = stream or sys.stderr
-    if not (hasattr(stream, "isatty") and stream.isatty()):
-        return LogProgress(total=total, desc=desc, stream=stream)
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False, file=stream, dynamic_ncols=True)
-
-
-class LogProgress:
-    """The part of tqdm's interface `train_level` uses, writing whole lines: `desc: n/total steps
-    (pct), steps/s, postfix` at most every `every` seconds, and once at the end."""
-
-    every = 60.0
-
-    def __init__(self, *, total: int, desc: str, stream, clock=None):
-        import time
-
-        self.total, self.desc, self.stream, self.n, self.postfix = total, desc, stream, 0, ""
-        self.clock = clock or time.monotonic
-        self.start = self.last = self.clock()
-
-    def update(self, n: int) -> None:
-        self.n += n
-        if self.clock() - self.last >= self.every:
-            self._line()
-
-    def set_postfix(self, values: dict) -> None:
-        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
-
-    def close(self) -> None:
-        self._line()
-
-    def _line(self) -> None:
-        self.last = now = self.clock()
-        rate = self.n / max(now - self.start, 1e-9)
-        pct = 100 * self.n / self.total if self.total else 100.0
-        line = f"{self.desc}: {self.n}/{self.total} steps ({pct:.0f}%), {rate:.1f} steps/s"
-        print(line + (f", {self.postfix}" if self.postfix else ""), file=self.stream, flush=True)

@@ -20,6 +20,8 @@ Example:
     >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 40)))
     >>> model.apply(variables, jnp.zeros((8, 40))).shape
     (8, 10)
+
+May import: lth.config (the bottom layer, with lth.config and lth.data).
 """
 
 from __future__ import annotations

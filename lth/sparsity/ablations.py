@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from lth.sparsity import masks as M
-from lth.lottery.controls import control_rng
+from lth.sparsity.draws import control_rng
 
 PyTree = Any
 

@@ -42,9 +42,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from lth.config.budget_settings import SCHEDULES, validate  # noqa: F401  (the checks without counts: lth.config)
 from lth.config.schema import Config, ConfigError
-
-SCHEDULES = ("iterative", "oneshot", "linear")
 
 
 class OverBudget(ConfigError):
@@ -80,24 +79,6 @@ class Report:
     @property
     def flops_fraction(self) -> Optional[float]:
         return None if self.flops is None else self.flops / self.flops_dense
-
-
-def validate(cfg: Config) -> None:
-    """The budget's values and the settings it needs (called by `lth.config.schema.validate`)."""
-    b = cfg.budget
-    for key in ("weights", "flops"):
-        value = getattr(b, key)
-        if value is not None and not 0.0 < value <= 1.0:
-            raise ConfigError(f"budget.{key}={value!r}: a budget is a fraction of the dense network's count, in (0, 1] "
-                              "(or null: none)")
-    if b.weights is None and b.flops is None:
-        return
-    if cfg.pruning.granularity != "weight":
-        raise ConfigError(f"pruning.granularity={cfg.pruning.granularity!r}: a budget (budget.weights, budget.flops) "
-                          "counts single weights; it needs pruning.granularity=weight")
-    if cfg.pruning.schedule not in SCHEDULES:
-        raise ConfigError(f"pruning.schedule={cfg.pruning.schedule!r}: a budget (budget.weights, budget.flops) is "
-                          f"checked from the counts of the {', '.join(SCHEDULES)} schedules only")
 
 
 def level_counts(shapes: dict[str, tuple[int, ...]], paths: list[str], cfg: Config) -> list[tuple[list[str], int]]:

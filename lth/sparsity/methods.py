@@ -38,7 +38,7 @@ import numpy as np
 
 from lth.sparsity import ablations, class_balanced, linear_schedule, masks as M, pruning, scores
 from lth.config import registry, user_components
-from lth.lottery.controls import control_key
+from lth.sparsity.draws import control_key
 from lth.config.schema import Config
 
 PyTree = Any
