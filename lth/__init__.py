@@ -19,7 +19,7 @@ _xla_flags.apply()
 # (no JAX): lth.run(config), lth.load_run(dir), lth.load_runs(dirs), lth.ticket_metrics(run).
 _LAZY = {"run": "lth.api", "load_run": "lth.api", "load_runs": "lth.api", "Run": "lth.api",
          "varying_settings": "lth.api", "export_tables": "lth.api", "ticket_metrics": "lth.analysis.metrics",
-         "register_method": "lth.config.user_components", "ScoreContext": "lth.config.user_components"}
+         "register_method": "lth.sparsity.custom_scores", "ScoreContext": "lth.sparsity.custom_scores"}
 
 
 # Old module names (one release): each resolves to the very module it became (lth/_aliases.py).

@@ -16,6 +16,7 @@ OLD_TO_NEW = {
     "lth.compress": "lth.compression.compress",
     "lth.compress_file": "lth.compression.file_format",
     "lth.compress_finetune": "lth.compression.centroid_finetune",
+    "lth.config.user_components": "lth.user_components",  # split in four (lth/user_components.py says where)
     "lth.controls": "lth.lottery.controls",
     "lth.data_order": "lth.train.data_order",
     "lth.defaults": "lth.config.defaults",
@@ -54,6 +55,5 @@ OLD_TO_NEW = {
     "lth.sweep_objective": "lth.integrations.sweep_objective",
     "lth.sweeps": "lth.integrations.sweeps",
     "lth.train_state": "lth.train.train_state",
-    "lth.user_components": "lth.config.user_components",
     "lth.xla_flags": "lth.integrations.xla_flags",
 }
