@@ -20,7 +20,7 @@ _xla_flags.apply()
 _LAZY = {"run": "lth.api", "load_run": "lth.runs.reading", "load_runs": "lth.runs.reading", "Run": "lth.runs.reading",
          "varying_settings": "lth.runs.reading", "export_tables": "lth.runs.reading",
          "ticket_metrics": "lth.analysis.metrics",
-         "register_method": "lth.config.user_components", "ScoreContext": "lth.config.user_components"}
+         "register_method": "lth.sparsity.custom_scores", "ScoreContext": "lth.sparsity.custom_scores"}
 
 
 # Old module names (one release): each resolves to the very module it became (lth/_aliases.py).

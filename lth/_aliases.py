@@ -54,6 +54,5 @@ OLD_TO_NEW = {
     "lth.sweep_objective": "lth.integrations.sweep_objective",
     "lth.sweeps": "lth.integrations.sweeps",
     "lth.train_state": "lth.train.train_state",
-    "lth.user_components": "lth.config.user_components",
     "lth.xla_flags": "lth.integrations.xla_flags",
 }

@@ -71,7 +71,7 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
     Compression of a level (`lth.compression.compress.run`, from `compress.source`'s config likewise; its
     `Run.results` is the size report, report.csv). A lottery run takes a researcher's own `model`
     (a Flax module object) and `data` (a mapping of arrays x_train, y_train, x_test, y_test) in
-    place of the config's (`lth.config.user_components`)."""
+    place of the config's (`lth.user_components`)."""
     from lth.config.schema import Config, ConfigError
 
     if experiment not in EXPERIMENTS:

@@ -1,4 +1,4 @@
-"""A researcher's own model, data and pruning score (`lth.config.user_components`, issue 26): from the
+"""A researcher's own model, data and pruning score (`lth.user_components`, issue 26): from the
 command line by `_target_`, from Python as objects, refused before anything is written when a
 target does not import or returns the wrong thing, and part of the run hash."""
 
@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 import lth
-from lth.config import registry, user_components as U
+from lth import user_components as U
+from lth.config import registry
 from lth.config.schema import ConfigError, ModelConfig, from_dict
 from lth.runs.run_dir import content_hash
 

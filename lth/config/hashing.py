@@ -35,7 +35,7 @@ HASH_OMITTED_AT_DEFAULT = {
     ("dataset", "max_len"): 64, ("dataset", "vocab"): None, ("dataset", "task"): "classify",
     ("model", "layers"): 12, ("model", "hidden"): 768, ("model", "heads"): 12, ("model", "intermediate"): 3072,
     ("model", "vocab_size"): 30522, ("model", "max_len"): 512, ("model", "dropout"): 0.1, ("model", "pooling"): "cls", ("train", "dtype"): "float32",
-    # a researcher's own model, data and score (issue 26, lth.config.user_components)
+    # a researcher's own model, data and score (issue 26, lth.user_components)
     ("model", "_target_"): None, ("model", "kwargs"): {}, ("dataset", "_target_"): None, ("dataset", "kwargs"): {},
     ("pruning", "score_fn"): None, ("pruning", "scored_at"): "final", ("pruning", "head"): None,
 }

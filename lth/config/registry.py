@@ -1,6 +1,6 @@
 """Pruning methods a researcher registers from Python (`lth.register_method`), by name.
 
-`pruning.method=NAME` then scores with their function (`lth.config.user_components`), as
+`pruning.method=NAME` then scores with their function (`lth.sparsity.custom_scores`), as
 `pruning.method=custom pruning.score_fn=module.function` does from the command line. This module
 imports nothing from lth, so that the config's validation (`lth.config`) can read the names
 without importing the code that runs them.

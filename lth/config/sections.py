@@ -48,7 +48,7 @@ class DatasetConfig:
     max_len: int = 64
     vocab: Optional[str] = None
     task: str = "classify"  # classify | mlm
-    # `dataset=custom` (`lth.config.user_components`): a function `module.name` returning arrays x_train,
+    # `dataset=custom` (`lth.user_components`): a function `module.name` returning arrays x_train,
     # y_train, x_test, y_test, called with `kwargs` (the command line's `+dataset.KEY=VALUE`).
     _target_: Optional[str] = None
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -84,7 +84,7 @@ class ModelConfig:
     max_len: Optional[int] = None
     dropout: Optional[float] = None
     pooling: Optional[str] = None  # cls | mean
-    # `model=custom` (`lth.config.user_components`): a Flax module class (or a function returning one)
+    # `model=custom` (`lth.user_components`): a Flax module class (or a function returning one)
     # `module.Name`, built with `kwargs` (the command line's `+model.KEY=VALUE`) and num_classes.
     _target_: Optional[str] = None
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -176,7 +176,7 @@ class PruningConfig:
     # grasp: null, `score_batches` training batches; N: the released code's class-balanced data, the first
     # N examples of each class in the replicate's order, `score_batches` times (`lth.sparsity.class_balanced`)
     grasp_samples_per_class: Optional[int] = None
-    # `method=custom` (`lth.config.user_components`): the score function `module.name`, scored at the
+    # `method=custom` (`lth.user_components`): the score function `module.name`, scored at the
     # previous level's `final` weights (as magnitude) or at the rewind point, `init` (as SNIP).
     score_fn: Optional[str] = None
     scored_at: str = "final"  # final | init

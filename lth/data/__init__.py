@@ -72,8 +72,8 @@ def load_raw(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
     """
     if cfg.source not in SOURCES:
         raise DataError(f"dataset.source={cfg.source!r} is not one of {', '.join(SOURCES)}")
-    if cfg.name == "custom":  # a researcher's own arrays (lth.config.user_components)
-        from lth.config.user_components import load_data
+    if cfg.name == "custom":  # a researcher's own arrays (lth.data.custom)
+        from lth.data.custom import load_data
 
         return load_data(cfg)
     if cfg.source != "tfds" and cfg.name in BUILTIN:
@@ -94,13 +94,13 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
     `data_dir` is where built-in datasets live (`lth.config.schema.data_dir(cfg)`: `paths.data_dir`, else
     `$LTH_DATA_DIR`, else `~/.cache/lth/datasets`). Normalisation statistics are those of the full
     training split (published values where they exist), so they do not depend on the split seed.
-    `arrays`: a researcher's own (`lth.config.user_components.load_data`), for `dataset.name=custom`.
+    `arrays`: a researcher's own (`lth.data.custom.load_data`), for `dataset.name=custom`.
     """
     from lth.config import defaults
 
     cfg = defaults.fill(cfg, "dataset")  # the dataset's own val_size (conf/dataset)
     if arrays is not None:
-        from lth.config.user_components import load_data
+        from lth.data.custom import load_data
 
         raw = load_data(cfg, arrays)
     else:

@@ -40,7 +40,8 @@ from lth.runs import checkpoints, results
 from lth.lottery import controls as C, members, pretrained, rewind
 from lth.train import data_order
 from lth.runs import interrupt, progress as progress_mod
-from lth.config import method_settings, user_components
+from lth.config import method_settings, targets
+from lth.models import custom as custom_model
 from lth.lottery import replicates as REP, shared_dense
 from lth.train import sharding
 from lth.sparsity import structured
@@ -82,19 +83,19 @@ class Outcome:
 def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=None,
         reports: Callable[[Any, str, Callable[[str], None]], None] | None = None) -> Outcome:
     """Run (or continue) the lottery experiment `cfg`; returns its directory and tables. `model`
-    (a Flax module) and `data` (arrays): a researcher's own, in place of `cfg`'s (`lth.config.user_components`).
+    (a Flax module) and `data` (arrays): a researcher's own, in place of `cfg`'s (`lth.user_components`).
     `reports(logger, run_dir, echo)`: what the caller wants logged to the W&B summary run of the finished
     run, when W&B is on (`lth.analysis.reports.lottery`: ticket metrics and figures; `lth.api.run` and
     `experiments/lottery.py` pass it); the loop itself draws nothing."""
     from lth.config.schema import resolve
 
-    supplied = user_components.Supplied(model=model, data=data)
-    cfg = user_components.describe(resolve(cfg), supplied)  # the model's, dataset's and optimizer's own defaults (lth.config.defaults)
+    supplied = targets.Supplied(model=model, data=data)
+    cfg = targets.describe(resolve(cfg), supplied)  # the model's, dataset's and optimizer's own defaults (lth.config.defaults)
     sharding.check_single_process()
     dataset, plan, trainer = prepare(cfg, supplied)
     keys = replicate_keys(cfg.seed, cfg.replicates)
     variables = trainer.init_variables(keys["init"])
-    inputs, notes = user_components.inputs(supplied), []
+    inputs, notes = targets.inputs(supplied), []
     if cfg.init.checkpoint is not None:
         # Loaded and checked against the model before anything is written.
         loaded = pretrained.load(cfg.init.checkpoint, cfg.init.replicate, cfg.model)
@@ -102,7 +103,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
                                             setting=f"init.checkpoint={cfg.init.checkpoint!r}")
         inputs["init_checkpoint"] = pretrained.content_hash(cfg.init.checkpoint)
     one_params = jax.tree.map(lambda x: x[0], variables["params"])
-    cfg = user_components.with_head(cfg, trainer.model, one_params, dataset.input_shape, dataset.num_classes)
+    cfg = custom_model.with_head(cfg, trainer.model, one_params, dataset.input_shape, dataset.num_classes)
     paths = M.prunable_paths(one_params, cfg.pruning.prunable, cfg.pruning.exclude, cfg.pruning.head)
     if not paths:
         names = ", ".join(M.flatten(one_params))

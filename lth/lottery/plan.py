@@ -13,7 +13,8 @@ from typing import Any
 import jax.numpy as jnp
 
 from lth.sparsity import gradual
-from lth.config import user_components
+from lth.config import targets
+from lth.sparsity import custom_scores
 from lth.config.schema import Config, ConfigError, data_dir, validate
 from lth.config.durations import to_steps
 from lth.train.optim import make_optimizer, make_schedule
@@ -83,7 +84,7 @@ def _augmenter(cfg: Config):
     return random_crop_flip
 
 
-def prepare(cfg: Config, supplied: user_components.Supplied = user_components.Supplied()):
+def prepare(cfg: Config, supplied: targets.Supplied = targets.Supplied()):
     """Everything that can fail on bad input, done before anything is written: validation, the
     model name, the data, the step plan, the model's parameters and the prunable tensors. A
     researcher's own model, data or score function (`supplied`, or `_target_`s) is imported here."""
@@ -91,9 +92,9 @@ def prepare(cfg: Config, supplied: user_components.Supplied = user_components.Su
     from lth.data import load_dataset
     from lth.models import build_model, check_fits_data
 
-    user_components.check(cfg, supplied)
+    targets.check(cfg, supplied)
     if cfg.pruning.method == "custom":
-        user_components.score_function(cfg)  # imports, or names what does not
+        custom_scores.score_function(cfg)  # imports, or names what does not
     build_model(cfg.model, num_classes=2, obj=supplied.model)  # an unknown model name fails here, before the data loads
     dataset = load_dataset(cfg.dataset, data_dir(cfg), arrays=supplied.data)
     if cfg.dataset.augment and len(dataset.input_shape) != 3:

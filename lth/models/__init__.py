@@ -74,11 +74,11 @@ MODELS: dict[str, ModelBuilder] = {
 def build_model(cfg: ModelConfig, num_classes: int, obj: nn.Module | None = None) -> nn.Module:
     """The module `cfg.name` with a `num_classes`-way head. Raises ConfigError for an unknown
     `model.name` or `model.init` / `model.bn_scale_init`. `model=custom`: a researcher's own
-    module, `obj` or `model._target_` (`lth.config.user_components`)."""
+    module, `obj` or `model._target_` (`lth.models.custom`)."""
     if cfg.name == "custom":
-        from lth.config import user_components
+        from lth.models import custom
 
-        return user_components.build_model(cfg, num_classes, obj)
+        return custom.build_model(cfg, num_classes, obj)
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name={cfg.name!r} is not one of {', '.join(sorted(MODELS))}")
     return MODELS[cfg.name](defaults.fill(cfg, "model"), num_classes)  # the model's own defaults (conf/model)

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth.sparsity import ablations, class_balanced, linear_schedule, masks as M, pruning, scores
-from lth.config import registry, user_components
+from lth.sparsity import ablations, class_balanced, custom_scores, linear_schedule, masks as M, pruning, scores
+from lth.config import registry
 from lth.sparsity.draws import control_key
 from lth.config.schema import Config
 
@@ -66,7 +66,7 @@ METHODS: dict[str, Method] = {
 
 def method_of(cfg: Config) -> Method:
     """The method `pruning.method` names: a built-in one, `custom` (`pruning.score_fn`) or one
-    registered from Python (`lth.register_method`; both: `lth.config.user_components`)."""
+    registered from Python (`lth.register_method`; both: `lth.sparsity.custom_scores`)."""
     name = cfg.pruning.method
     return METHODS[name] if name in METHODS else Method(name, scored_at=registry.scored_at(name, cfg.pruning.scored_at))
 
@@ -199,21 +199,21 @@ def _gradient(model):
 
 
 def _user_scores(ctx: Context, level: int, prev_mask, weights: dict) -> PyTree:
-    """Stacked scores (R, ...) of a researcher's score function (`lth.config.user_components`), called
+    """Stacked scores (R, ...) of a researcher's score function (`lth.sparsity.custom_scores`), called
     once per replicate with a `ScoreContext` at `weights` (masked by `prev_mask`)."""
     cfg, model = ctx.cfg, ctx.trainer.model
-    fn = user_components.score_function(cfg)
+    fn = custom_scores.score_function(cfg)
     params = M.apply_mask(weights["params"], prev_mask)
     xs, ys = score_batches(ctx.trainer, ctx.data_keys, cfg.pruning.score_batches)
     grads = _gradient(model)(params, weights["batch_stats"], prev_mask, xs, ys)
     out = []
     for i, r in enumerate(ctx.ids):
         one = functools.partial(jax.tree.map, lambda x: x[i])
-        sc = user_components.ScoreContext(
+        sc = custom_scores.ScoreContext(
             params=one(params), grads=one(grads), key=control_key(cfg.seed, r, f"method:{cfg.pruning.method}", level),
             mask=one(prev_mask), batch_stats=one(weights["batch_stats"]), level=level, replicate=r, xs=xs[i], ys=ys[i],
             model=model, paths=tuple(ctx.paths))
-        out.append(user_components.checked_scores(cfg, fn(sc), sc.params))
+        out.append(custom_scores.checked_scores(cfg, fn(sc), sc.params))
     return M.stack(out)
 
 

@@ -23,70 +23,35 @@ step gets keys for them from (augmentation key, step), so they too are a functio
 dataset with an objective (`Dataset.objective`, masked-language modelling: `lth.data.mlm`) has
 each batch corrupted with a key of (augmentation key, step) and is scored by the objective, with
 the model's `objective.method`, instead of classified.
+
+This module holds the `Trainer` itself (construction, the data order, the compiled calls of many
+steps); its parts live beside it: `lth.train.steps` (one masked step), `lth.train.evaluation`
+(evaluation on the padded val/test splits), `lth.train.per_device` (one call per device when
+members are split over devices) and `lth.train.drivers` (`train_level`, the loop over compiled
+calls, evaluations, checkpoints and divergence). Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import time
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lth.sparsity import masks as M
 from lth.sparsity.gradual import GradualPruning
-from lth.train.train_state import TrainState, learning_rate
+from lth.train.drivers import (  # noqa: F401  (re-exported: `from lth.train.trainer import train_level`)
+    LevelHistory, LevelInProgress, chunk_boundaries, replicate_keys, stacked_density, train_level)
+from lth.train.evaluation import EVAL_OBJECTIVE_SEED, EvalSet, Evaluation, _pad_split  # noqa: F401
+from lth.train.per_device import PerDevice
+from lth.train.steps import _OBJECTIVE_SALT, _RNG_SALT, Steps, cross_entropy  # noqa: F401
+from lth.train.train_state import TrainState, learning_rate  # noqa: F401
 
 PyTree = Any
 PERMS_BYTES = 256 << 20  # precomputed permutations of one call larger than this are computed in the loop
-_OBJECTIVE_SALT, _RNG_SALT = 0x6D6C6D, 0x64726F70  # fold_in constants: the step key's uses besides augmentation
-EVAL_OBJECTIVE_SEED = 0  # evaluation batch i is corrupted with fold_in(PRNGKey(EVAL_OBJECTIVE_SEED), i)
 
 
-def replicate_keys(seed: int, replicates: int) -> dict[str, jax.Array]:
-    """Per-replicate keys, each (R, 2): `init` (weights), `data` (order), `aug` (augmentation).
-    Replicate r's keys depend only on (seed, r), so a replicate trains the same whatever R is."""
-    base = jax.random.PRNGKey(seed)
-    keys = jnp.stack([jax.random.split(jax.random.fold_in(base, r), 3) for r in range(replicates)])
-    return {"init": keys[:, 0], "data": keys[:, 1], "aug": keys[:, 2]}
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-@dataclasses.dataclass
-class EvalSet:
-    """A split padded to whole evaluation batches, on device, with 0/1 weights for the padding."""
-
-    x: jax.Array
-    y: jax.Array
-    w: jax.Array
-    n: int
-    batch: int
-
-    @property
-    def n_batches(self) -> int:
-        return self.x.shape[0] // self.batch
-
-
-def _pad_split(x: np.ndarray, y: np.ndarray, batch: int) -> EvalSet:
-    n = len(x)
-    batch = max(1, min(batch, n))
-    padded = -(-n // batch) * batch
-    pad = padded - n
-    xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-    yp = np.concatenate([y, np.zeros((pad,), y.dtype)]) if pad else y
-    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    return EvalSet(jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w), n, batch)
-
-
-class Trainer:
+class Trainer(Steps, Evaluation, PerDevice):
     """Compiled training and evaluation of R stacked replicates of one model on one dataset.
 
     Args:
@@ -216,35 +181,6 @@ class Trainer:
 
         return jax.jit(jax.vmap(one))(dict(variables), masks)
 
-    # -- one step ------------------------------------------------------------------------------
-    def _loss(self, params, batch_stats, x, y, train: bool, rng=None):
-        variables = {"params": params}
-        kw = {}
-        if rng is not None and self.rng_streams:
-            kw["rngs"] = {name: jax.random.fold_in(rng, i) for i, name in enumerate(self.rng_streams)}
-        if self.objective is not None:  # no BatchNorm in the models an objective is for (BERT)
-            logits = self.model.apply(variables, x, train=train, method=self.objective.method, **kw)
-            return self.objective.loss(logits, y)[0], (logits, batch_stats)
-        if batch_stats:
-            variables["batch_stats"] = batch_stats
-            if train:
-                logits, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats"], **kw)
-                return cross_entropy(logits, y), (logits, updates["batch_stats"])
-        logits = self.model.apply(variables, x, train=train, **kw)
-        return cross_entropy(logits, y), (logits, batch_stats)
-
-    def _train_step(self, state: TrainState, x, y, rng=None):
-        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-        (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, x, y, True, rng)
-        lr = state.lr_fn(state.step)
-        state = state.apply_masked_gradients(grads, masked=self.masked, batch_stats=batch_stats)
-        if self.objective is None:
-            acc = jnp.mean(jnp.argmax(logits, -1) == y)
-        else:  # the fraction of the predicted (labelled) tokens that are right
-            _, correct, weight = self.objective.token_losses(logits, y)
-            acc = correct.sum() / jnp.maximum(weight.sum(), 1.0)
-        return state, {"loss": loss, "accuracy": acc, "lr": lr}
-
     # -- many steps, one compiled call ---------------------------------------------------------
     def _epoch_perms(self, data_keys, epoch):
         n = self.x_train.shape[0]
@@ -277,51 +213,6 @@ class Trainer:
             else:
                 out.append((step, 1, size))
         return out
-
-    def _replica_step(self, state, idx, aug_key, x_all, y_all, step):
-        """One step of one replicate on the examples `idx` of its epoch permutation, augmented
-        with `fold_in(aug_key, step)`, normalised, one masked update."""
-        x, y = x_all[idx], y_all[idx]
-        if self.batch_sharding is not None:  # data parallel over devices (lth.train.sharding, devices.shard=batch)
-            x, y = (jax.lax.with_sharding_constraint(a, self.batch_sharding) for a in (x, y))
-        if self.augment is not None:
-            x = self.augment(jax.random.fold_in(aug_key, step), x)
-        if self.objective is not None:
-            x, y = self.objective.corrupt(jax.random.fold_in(jax.random.fold_in(aug_key, step), _OBJECTIVE_SALT), x)
-        rng = jax.random.fold_in(jax.random.fold_in(aug_key, step), _RNG_SALT) if self.rng_streams else None
-        gp = self.mask_update
-        if gp is None:
-            return self._train_step(state, self.dataset.normalize(x), y, rng)
-
-        def prune(s):  # the new mask (and its density) computed only when the branch is taken
-            mask = gp.update_mask(s.params, s.mask, step)
-            return s.replace(mask=mask, params=M.apply_mask(s.params, mask)), gp.density(mask)
-
-        # `step` is the loop's (the same for every replicate): under vmap the predicate stays
-        # unbatched and this stays a conditional.
-        state, density = jax.lax.cond(gp.is_update(step), prune, lambda s: (s, jnp.float32(jnp.nan)), state)
-        state, metrics = self._train_step(state, self.dataset.normalize(x), y, rng)
-        return state, {**metrics, "density": density}
-
-    def _replica_step_in_epoch(self, state, perm, aug_key, x_all, y_all, step, size: Optional[int] = None):
-        """`_replica_step` on the batch of `step` in one replicate's epoch permutation `perm` (N,)."""
-        idx = self._batch_indices(perm[None, None], step // self.steps_per_epoch, step, size)[0]
-        return self._replica_step(state, idx, aug_key, x_all, y_all, step)
-
-    def _step_impl(self, states, idx, aug_keys, x_all, y_all, step):
-        """One step of every replicate (stacked states, idx (R, batch), aug_keys (R, 2))."""
-        return self.over_replicates(lambda st, i, k: self._replica_step(st, i, k, x_all, y_all, step), states, idx, aug_keys)
-
-    def over_replicates(self, fn: Callable, *stacked):
-        """`fn` applied to every replicate's slice of the `stacked` arguments (leading axis R),
-        results stacked: `jax.vmap(fn)` or `lax.map`, as `replicates_as` says."""
-        if self.replicates_as == "vmap":
-            return jax.vmap(fn)(*stacked)
-        return jax.lax.map(lambda args: fn(*args), stacked)
-
-    def train_step_all(self, states: TrainState, x, y):
-        """One masked update of every replicate on its own batch: x (R, batch, ...), y (R, batch)."""
-        return self.over_replicates(self._train_step, states, x, y)
 
     def _run_impl(self, states, data_keys, aug_keys, x_all, y_all, start, n: int, precompute: bool, size: Optional[int] = None):
         spe = self.steps_per_epoch
@@ -395,281 +286,10 @@ class Trainer:
         metrics = {k: np.array([[m[k] for m in row] for row in out]) for k in out[0][0]}
         return jax.tree.map(lambda *xs: jnp.stack(xs), *reps), metrics
 
-    def _per_device(self, fn: Callable, sharded: tuple, replicated: tuple, **static):
-        """`fn(*sharded_parts, *replicated, **static)` on every device of `member_mesh` with its own
-        members, each a plain one-device call (dispatched asynchronously, so the devices run side
-        by side); returns the per-device outputs. A member thus computes exactly what a one-device
-        run of that many members computes. (XLA's SPMD partitioning of the same step, by `jit` of
-        sharded arrays or `shard_map`, compiles another program for it that rounds differently,
-        and training amplifies rounding: 1% of test accuracy after 200 MNIST-1D steps.)"""
-        sharding = NamedSharding(self.member_mesh, P("members"))
-        devs = list(self.member_mesh.devices.flat)
-        here = self.__dict__.setdefault("_replicated_on", {})
-        outs = []
-        for dev in devs:
-            part = [jax.tree.map(lambda x: _shard_on(x, dev, sharding), t) for t in sharded]
-            rep = []
-            for r in replicated:
-                if isinstance(r, jax.Array) and r.size > 1024:  # the data: one copy per device, kept
-                    key = (id(r), dev)
-                    if key not in here:
-                        here[key] = (r, jax.device_put(r, dev))
-                    r = here[key][1]
-                else:
-                    r = jax.device_put(r, dev)
-                rep.append(r)
-            outs.append(fn(*part, *rep, **static))
-        return outs
-
-    def _assemble(self, parts: list, axis: int = 0):
-        """One member-sharded global array per leaf from per-device parts (split on `axis`)."""
-        spec = P("members") if axis == 0 else P(*([None] * axis), "members")
-        sharding = NamedSharding(self.member_mesh, spec)
-
-        def one(*xs):
-            shape = list(xs[0].shape)
-            shape[axis] *= len(xs)
-            return jax.make_array_from_single_device_arrays(tuple(shape), sharding, list(xs))
-
-        return jax.tree.map(one, *parts)
-
-    # -- evaluation ----------------------------------------------------------------------------
-    def _eval_batch(self, params, batch_stats, x, y, w, i, batch: int):
-        """Summed loss and number correct of one replicate on evaluation batch `i` (padding has
-        weight 0)."""
-        xb = self.dataset.normalize(jax.lax.dynamic_slice_in_dim(x, i * batch, batch))
-        yb = jax.lax.dynamic_slice_in_dim(y, i * batch, batch)
-        wb = jax.lax.dynamic_slice_in_dim(w, i * batch, batch)
-        if self.objective is not None:  # summed over the predicted tokens, with their number
-            xb, yb = self.objective.corrupt(jax.random.fold_in(jax.random.PRNGKey(EVAL_OBJECTIVE_SEED), i), xb)
-            _, (logits, _) = self._loss(params, batch_stats, xb, yb, False)
-            ce, correct, weight = self.objective.token_losses(logits, yb)
-            return jnp.sum(ce * wb[:, None]), jnp.sum(correct * wb[:, None]), jnp.sum(weight * wb[:, None])
-        _, (logits, _) = self._loss(params, batch_stats, xb, yb, False)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-        return jnp.sum(losses * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
-
-    def _eval_impl(self, params, batch_stats, x, y, w, batch: int):
-        nb = x.shape[0] // batch
-
-        def body(tot, i):
-            one = lambda p, bst: self._eval_batch(p, bst, x, y, w, i, batch)
-            sums = self.over_replicates(one, params, batch_stats)
-            return tuple(t + s for t, s in zip(tot, sums)), None
-
-        r = jax.tree.leaves(params)[0].shape[0]
-        zeros = jnp.zeros((r,), jnp.float32)
-        if self.objective is not None:  # means over the predicted tokens
-            (loss, correct, count), _ = jax.lax.scan(body, (zeros, zeros, zeros), jnp.arange(nb))
-            return loss / jnp.maximum(count, 1.0), correct / jnp.maximum(count, 1.0)
-        (loss, correct), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(nb))
-        total = jnp.sum(w)
-        return loss / total, correct / total
-
-    def evaluate(self, states: TrainState, split: str) -> dict[str, np.ndarray]:
-        """Mean loss and accuracy of every replicate on `split` ('val' or 'test'): arrays (R,)."""
-        es = self.eval_sets[split]
-        if es is None:
-            return {}
-        if self.scan:
-            if self.member_mesh is None:
-                loss, acc = self._eval(states.params, states.batch_stats, es.x, es.y, es.w, batch=es.batch)
-            else:
-                outs = self._per_device(self._eval, (states.params, states.batch_stats), (es.x, es.y, es.w), batch=es.batch)
-                loss, acc = (np.concatenate([np.asarray(o[i]) for o in outs]) for i in (0, 1))
-            return {"loss": np.asarray(loss), "accuracy": np.asarray(acc)}
-        # CPU + convolutions: one compiled single-replicate batch at a time, as in `run`.
-        if self.objective is not None:
-            raise NotImplementedError("an objective (MLM) with scan=False: its models (BERT) have no convolutions")
-        R = jax.tree.leaves(states.params)[0].shape[0]
-        sums = []
-        for r in range(R):
-            p, bst = jax.tree.map(lambda a: a[r], (states.params, states.batch_stats))
-            sums.append([self._eval1(p, bst, es.x, es.y, es.w, jnp.asarray(i, jnp.int32), batch=es.batch)
-                         for i in range(es.n_batches)])
-        sums = np.asarray(jax.device_get(sums), np.float64).sum(axis=1)  # (R, 2)
-        return {"loss": (sums[:, 0] / es.n).astype(np.float32), "accuracy": (sums[:, 1] / es.n).astype(np.float32)}
 
 
-def _shard_on(x, dev, sharding):
-    """The part of member-sharded `x` on device `dev` (re-sharded first if an operation left it
-    otherwise)."""
-    if not isinstance(x, jax.Array):
-        x = jnp.asarray(x)
-    if x.sharding != sharding:
-        x = jax.device_put(x, sharding)
-    for shard in x.addressable_shards:
-        if shard.device == dev:
-            return shard.data
-    raise ValueError(f"no part of the array on {dev}")
 
 
-@dataclasses.dataclass
-class LevelHistory:
-    """What one level's training recorded: evaluations (every `eval_every` steps and at the end)
-    and per-step training metrics."""
-
-    eval_steps: list[int] = dataclasses.field(default_factory=list)
-    evals: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)  # {"val/loss": (R,), ...}
-    train: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=lambda: {"loss": [], "accuracy": [], "lr": []})
-    seconds: float = 0.0
-    diverged: Optional[np.ndarray] = None  # per member: the first step with a non-finite loss, -1 if none
-
-    def select(self, members: slice) -> "LevelHistory":
-        """The history of some members only (a slice of the member axis of every array)."""
-        return LevelHistory(
-            eval_steps=list(self.eval_steps), evals=[{k: v[members] for k, v in e.items()} for e in self.evals],
-            train={k: (v[:, members] if np.ndim(v) == 2 else v) for k, v in self.train.items()}, seconds=self.seconds,
-            diverged=None if self.diverged is None else self.diverged[members])
-
-    def early_stop(self) -> dict[str, np.ndarray]:
-        """Per replicate: the step of minimum validation loss (first of ties), the test accuracy
-        there, and that loss. Without a validation split there is no early-stopping point: all NaN
-        (the last evaluation is the final accuracy, not an early stop)."""
-        r = len(self.evals[-1]["test/accuracy"])
-        if "val/loss" not in self.evals[-1]:
-            return {key: np.full(r, np.nan) for key in
-                    ("early_stop_step", "early_stop_test_accuracy", "early_stop_val_accuracy", "min_val_loss")}
-        val = np.stack([e["val/loss"] for e in self.evals])  # (E, R)
-        val = np.where(np.isnan(val), np.inf, val)
-        best = np.argmin(val, axis=0)
-        pick = lambda key: np.array([self.evals[b][key][i] for i, b in enumerate(best)])
-        return {
-            "early_stop_step": np.array([self.eval_steps[b] for b in best]),
-            "early_stop_test_accuracy": pick("test/accuracy"),
-            "early_stop_val_accuracy": pick("val/accuracy"),
-            "min_val_loss": pick("val/loss"),
-        }
-
-
-def chunk_boundaries(start: int, end: int, eval_every: int, extra: tuple[int, ...] = ()) -> list[int]:
-    """Steps where a compiled call ends: every multiple of `eval_every` in (start, end), `end`,
-    and any `extra` step inside (e.g. the rewind point, whose state is captured)."""
-    points = {end} | set(range((start // eval_every + 1) * eval_every, end, eval_every))
-    points |= {e for e in extra if start < e < end}
-    return sorted(points)
-
-
-def train_level(trainer: Trainer, states: TrainState, keys: dict, *, start: int, end: int, eval_every: int,
-                capture_at: Optional[int] = None, on_eval: Optional[Callable] = None,
-                on_train: Optional[Callable] = None, progress=None, extra_boundaries: tuple[int, ...] = (),
-                resume=None, on_boundary: Optional[Callable] = None, place: Optional[Callable] = None):
-    """Train stacked `states` from step `start` to `end`, evaluating at every multiple of
-    `eval_every` and at `end` (not at `start`: on a CPU one evaluation of a CIFAR convnet costs
-    minutes, and the untrained point is never the early-stopping point that matters).
-
-    The compiled calls end at the evaluation steps, `capture_at` and `extra_boundaries` (the
-    checkpoint steps), all fixed by `start` alone. `resume` (an `lth.runs.progress.Resume`) continues
-    from one of those boundaries as if the level had never stopped; `on_boundary(step, level)` is
-    called after every boundary (evaluation included) with a `LevelInProgress` to checkpoint.
-    `place(states, keys)` puts the states and keys on the devices (`lth.train.sharding`).
-
-    Divergence: after every call, a member whose training loss was not finite at some step, or
-    whose weights are not all finite, is stopped: its state goes back to the last boundary (where it
-    was finite) and stays there for the rest of the level, and `history.diverged[m]` records the
-    first step whose loss was not finite. Members are independent, so the others train on exactly
-    as they would have.
-
-    Returns (states, history, captured) where `captured` is the host copy of the states at step
-    `capture_at` (the rewind point) when it lies in [start, end), else None.
-    """
-    hist = LevelHistory()
-    n_members = int(jax.tree.leaves(states.params)[0].shape[0])
-    diverged = np.full(n_members, -1, np.int64)
-    captured = jax.device_get(states) if capture_at == start else None
-    step = start
-    if resume is not None:
-        states = jax.tree.map(lambda t, x: jnp.asarray(x, dtype=t.dtype), states, resume.states)
-        step, captured, diverged = resume.step, resume.captured, np.array(resume.diverged, np.int64)
-        hist.eval_steps, hist.evals = list(resume.eval_steps), list(resume.evals)
-        hist.train = {k: [np.asarray(v)] for k, v in resume.train.items()}
-    if place is not None:
-        states, keys = place(states, keys)
-    t0 = time.perf_counter()
-
-    def evaluate(step):
-        ev = {}
-        for split in ("val", "test"):
-            for k, v in trainer.evaluate(states, split).items():
-                ev[f"{split}/{k}"] = v
-        hist.eval_steps.append(step)
-        hist.evals.append(ev)
-        if on_eval:
-            on_eval(step, ev)
-
-    frozen = states  # every member's state at the last boundary, where it was finite
-    extra = tuple(e for e in (capture_at, *extra_boundaries) if e is not None)
-    for boundary in chunk_boundaries(start, end, eval_every, extra):
-        if boundary <= step:  # done before the run was stopped
-            continue
-        states, metrics = trainer.run(states, keys, step, boundary - step)
-        for k in hist.train:
-            hist.train[k].append(metrics[k])
-        states, frozen = _stop_diverged(states, frozen, metrics["loss"], step, boundary, diverged)
-        if on_train:
-            on_train(step, metrics)
-        if progress is not None:
-            progress.update(boundary - step)
-        step = boundary
-        if step == capture_at:
-            captured = jax.device_get(states)
-        if step % eval_every == 0 or step == end:
-            evaluate(step)
-            if progress is not None:
-                ev = hist.evals[-1]
-                progress.set_postfix(
-                    {k.replace("/", "_"): f"{float(np.mean(v)):.4f}" for k, v in ev.items() if k.endswith("accuracy")}
-                )
-        if on_boundary is not None:
-            on_boundary(step, LevelInProgress(states, captured, hist, diverged))
-    hist.train = {k: np.concatenate(v) if v else np.zeros((0, n_members)) for k, v in hist.train.items()}
-    hist.diverged = diverged
-    hist.seconds = time.perf_counter() - t0
-    return states, hist, captured
-
-
-@dataclasses.dataclass
-class LevelInProgress:
-    """A level at a boundary, for `lth.runs.progress` to save: the live states, the rewind-point states
-    captured so far, the history so far and the divergence steps."""
-
-    states: TrainState
-    captured: Optional[PyTree]
-    history: "LevelHistory"
-    diverged: np.ndarray
-
-    def train_so_far(self) -> dict[str, np.ndarray]:
-        return {k: np.concatenate(v) for k, v in self.history.train.items() if len(v)}
-
-
-@jax.jit
-def _finite_members(params) -> jax.Array:
-    """(members,) True where every weight of that member is finite."""
-    return jnp.stack([jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(params)]).all(0)
-
-
-@jax.jit
-def _keep_where(stopped, old, new):
-    """`new`, except the members `stopped` (members,) which keep `old`."""
-    return jax.tree.map(lambda o, n: jnp.where(stopped.reshape((-1,) + (1,) * (n.ndim - 1)), o, n), old, new)
-
-
-def _stop_diverged(states, frozen, loss, first: int, boundary: int, diverged: np.ndarray):
-    """After the steps first .. boundary-1: record newly diverged members in `diverged` (in place),
-    put every stopped member back to `frozen`; returns (states, the new `frozen`)."""
-    loss = np.asarray(loss)
-    bad = ~np.isfinite(loss)
-    fresh = (diverged < 0) & (bad.any(axis=0) | ~np.asarray(_finite_members(states.params)))
-    for m in np.flatnonzero(fresh):
-        diverged[m] = first + int(np.argmax(bad[:, m])) if bad[:, m].any() else boundary
-    if (diverged >= 0).any():
-        states = _keep_where(jnp.asarray(diverged >= 0), frozen, states)
-    return states, states
-
-
-def stacked_density(mask: PyTree, paths: list[str]) -> np.ndarray:
-    """Density of each replicate's stacked mask: array (R,)."""
-    return np.array([M.density(m, paths) for m in M.unstack(mask, jax.tree.leaves(mask)[0].shape[0])])
 
 
 __all__ = ["Trainer", "TrainState", "train_level", "replicate_keys", "LevelHistory", "chunk_boundaries", "learning_rate"]
