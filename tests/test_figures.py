@@ -248,6 +248,7 @@ def test_script_exits_2_with_a_message_for_a_bad_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
+    from lth.analysis import reports
     from lth.lottery import levels as lottery
     from lth.config.schema import ModelConfig, TrainConfig
 
@@ -256,7 +257,7 @@ def real_run(tmp_path_factory):
                        train=TrainConfig(duration="40it", batch_size=100, eval_every="20it"))
     cfg.logger.wandb.mode = "offline"
     lines = []
-    out = lottery.run(cfg, echo=lines.append)
+    out = lottery.run(cfg, echo=lines.append, reports=reports.lottery)  # as lth.run and experiments/lottery.py ask
     return out.run_dir, lines
 
 
