@@ -56,3 +56,19 @@ OLD_TO_NEW = {
     "lth.train_state": "lth.train.train_state",
     "lth.xla_flags": "lth.integrations.xla_flags",
 }
+
+
+def reexport(package: str, module: str):
+    """A PEP 562 `__getattr__` for `package` (a module before issue 26's layout, now a package) that
+    reads a missing name from `module`, its former content, on first use: `from lth.config import
+    Config` keeps working for one release and importing the package stays cheap."""
+
+    def __getattr__(name: str):
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(module), name)
+        except AttributeError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__

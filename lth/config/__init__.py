@@ -11,13 +11,7 @@ May import: nothing of lth outside lth.config (the bottom layer, beside lth.data
 """
 
 
-# `lth.config` was one module before issue 26's layout: its names stay reachable here for one release
-# (`from lth.config import X`), read lazily from lth.config.schema so that importing this package stays cheap.
-def __getattr__(name: str):
-    import importlib
+from lth._aliases import reexport as _reexport
 
-    module = importlib.import_module("lth.config.schema")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module 'lth.config' has no attribute {name!r}") from None
+# `lth.config` was one module before issue 26's layout: its names stay reachable here for one release.
+__getattr__ = _reexport("lth.config", "lth.config.schema")

@@ -5,13 +5,7 @@ May import: lth.config, lth.sparsity, lth.train, lth.runs, lth.integrations, lth
 """
 
 
-# `lth.lottery` was one module before issue 26's layout: its names stay reachable here for one release
-# (`from lth.lottery import X`), read lazily from lth.lottery.levels so that importing this package stays cheap.
-def __getattr__(name: str):
-    import importlib
+from lth._aliases import reexport as _reexport
 
-    module = importlib.import_module("lth.lottery.levels")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module 'lth.lottery' has no attribute {name!r}") from None
+# `lth.lottery` was one module before issue 26's layout: its names stay reachable here for one release.
+__getattr__ = _reexport("lth.lottery", "lth.lottery.levels")
