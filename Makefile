@@ -77,11 +77,11 @@ bench-cpu-conv: $(STAMP)
 gpu-bench: $(STAMP)
 	PYTHON=$(PY) bash scripts/gpu_bench.sh $(ARGS)
 
-## Every figure the README shows, redrawn from the result tables committed under results/ into
-## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when a README run's tables are missing.
+## Every figure of the reproduced results (docs/results.md), redrawn from the result tables committed under results/ into
+## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when such a run's tables are missing.
 FIGURE_RUNS := results/lth_lenet_mnist results/mnist1d_mlp
 figures: $(STAMP)
-	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure the README shows)" >&2; exit 1; }; done
+	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure docs/results.md shows)" >&2; exit 1; }; done
 	rm -rf results/figures
 	$(PY) scripts/figures.py $(sort $(dir $(wildcard results/*/results.csv results/*/instability.csv))) --out results/figures
 
