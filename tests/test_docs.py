@@ -35,14 +35,24 @@ def test_nothing_points_outside_the_repository():
     assert not bad, "documentation points outside the repository:\n" + "\n".join(bad)
 
 
+def github_anchor(title: str) -> str:
+    """A heading's anchor as GitHub and the site (mkdocs.yml: toc slugify) make it."""
+    title = re.sub(r"[`*]", "", title).strip().lower()
+    return re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
+
+
 def test_readme_links_into_docs_exist():
-    """The README's relative links (docs/..., notebooks/...) name files that exist; anchors into
-    docs pages are checked by the strict build below, which reads the same pages."""
+    """The README's relative links (docs/..., notebooks/..., figures) name files that exist, and
+    its anchors into docs pages name headings there (the README is not part of the site build)."""
     text = (ROOT / "README.md").read_text()
-    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith(("http", "#"))]
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith(("http", "#"))]
     assert targets and any(t.startswith("docs/") for t in targets)
-    missing = [t for t in targets if not (ROOT / t).exists()]
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
     assert not missing, f"README links to missing files: {missing}"
+    for target in (t for t in targets if "#" in t):
+        page, anchor = target.split("#")
+        headings = re.findall(r"^#+ (.*)$", (ROOT / page).read_text(), flags=re.M)
+        assert anchor in {github_anchor(h) for h in headings}, f"README links to {target}: no such heading in {page}"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None,
