@@ -244,6 +244,48 @@ def test_script_exits_2_with_a_message_for_a_bad_directory(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_script_draws_what_it_can_from_a_run_a_sweep_folder_and_other_folders(tmp_path):
+    """A run, a sweep folder (jobs/*.json naming runs elsewhere), a Deep Compression folder and an
+    empty folder: the runs are drawn, each other path is named once with why, exit code 0."""
+    import json
+
+    res = synthetic_results()
+    one = _trimmed(tmp_path / "runs", "one", res, synthetic_history(res))
+    sweep = tmp_path / "runs" / "multirun" / "2026-12-06" / "09-00-00"
+    (sweep / "jobs").mkdir(parents=True)
+    for i, frac in enumerate((0.3, 0.6)):
+        run = _trimmed(tmp_path / "runs", f"job{i}", res, synthetic_history(res))
+        (sweep / "jobs" / f"{i:04d}.json").write_text(json.dumps(
+            {"job": i, "overrides": [f"pruning.fraction={frac}"], "status": "done", "run_dir": run}))
+    (sweep / "jobs" / "0002.json").write_text(json.dumps({"job": 2, "overrides": [], "status": "failed", "error": "x"}))
+    comp = tmp_path / "runs" / "compress-abc"
+    comp.mkdir()
+    (comp / "report.csv").write_text("stage,accuracy\ndense,0.9\n")
+    (tmp_path / "notarun").mkdir()
+    out = tmp_path / "figs"
+    p = subprocess.run([sys.executable, SCRIPT, one, str(sweep), str(comp), str(tmp_path / "notarun"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    drawn = {os.path.relpath(f, out).split(os.sep)[0] for f in p.stdout.split()}
+    assert {"one", "job0", "job1"} <= drawn
+    skipped = [line for line in p.stderr.splitlines() if "skipped" in line]
+    assert len(skipped) == 2, p.stderr
+    assert any(str(tmp_path / "notarun") in line and "not a run directory" in line for line in skipped)
+    assert any(str(comp) in line and "Deep Compression" in line for line in skipped)
+
+
+def test_script_exits_2_when_nothing_is_drawn(tmp_path):
+    (tmp_path / "empty").mkdir()
+    sweep = tmp_path / "multirun" / "d" / "t"
+    (sweep / "jobs").mkdir(parents=True)
+    (sweep / "jobs" / "0000.json").write_text('{"job": 0, "overrides": [], "status": "failed", "error": "x"}')
+    p = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "empty"), str(sweep), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert str(tmp_path / "empty") in p.stderr and str(sweep) in p.stderr and "no finished" in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # -- a tiny real run: the script on it, and its figures in W&B -------------------------------------
 
 @pytest.fixture(scope="module")
