@@ -41,8 +41,12 @@ def _inside(path: str, folder_real: str) -> bool:
 def _not_drawn(path: str) -> str | None:
     """Why a directory that holds no lottery or instability tables is not drawn (None if it is no
     kind of lth output)."""
+    from lth.runs import sweep_dirs
+
     if os.path.isfile(os.path.join(path, "report.csv")):
         return "a Deep Compression folder (report.csv): no figures are drawn for it"
+    if sweep_dirs.is_unfinished_run(path):
+        return f"a run with no finished level: {sweep_dirs.IN_PROGRESS}"
     return None
 
 

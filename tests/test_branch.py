@@ -167,3 +167,22 @@ def test_command_line_overrides_change_only_what_they_name(source, tmp_path):
         composed = compose(config_name="config", overrides=[f"branch.source={out.run_dir}", "experiment=mnist1d_mlp"])
     with pytest.raises(ConfigError, match="experiment=mnist1d_mlp: presets do not apply with branch.source"):
         cli.branch_config(composed, [f"branch.source={out.run_dir}", "experiment=mnist1d_mlp"])
+
+
+def test_a_source_that_does_not_exist_is_named_as_such(tmp_path):
+    """experiments/branch.py branch.source=<missing>: one line saying the source does not exist (not
+    that it has no config.yaml), exit status 2, nothing written."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "branch.py")
+    nope = tmp_path / "runs" / "nope"
+    p = subprocess.run([sys.executable, script, f"branch.source={nope}", "branch.levels=[1]"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "Traceback" not in out
+    assert f"branch.source='{nope}': does not exist" in out and "config.yaml" not in out
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError, match="branch.source='.*nope': does not exist"):
+        branch.run(dataclasses.replace(mnist1d_config(tmp_path), branch=BranchConfig(source=str(nope), levels=[1])),
+                   echo=lambda _: None)

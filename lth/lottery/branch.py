@@ -48,14 +48,27 @@ def source_config(source: str, *, setting: str = "branch.source") -> Config:
     """The config a source run was made with (its `config.yaml`); `setting` names the source in errors."""
     from omegaconf import OmegaConf
 
+    _exists(source, setting)
     path = os.path.join(os.path.expanduser(source), "config.yaml")
     if not os.path.isfile(path):
         raise ConfigError(f"{setting}={source!r}: not a lottery run directory (no config.yaml there)")
     return from_dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
+def _exists(source: str, setting: str) -> None:
+    """ConfigError unless `source` is a directory: one that does not exist is named as such."""
+    path = os.path.abspath(os.path.expanduser(source))
+    if not os.path.exists(path):
+        raise ConfigError(f"{setting}={source!r}: does not exist ({path}); give the directory of a finished "
+                          "lottery run (runs/<model>-<dataset>-<hash>)")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{setting}={source!r}: not a directory ({path}); give the directory of a finished "
+                          "lottery run (runs/<model>-<dataset>-<hash>)")
+
+
 def source_summary(source: str, *, setting: str) -> tuple[str, dict[str, Any]]:
     """(absolute path, summary.json) of the finished lottery run `source`, named by `setting` in errors."""
+    _exists(source, setting)
     src = os.path.abspath(os.path.expanduser(source))
     path = os.path.join(src, "summary.json")
     if not os.path.isfile(path):
