@@ -194,6 +194,60 @@ def test_accuracy_vs_compression_one_line_per_rewinding_mode():
         figures.accuracy_vs_compression(res)
 
 
+def test_a_short_run_labels_every_density_it_has():
+    """A 3-level run (100, 80, 64, 51.2%): each of its densities has a tick label (a long ladder is
+    still thinned, above)."""
+    res = synthetic_results()
+    res = res[res.level <= 3]
+    for fig in (figures.accuracy_vs_density(res, "final"), figures.early_stop_vs_density(res)):
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["100", "80.0", "64.0", "51.2"]
+
+
+def test_accuracy_vs_iteration_shows_the_first_evaluation():
+    """The first evaluation, far below the plateau (32.6% against 97%), is inside the y axis, as is
+    every other plotted point."""
+    res = synthetic_results()
+    hist = synthetic_history(res, steps=(100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200))
+    hist.loc[hist.step == 100, "test_accuracy"] = 0.326
+    fig = figures.accuracy_vs_iteration(hist, [0, 2], results=res)
+    ax = fig.axes[0]
+    ys = np.concatenate([ln.get_ydata() for ln in ax.get_lines()])
+    lo, hi = ax.get_ylim()
+    assert lo < 32.6 and lo <= ys.min() and hi >= ys.max()
+
+
+def _run(res, **config):
+    base = {"model": {"name": "mlp"}, "dataset": {"name": "mnist1d"},
+            "pruning": {"method": "magnitude", "scope": "layerwise", "schedule": "iterative", "fraction": 0.2},
+            "rewind": {"mode": "weights", "point": "0it"}}
+    for section, values in config.items():
+        base[section] = {**base.get(section, {}), **values}
+    return Run(res, pd.DataFrame(), base, {}, "run", None, None)
+
+
+def test_a_branchs_title_says_its_mask_and_weights():
+    res = synthetic_results().assign(kind="branch")
+    run = _run(res, branch={"source": "/runs/src", "levels": [2, 4], "mask": "shuffle_layerwise", "weights": "rewind"})
+    for name, fig in figures.run_figures(run).items():
+        title = fig.axes[0].get_title()
+        assert "branch of level(s) 2, 4: shuffle_layerwise mask, rewind weights" in title, (name, title)
+    plain = figures.run_title(_run(res).config)
+    assert "branch" not in plain and "mask" not in plain
+
+
+@pytest.mark.parametrize("mode,how", [("weights", "rewound"), ("lr", "learning-rate rewinding"),
+                                      ("finetune", "fine-tuned")])
+def test_the_legend_says_how_the_tickets_were_trained_again(mode, how):
+    run = _run(synthetic_results(), rewind={"mode": mode})
+    figs = figures.run_figures(run)
+    for name in ("accuracy_vs_density_early_stop", "accuracy_vs_density_final", "early_stop_vs_density"):
+        labels = _labels(figs[name])
+        assert f"ticket (IMP, {how})" in labels, (name, labels)
+        assert mode == "weights" or not any("rewound" in x for x in labels)
+    oneshot = _run(synthetic_results(), pruning={"method": "synflow", "schedule": "oneshot"}, rewind={"mode": "lr"})
+    assert "ticket (synflow, oneshot, learning-rate rewinding)" in _labels(figures.run_figures(oneshot)["accuracy_vs_density_final"])
+
+
 # -- the script and draw_run -------------------------------------------------------------------
 
 def _trimmed(root, name, results, history=None, config=None):
