@@ -52,8 +52,11 @@ def main(dcfg: DictConfig) -> None:
     outcome = run_or_exit(work)
     if outcome is None:  # a sweep's job that failed: recorded, and the other jobs go on
         return
-    print()
-    print(outcome.results.groupby("level")[["density", "test_accuracy"]].agg(["mean", "std"]).to_string())
+    from lth.runs import results
+
+    print()  # the lottery run's table format (experiments/lottery.py), with the source ticket beside each level
+    print(results.format_summary(outcome.summary))
+    print(results.verdict_legend(outcome.summary))
     print(f"\nresults: {os.path.join(outcome.run_dir, 'results.csv')}")
     print(f"run directory: {outcome.run_dir}")
 

@@ -6,14 +6,16 @@
     python scripts/figures.py runs/rewinding_modes --out figs --title "ResNet-20, CIFAR-10"
 
 Each argument is a run directory (results.csv, or instability.csv, with config.yaml; a trimmed
-copy with history.csv and no checkpoints will do) or a folder searched for them. A run's figures
+copy with history.csv and no checkpoints will do), a sweep folder (`runs/multirun/<date>/<time>`,
+whose `jobs/*.json` name its runs, wherever they are) or a folder searched for both. A run's figures
 go to `OUT/<run directory's name>/`: accuracy and early-stop iteration against density and
 accuracy against iteration (lottery runs), the error barrier against the rewind point and the
 interpolation curves (instability runs). Runs of one model and dataset that differ in
 `rewind.mode` also get the Renda et al. figure, accuracy against compression per mode, in
-`OUT/compare_<model>_<dataset>/`. The out folder itself is skipped when a glob names it. Prints
-every file written; exit code 2 (and nothing drawn) when an argument is not a directory or
-holds no run.
+`OUT/compare_<model>_<dataset>/`. The out folder itself is skipped when a glob names it. Every
+other path that is not drawn (missing, a Deep Compression folder, a folder with no run, an
+unreadable run) is skipped with one line on stderr naming it and saying why. Prints every file
+written; exit code 0 if anything was drawn, 2 if nothing was.
 """
 
 from __future__ import annotations
@@ -31,36 +33,75 @@ def is_run(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, f)) for f in RUN_FILES)
 
 
-def find_runs(args: list[str], out: str) -> list[str]:
-    """The run directories named by `args` (folders are searched); ValueError naming each argument
-    that is no directory or holds no run. The out folder is skipped."""
+def _inside(path: str, folder_real: str) -> bool:
+    real = os.path.realpath(path)
+    return real == folder_real or real.startswith(folder_real + os.sep)
+
+
+def _not_drawn(path: str) -> str | None:
+    """Why a directory that holds no lottery or instability tables is not drawn (None if it is no
+    kind of lth output)."""
+    from lth.runs import sweep_dirs
+
+    if os.path.isfile(os.path.join(path, "report.csv")):
+        return "a Deep Compression folder (report.csv): no figures are drawn for it"
+    if sweep_dirs.is_unfinished_run(path):
+        return f"a run with no finished level: {sweep_dirs.IN_PROGRESS}"
+    return None
+
+
+def find_runs(args: list[str], out: str) -> tuple[list[str], list[str]]:
+    """The run directories named by `args`, and one line per path skipped saying why.
+
+    An argument is a run directory, a sweep folder (`runs/multirun/<date>/<time>`, with
+    `jobs/*.json`: its finished jobs' runs, wherever they are) or a folder searched for both.
+    A compression folder, a folder with no run in or below it, a missing path: skipped, with the
+    reason. The out folder is skipped without a word (a glob over `results/*/` names it)."""
+    from lth.runs import sweep_dirs
+
     out_real = os.path.realpath(out)
-    runs, errors = [], []
+    runs, skipped = [], []
     for arg in args:
-        real = os.path.realpath(arg)
-        if real == out_real or real.startswith(out_real + os.sep):
+        if _inside(arg, out_real):
             continue
         if not os.path.isdir(arg):
-            errors.append(f"{arg}: no such directory")
+            skipped.append(f"{arg}: skipped, no such directory")
             continue
         if is_run(arg):
             runs.append(arg)
             continue
-        found = sorted(d for d, _, files in os.walk(arg) if any(f in files for f in RUN_FILES)
-                       and not os.path.realpath(d).startswith(out_real + os.sep))
-        if not found:
-            errors.append(f"{arg}: not a run directory (no {' or '.join(RUN_FILES)} in it or below it)")
+        why = _not_drawn(arg)
+        if why:
+            skipped.append(f"{arg}: skipped, {why}")
+            continue
+        if sweep_dirs.is_sweep_dir(arg):
+            found = [d for d in sweep_dirs.run_dirs(arg) if is_run(d)]
+            if not found:
+                skipped.append(f"{arg}: skipped, a sweep folder with no finished lottery or instability run "
+                               f"(jobs/*.json name none with status done)")
+            runs.extend(found)
+            continue
+        found, others = [], []
+        for d, _, files in sorted(os.walk(arg)):
+            if _inside(d, out_real):
+                continue
+            if any(f in files for f in RUN_FILES):
+                found.append(d)
+            elif sweep_dirs.is_sweep_dir(d):
+                found.extend(r for r in sweep_dirs.run_dirs(d) if is_run(r))
+            elif _not_drawn(d):
+                others.append(f"{d}: skipped, {_not_drawn(d)}")
+        skipped.extend(others)
+        if not found and not others:
+            skipped.append(f"{arg}: skipped, not a run directory (no {' or '.join(RUN_FILES)} in it or below it, "
+                           f"and no sweep folder)")
         runs.extend(found)
-    if errors:
-        raise ValueError("\n".join(errors))
-    if not runs:
-        raise ValueError("no run directories given (only the out folder)")
     seen, unique = set(), []
     for r in runs:
         if os.path.realpath(r) not in seen:
             seen.add(os.path.realpath(r))
             unique.append(r)
-    return unique
+    return unique, skipped
 
 
 def _names(runs: list[str]) -> dict[str, str]:
@@ -134,30 +175,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--formats", default="png,pdf", help="comma-separated file formats (default png,pdf)")
     p.add_argument("--dpi", type=int, default=150)
     args = p.parse_args(argv)
-    try:
-        runs = find_runs(args.runs, args.out)
-    except ValueError as e:
-        print("figures.py: " + str(e).replace("\n", "\nfigures.py: "), file=sys.stderr)
+    runs, skipped = find_runs(args.runs, args.out)
+    for line in skipped:
+        print(f"figures.py: {line}", file=sys.stderr)
+    if not runs:
+        print("figures.py: nothing to draw: no lottery or instability run in " + " ".join(args.runs), file=sys.stderr)
         return 2
 
     from lth.analysis import figures
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    loaded, bad = {}, []
+    loaded = {}
     for r in runs:
         try:
             loaded[r] = figures.load(r)
         except (OSError, ValueError) as e:
-            bad.append(f"{r}: {e}")
-    if bad:
-        print("\n".join(f"figures.py: {b}" for b in bad), file=sys.stderr)
-        return 2
+            print(f"figures.py: {r}: skipped, unreadable: {e}", file=sys.stderr)
     written = []
     names = _names(runs)
     for r, run in loaded.items():
         paths = figures.draw_run(run, os.path.join(args.out, names[r]), title=args.title, formats=formats, dpi=args.dpi)
         if not paths:
-            print(f"{r}: nothing to draw (fewer than two densities and no history or instability tables)", file=sys.stderr)
+            print(f"figures.py: {r}: nothing to draw (fewer than two densities and no history or instability tables)", file=sys.stderr)
         written += paths
     for name, (title, lines) in compare_groups(loaded).items():
         fig = figures.accuracy_vs_compression(lines, title=args.title or title)
@@ -167,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         written += figures.save(fig, os.path.join(args.out, name), "barrier_vs_point", formats=formats, dpi=args.dpi)
     for path in written:
         print(path)
+    if not written:
+        print("figures.py: nothing was drawn", file=sys.stderr)
+        return 2
     return 0
 
 

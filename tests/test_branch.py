@@ -68,6 +68,54 @@ def test_a_branch_that_changes_nothing_reproduces_its_source_levels(source, tmp_
     lines = []
     again = branch.run(branched(cfg, out, tmp_path, levels=[1, 2]), echo=lines.append)
     assert again.run_dir == res.run_dir and sum("done already" in x for x in lines) == 2
+    # Its table is the lottery table (percent, ± population std) with the source ticket beside each level:
+    # the same numbers here, as nothing changed.
+    t = again.summary
+    np.testing.assert_allclose(t.source_test_acc, t.test_acc)
+    np.testing.assert_allclose(t.source_test_acc_std, t.test_acc_std)
+    assert (t.gap_source == 0).all() and (t.es_gap_source == 0).all()
+    assert all("source ticket" in x and "gap +0.00" in x for x in lines if "source level" in x)
+
+
+def test_a_branch_table_is_the_lottery_table_with_its_source_ticket_beside_it():
+    """Percent, mean ± population std (ddof=0) over replicates, as the lottery table; the source's
+    ticket at the same level and the same replicates, and the branch-minus-source gaps."""
+    import pandas as pd
+
+    from lth.runs import results
+
+    rows = lambda kind, level, accs: [{"level": level, "replicate": r, "kind": kind, "density": 0.64,
+                                       "test_accuracy": a, "early_stop_test_accuracy": a - 0.01, "early_stop_step": 100}
+                                      for r, a in enumerate(accs)]
+    branch_df = pd.DataFrame(rows("branch", 2, [0.90, 0.92]))
+    source = pd.DataFrame(rows("ticket", 2, [0.93, 0.95, 0.10]) + rows("reinit", 2, [0.5, 0.5]) + rows("ticket", 1, [0.2, 0.2]))
+    t = results.beside_source(results.summarize(branch_df, kind="branch"), branch_df, source)
+    assert t.loc[2, "test_acc_std"] == pytest.approx(0.01)  # population std of 0.90, 0.92
+    assert t.loc[2, "source_test_acc"] == pytest.approx(0.94) and t.loc[2, "source_test_acc_std"] == pytest.approx(0.01)
+    assert t.loc[2, "gap_source"] == pytest.approx(-0.03) and t.loc[2, "es_gap_source"] == pytest.approx(-0.03)
+    text = results.format_summary(t)
+    header = text.splitlines()[0]
+    assert "test acc % (final)" in header and "source ticket acc % (final)" in header and "source gap %" in header
+    assert "91.00 ± 1.00" in text and "94.00 ± 1.00" in text and "-3.00" in text and "64.0%" in text
+    legend = results.verdict_legend(t)
+    assert "population std" in legend and "source ticket" in legend and "winning" not in legend
+
+
+def test_the_branch_command_prints_the_lottery_table(source, tmp_path):
+    """experiments/branch.py prints the table `format_summary` gives (percent ± std, the source
+    ticket beside each level), not fractions with a sample std."""
+    import subprocess
+    import sys
+
+    _, out = source
+    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "branch.py")
+    p = subprocess.run([sys.executable, script, f"branch.source={out.run_dir}", "branch.levels=[1]",
+                        f"paths.runs_dir={tmp_path}", "logger.progress=false", "logger.wandb.mode=disabled"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "test acc % (final)" in p.stdout and "source ticket acc % (final)" in p.stdout and "±" in p.stdout
+    assert "source level  1:" in p.stdout and "source ticket" in p.stdout.split("source level  1:")[1].splitlines()[0]
+    assert "test_accuracy" not in p.stdout  # the old pandas aggregate (fractions, mean and sample std)
 
 
 @pytest.mark.slow  # ~20 s; branch masks and weights are covered by the faster branch tests
@@ -167,3 +215,22 @@ def test_command_line_overrides_change_only_what_they_name(source, tmp_path):
         composed = compose(config_name="config", overrides=[f"branch.source={out.run_dir}", "experiment=mnist1d_mlp"])
     with pytest.raises(ConfigError, match="experiment=mnist1d_mlp: presets do not apply with branch.source"):
         cli.branch_config(composed, [f"branch.source={out.run_dir}", "experiment=mnist1d_mlp"])
+
+
+def test_a_source_that_does_not_exist_is_named_as_such(tmp_path):
+    """experiments/branch.py branch.source=<missing>: one line saying the source does not exist (not
+    that it has no config.yaml), exit status 2, nothing written."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "branch.py")
+    nope = tmp_path / "runs" / "nope"
+    p = subprocess.run([sys.executable, script, f"branch.source={nope}", "branch.levels=[1]"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "Traceback" not in out
+    assert f"branch.source='{nope}': does not exist" in out and "config.yaml" not in out
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError, match="branch.source='.*nope': does not exist"):
+        branch.run(dataclasses.replace(mnist1d_config(tmp_path), branch=BranchConfig(source=str(nope), levels=[1])),
+                   echo=lambda _: None)

@@ -194,6 +194,60 @@ def test_accuracy_vs_compression_one_line_per_rewinding_mode():
         figures.accuracy_vs_compression(res)
 
 
+def test_a_short_run_labels_every_density_it_has():
+    """A 3-level run (100, 80, 64, 51.2%): each of its densities has a tick label (a long ladder is
+    still thinned, above)."""
+    res = synthetic_results()
+    res = res[res.level <= 3]
+    for fig in (figures.accuracy_vs_density(res, "final"), figures.early_stop_vs_density(res)):
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["100", "80.0", "64.0", "51.2"]
+
+
+def test_accuracy_vs_iteration_shows_the_first_evaluation():
+    """The first evaluation, far below the plateau (32.6% against 97%), is inside the y axis, as is
+    every other plotted point."""
+    res = synthetic_results()
+    hist = synthetic_history(res, steps=(100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200))
+    hist.loc[hist.step == 100, "test_accuracy"] = 0.326
+    fig = figures.accuracy_vs_iteration(hist, [0, 2], results=res)
+    ax = fig.axes[0]
+    ys = np.concatenate([ln.get_ydata() for ln in ax.get_lines()])
+    lo, hi = ax.get_ylim()
+    assert lo < 32.6 and lo <= ys.min() and hi >= ys.max()
+
+
+def _run(res, **config):
+    base = {"model": {"name": "mlp"}, "dataset": {"name": "mnist1d"},
+            "pruning": {"method": "magnitude", "scope": "layerwise", "schedule": "iterative", "fraction": 0.2},
+            "rewind": {"mode": "weights", "point": "0it"}}
+    for section, values in config.items():
+        base[section] = {**base.get(section, {}), **values}
+    return Run(res, pd.DataFrame(), base, {}, "run", None, None)
+
+
+def test_a_branchs_title_says_its_mask_and_weights():
+    res = synthetic_results().assign(kind="branch")
+    run = _run(res, branch={"source": "/runs/src", "levels": [2, 4], "mask": "shuffle_layerwise", "weights": "rewind"})
+    for name, fig in figures.run_figures(run).items():
+        title = fig.axes[0].get_title()
+        assert "branch of level(s) 2, 4: shuffle_layerwise mask, rewind weights" in title, (name, title)
+    plain = figures.run_title(_run(res).config)
+    assert "branch" not in plain and "mask" not in plain
+
+
+@pytest.mark.parametrize("mode,how", [("weights", "rewound"), ("lr", "learning-rate rewinding"),
+                                      ("finetune", "fine-tuned")])
+def test_the_legend_says_how_the_tickets_were_trained_again(mode, how):
+    run = _run(synthetic_results(), rewind={"mode": mode})
+    figs = figures.run_figures(run)
+    for name in ("accuracy_vs_density_early_stop", "accuracy_vs_density_final", "early_stop_vs_density"):
+        labels = _labels(figs[name])
+        assert f"ticket (IMP, {how})" in labels, (name, labels)
+        assert mode == "weights" or not any("rewound" in x for x in labels)
+    oneshot = _run(synthetic_results(), pruning={"method": "synflow", "schedule": "oneshot"}, rewind={"mode": "lr"})
+    assert "ticket (synflow, oneshot, learning-rate rewinding)" in _labels(figures.run_figures(oneshot)["accuracy_vs_density_final"])
+
+
 # -- the script and draw_run -------------------------------------------------------------------
 
 def _trimmed(root, name, results, history=None, config=None):
@@ -241,6 +295,48 @@ def test_script_exits_2_with_a_message_for_a_bad_directory(tmp_path):
                            timeout=120)
         assert p.returncode == 2
         assert bad in p.stderr and ("no such directory" in p.stderr or "not a run directory" in p.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_script_draws_what_it_can_from_a_run_a_sweep_folder_and_other_folders(tmp_path):
+    """A run, a sweep folder (jobs/*.json naming runs elsewhere), a Deep Compression folder and an
+    empty folder: the runs are drawn, each other path is named once with why, exit code 0."""
+    import json
+
+    res = synthetic_results()
+    one = _trimmed(tmp_path / "runs", "one", res, synthetic_history(res))
+    sweep = tmp_path / "runs" / "multirun" / "2026-12-06" / "09-00-00"
+    (sweep / "jobs").mkdir(parents=True)
+    for i, frac in enumerate((0.3, 0.6)):
+        run = _trimmed(tmp_path / "runs", f"job{i}", res, synthetic_history(res))
+        (sweep / "jobs" / f"{i:04d}.json").write_text(json.dumps(
+            {"job": i, "overrides": [f"pruning.fraction={frac}"], "status": "done", "run_dir": run}))
+    (sweep / "jobs" / "0002.json").write_text(json.dumps({"job": 2, "overrides": [], "status": "failed", "error": "x"}))
+    comp = tmp_path / "runs" / "compress-abc"
+    comp.mkdir()
+    (comp / "report.csv").write_text("stage,accuracy\ndense,0.9\n")
+    (tmp_path / "notarun").mkdir()
+    out = tmp_path / "figs"
+    p = subprocess.run([sys.executable, SCRIPT, one, str(sweep), str(comp), str(tmp_path / "notarun"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    drawn = {os.path.relpath(f, out).split(os.sep)[0] for f in p.stdout.split()}
+    assert {"one", "job0", "job1"} <= drawn
+    skipped = [line for line in p.stderr.splitlines() if "skipped" in line]
+    assert len(skipped) == 2, p.stderr
+    assert any(str(tmp_path / "notarun") in line and "not a run directory" in line for line in skipped)
+    assert any(str(comp) in line and "Deep Compression" in line for line in skipped)
+
+
+def test_script_exits_2_when_nothing_is_drawn(tmp_path):
+    (tmp_path / "empty").mkdir()
+    sweep = tmp_path / "multirun" / "d" / "t"
+    (sweep / "jobs").mkdir(parents=True)
+    (sweep / "jobs" / "0000.json").write_text('{"job": 0, "overrides": [], "status": "failed", "error": "x"}')
+    p = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "empty"), str(sweep), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert str(tmp_path / "empty") in p.stderr and str(sweep) in p.stderr and "no finished" in p.stderr
     assert not (tmp_path / "out").exists()
 
 

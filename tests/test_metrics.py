@@ -158,3 +158,23 @@ def test_metrics_reach_the_wandb_summary_run(tiny_run):
     with open(next(t for t in tables if os.path.basename(t).startswith("levels"))) as fh:
         table = json.load(fh)
     assert "speedup" in table["columns"] and len(table["data"]) == 3 + 2  # levels 0..2 of tickets, 1..2 of reinit
+
+
+def test_ticket_report_on_an_interrupted_run_says_it_is_in_progress(tmp_path):
+    """A run stopped before its first level finished (config.yaml, its lock file, a partial level_00/,
+    no results.csv): re-running the command resumes it, and the report says so."""
+    run = tmp_path / "mlp-mnist1d-0123456789ab"
+    (run / "level_00" / "final.tmp").mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  name: mlp\n")
+    (run / ".lock").write_text("")
+    p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "ticket_report.py"), str(run)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{run}: in progress: re-run the command to resume" in p.stderr and "not a run directory" not in p.stderr
+    with pytest.raises(FileNotFoundError, match="in progress: re-run the command to resume"):
+        lth.load_run(run)
+    hydra = tmp_path / "0" / ".hydra"  # a Hydra job folder's config.yaml is no run
+    hydra.mkdir(parents=True)
+    (hydra / "config.yaml").write_text("levels: 1\n")
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        lth.load_run(hydra)

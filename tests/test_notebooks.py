@@ -42,3 +42,27 @@ def test_clear_removes_outputs_counts_and_timings(tmp_path):
     assert code["source"] == "print(1)" and out["cells"][0] == nb["cells"][0]
     assert out["metadata"] == {"language_info": {"name": "python"}}
     assert clear_notebooks.main(["--check", str(path)]) == 0
+
+
+def test_the_quickstart_command_line_is_the_notebooks_run():
+    """The "same experiment from the command line" the quickstart prints composes (through Hydra, as
+    experiments/lottery.py does) to a config with the same run directory as the notebook's `Config`."""
+    import re
+    import shlex
+
+    from lth.api import compose
+    from lth.config.schema import Config, to_dict
+    from lth.runs.run_dir import content_hash
+
+    with open(os.path.join(ROOT, "notebooks", "quickstart.ipynb"), encoding="utf-8") as f:
+        cells = json.load(f)["cells"]
+    code = next("".join(c["source"]) for c in cells if "cfg = Config()" in "".join(c["source"]))
+    ns = {"Config": Config, "to_dict": to_dict, "RUNS": "/tmp/unused"}
+    exec(code, ns)  # noqa: S102  (the notebook's own cell)
+    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    commands = re.findall(r"`python experiments/lottery.py ([^`]*)`", text)
+    assert len(commands) == 1, commands
+    cli = compose(shlex.split(commands[0]))
+    nb = ns["cfg"]
+    assert (cli.model.name, cli.dataset.name) == (nb.model.name, nb.dataset.name)
+    assert content_hash(cli) == content_hash(nb)

@@ -9,7 +9,7 @@ densities are dodged by a small factor so that their bars do not hide each other
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,10 +43,12 @@ def _new_axes(ax=None, figsize=FIGSIZE):
     return fig, fig.add_subplot()
 
 
-def _kind_style(kind: str, i: int = 0) -> dict[str, Any]:
-    if kind in KIND_STYLES:
-        return dict(KIND_STYLES[kind])
-    return {"color": f"C{5 + i % 5}", "linestyle": "--", "marker": "D", "label": kind}
+def _kind_style(kind: str, i: int = 0, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    style = dict(KIND_STYLES[kind]) if kind in KIND_STYLES else {"color": f"C{5 + i % 5}", "linestyle": "--",
+                                                                  "marker": "D", "label": kind}
+    if labels and kind in labels:
+        style["label"] = labels[kind]
+    return style
 
 
 def _kinds(df: pd.DataFrame, kinds: Sequence[str] | None) -> list[str]:
@@ -70,11 +72,14 @@ def percent_label(density: float) -> str:
 def spread_ticks(values: Iterable[float], *, most: int = 8, ratio: float = 1.7) -> list[float]:
     """A readable subset of positive `values` for a log axis: the largest first, then each next
     value at least `ratio` (or the ratio that leaves `most` ticks over the span) below the last
-    kept one. F&C's LeNet ticks 100, 51.3, 21.1, 7.0, 3.6, 1.9 are such a subset of its ladder."""
+    kept one (or a sixth of the axis, when that is less). F&C's LeNet ticks 100, 51.3, 21.1, 7.0, 3.6, 1.9 are such a subset of its ladder."""
     v = sorted({float(x) for x in values if np.isfinite(x) and x > 0}, reverse=True)
     if len(v) <= 2:
         return v
-    r = max(ratio, (v[0] / v[-1]) ** (1 / max(1, most - 1)))
+    span = v[0] / v[-1]
+    # `ratio` keeps labels apart on a long ladder; on a short axis (a 3-level run: 100..51.2) a
+    # sixth of the axis is room enough, so every density of a short run gets its label.
+    r = max(min(ratio, span ** (1 / 6)), span ** (1 / max(1, most - 1)))
     out = [v[0]]
     for x in v[1:]:
         if out[-1] / x >= r * 0.999:

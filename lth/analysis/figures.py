@@ -77,7 +77,31 @@ def run_title(config: Mapping[str, Any] | None, path: str | None = None, *, inst
     if mode:
         label = MODE_STYLES.get(mode, {}).get("label", f"{mode} rewinding")
         parts.append(label if mode == "finetune" else f"{label} to {get('rewind.point')}")
+    if get("branch.source"):  # a branch: which levels, under which mask, from which weights
+        levels = ", ".join(str(x) for x in get("branch.levels") or [])
+        parts.append(f"branch of level(s) {levels}: {get('branch.mask') or 'ticket'} mask, "
+                     f"{get('branch.weights') or 'rewind'} weights")
     return ", ".join(str(x) for x in parts if x)
+
+
+# How a run's tickets were made (`rewind.mode`), for the legend: what was run, not one fixed text.
+HOW_BY_MODE = {"weights": "rewound", "lr": "learning-rate rewinding", "finetune": "fine-tuned"}
+
+
+def kind_labels(config: Mapping[str, Any] | None) -> dict[str, str]:
+    """Legend texts per kind from a run's config: the tickets' says how they were pruned and
+    trained again ("ticket (IMP, learning-rate rewinding)"); {} without a config (the defaults of
+    `KIND_STYLES`)."""
+    if not config:
+        return {}
+    get = lambda key: _get(config, key)
+    method, schedule = get("pruning.method") or "magnitude", get("pruning.schedule") or "iterative"
+    if schedule == "iterative":
+        what = "IMP" if method == "magnitude" else f"iterative {method}"
+    else:
+        what = f"{method}, {schedule}"
+    mode = get("rewind.mode") or "weights"
+    return {"ticket": f"ticket ({what}, {HOW_BY_MODE.get(mode, mode + ' rewinding')})"}
 
 
 def _get(config: Mapping[str, Any], key: str, default=None):
@@ -98,11 +122,12 @@ def run_figures(run, *, title: str | None = None) -> dict[str, Figure]:
         lottery = res is not None and len(res) > 0
         title = run_title(getattr(run, "config", None), getattr(run, "path", None), instability=not lottery)
     figs: dict[str, Figure] = {}
+    labels = kind_labels(getattr(run, "config", None))
     if res is not None and len(res) and res.density.nunique() >= 2:
         if "early_stop_test_accuracy" in res and res.early_stop_test_accuracy.notna().any():
-            figs["accuracy_vs_density_early_stop"] = accuracy_vs_density(res, "early_stop", title=title)
-            figs["early_stop_vs_density"] = early_stop_vs_density(res, title=title)
-        figs["accuracy_vs_density_final"] = accuracy_vs_density(res, "final", title=title)
+            figs["accuracy_vs_density_early_stop"] = accuracy_vs_density(res, "early_stop", title=title, labels=labels)
+            figs["early_stop_vs_density"] = early_stop_vs_density(res, title=title, labels=labels)
+        figs["accuracy_vs_density_final"] = accuracy_vs_density(res, "final", title=title, labels=labels)
     hist = getattr(run, "history", None)
     if hist is not None and len(hist) and "test_accuracy" in hist:
         figs["accuracy_vs_iteration"] = accuracy_vs_iteration(hist, results=res, title=title)

@@ -103,14 +103,14 @@ def accuracy_vs_iteration(history: pd.DataFrame, levels_or_densities: Sequence[i
     split, what = metric.partition("_")[::2]
     ax.set_ylabel(f"{split.capitalize()} {what}" + (" (%)" if scale == 100 else ""))
     ax.set_xlim(left=0)
-    # Zoom in on the plateau as F&C do: the first evaluations (far below it) may leave the axis.
-    lines = [ln.get_ydata() for ln in ax.get_lines()]
-    if lines:
-        plateau = np.concatenate([y[len(y) // 10:] for y in lines if len(y)])
-        if plateau.size:
-            lo, hi = np.nanmin(plateau), np.nanmax(np.concatenate(lines))
-            ax.set_ylim(max(np.nanmin(np.concatenate(lines)), lo - 0.25 * (hi - lo)) - 0.05 * (hi - lo),
-                        hi + 0.08 * (hi - lo))
+    # Every evaluation shows, the first one included (far below the plateau early in training).
+    lines = [np.asarray(ln.get_ydata(), float) for ln in ax.get_lines()]
+    ys = np.concatenate(lines) if lines else np.array([])
+    ys = ys[np.isfinite(ys)]
+    if ys.size:
+        lo, hi = float(ys.min()), float(ys.max())
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5
+        ax.set_ylim(min(lo - pad, ax.get_ylim()[0]), max(hi + pad, ax.get_ylim()[1]))
     note = _replicate_note(reps, "band")
     return _finish(fig, ax, title, "weights remaining" + (f"\n({note})" if note else ""), outside=True)
 

@@ -22,11 +22,13 @@ from lth.analysis.figure_parts import (ACCURACY_COLUMNS, MODE_STYLES, SOLID_KIND
 
 
 def accuracy_vs_density(results: pd.DataFrame, which: str = "early_stop", *, kinds: Sequence[str] | None = None,
-                        dense_line: bool = True, title: str | None = None, ax=None) -> Figure:
+                        dense_line: bool = True, title: str | None = None, labels: Mapping[str, str] | None = None,
+                        ax=None) -> Figure:
     """Test accuracy (%) against the percent of weights remaining: at the early-stop iteration
     (`which="early_stop"`, F&C Fig. 1 right / 4b) or at the end of training (`"final"`, Fig. 4c).
     One line per kind (tickets solid, controls dashed), mean over replicates with min/max bars;
-    a dotted line at the dense network's mean."""
+    a dotted line at the dense network's mean. `labels`: legend text per kind, over the defaults
+    (`figures.kind_labels(config)` says how a run's tickets were made: rewound, LR rewinding, ...)."""
     if which not in ACCURACY_COLUMNS:
         raise ValueError(f"which={which!r}: one of {sorted(ACCURACY_COLUMNS)}")
     col = ACCURACY_COLUMNS[which]
@@ -37,7 +39,7 @@ def accuracy_vs_density(results: pd.DataFrame, which: str = "early_stop", *, kin
     fig, ax = _new_axes(ax)
     for i, kind in enumerate(_kinds(df, kinds)):
         s = _stats(df[df.kind == kind], ["level"], col)
-        _errorbar(ax, 100 * s.density * _dodge(i), s, 100, _kind_style(kind, i))
+        _errorbar(ax, 100 * s.density * _dodge(i), s, 100, _kind_style(kind, i, labels))
     dense = df[(df.kind.isin(SOLID_KINDS)) & (df.level == 0)][col]
     if dense_line and len(dense):
         ax.axhline(100 * dense.mean(), color="0.45", linestyle=":", linewidth=1, label="dense network (mean)")
@@ -48,16 +50,17 @@ def accuracy_vs_density(results: pd.DataFrame, which: str = "early_stop", *, kin
 
 
 def early_stop_vs_density(results: pd.DataFrame, *, kinds: Sequence[str] | None = None, title: str | None = None,
-                          ax=None) -> Figure:
+                          labels: Mapping[str, str] | None = None, ax=None) -> Figure:
     """The early-stop iteration (step of minimum validation loss) against the percent of weights
-    remaining (F&C Fig. 1 left / 4a): tickets solid, controls dashed, min/max bars."""
+    remaining (F&C Fig. 1 left / 4a): tickets solid, controls dashed, min/max bars. `labels`: as
+    for `accuracy_vs_density`."""
     df = results.dropna(subset=["early_stop_step"])
     if df.empty:
         raise ValueError("no early_stop_step values (early stopping needs validation data: dataset.val_size > 0)")
     fig, ax = _new_axes(ax)
     for i, kind in enumerate(_kinds(df, kinds)):
         s = _stats(df[df.kind == kind], ["level"], "early_stop_step")
-        _errorbar(ax, 100 * s.density * _dodge(i), s, 1, _kind_style(kind, i))
+        _errorbar(ax, 100 * s.density * _dodge(i), s, 1, _kind_style(kind, i, labels))
     _density_axis(ax, df.density)
     ax.set_ylabel("Early-stop iteration (minimum validation loss)")
     ax.set_ylim(bottom=0)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import numpy as np
+import pandas as pd
 
 from lth.runs import checkpoints, results
 from lth.lottery import controls as C, rewind
@@ -48,14 +49,27 @@ def source_config(source: str, *, setting: str = "branch.source") -> Config:
     """The config a source run was made with (its `config.yaml`); `setting` names the source in errors."""
     from omegaconf import OmegaConf
 
+    _exists(source, setting)
     path = os.path.join(os.path.expanduser(source), "config.yaml")
     if not os.path.isfile(path):
         raise ConfigError(f"{setting}={source!r}: not a lottery run directory (no config.yaml there)")
     return from_dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
+def _exists(source: str, setting: str) -> None:
+    """ConfigError unless `source` is a directory: one that does not exist is named as such."""
+    path = os.path.abspath(os.path.expanduser(source))
+    if not os.path.exists(path):
+        raise ConfigError(f"{setting}={source!r}: does not exist ({path}); give the directory of a finished "
+                          "lottery run (runs/<model>-<dataset>-<hash>)")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{setting}={source!r}: not a directory ({path}); give the directory of a finished "
+                          "lottery run (runs/<model>-<dataset>-<hash>)")
+
+
 def source_summary(source: str, *, setting: str) -> tuple[str, dict[str, Any]]:
     """(absolute path, summary.json) of the finished lottery run `source`, named by `setting` in errors."""
+    _exists(source, setting)
     src = os.path.abspath(os.path.expanduser(source))
     path = os.path.join(src, "summary.json")
     if not os.path.isfile(path):
@@ -136,9 +150,11 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
                                      "plan": plan.as_dict()},
                              directory=rd.path, log_every=plan.log_every, label=label, run_id=f"lth-{rd.hash}")
         try:
-            rows = _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, source_run, summary, logger, echo)
+            source_tickets = _source_results(src)
+            rows = _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, source_run, summary, logger,
+                                  echo, source_tickets)
             df = results.to_frame(rows)
-            table = results.summarize(df, kind="branch")
+            table = results.beside_source(results.summarize(df, kind="branch"), df, source_tickets)
             logger.log_results(df, table)
             logger.finish()
         except BaseException:
@@ -149,14 +165,34 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
         lock.close()
 
 
-def _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, source_run, summary, logger, echo) -> list[dict]:
+def _source_results(src: str) -> pd.DataFrame:
+    """The source run's results table (its tickets are what a branch is compared with)."""
+    path = os.path.join(src, "results.csv")
+    return pd.read_csv(path) if os.path.isfile(path) else results.to_frame([])
+
+
+def _level_line(level: int, rows: list[dict], source: pd.DataFrame, seconds: float | None) -> str:
+    """One source level's line: the branch's final accuracy, mean ± population std over replicates
+    (as a lottery level's line), and the source ticket's at the same level and replicates beside it."""
+    df = results.to_frame(rows)
+    t = results.beside_source(results.summarize(df, kind="branch"), df, source).loc[level]
+    line = (f"source level {level:2d}: density {100 * t.density:6.2f}%  test acc {100 * t.test_acc:.2f} "
+            f"± {100 * t.test_acc_std:.2f}")
+    if np.isfinite(t.source_test_acc):
+        line += (f"  (source ticket {100 * t.source_test_acc:.2f} ± {100 * t.source_test_acc_std:.2f}, "
+                 f"gap {100 * t.gap_source:+.2f})")
+    return line + ("  done already, skipped" if seconds is None else f"  {seconds:.1f}s")
+
+
+def _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, source_run, summary, logger, echo,
+                   source) -> list[dict]:
     """Train (or skip, when done) each requested source level, logging to W&B; returns all rows."""
     rows = []
     for lv in sorted(set(cfg.branch.levels)):
         if rd.level_done(lv):
             with open(os.path.join(rd.level_dir(lv), "result.json")) as f:
                 done = json.load(f)
-            echo(f"source level {lv:2d}: done already, skipped")
+            echo(_level_line(lv, done["rows"], source, None))
         else:
             weights, masks = starts[lv]
             states = rewind.restart(states0, weights["params"], weights["batch_stats"], saved, masks,
@@ -177,8 +213,7 @@ def _branch_levels(cfg, rd, plan, trainer, keys, states0, saved, starts, paths, 
             write_json(os.path.join(rd.level_dir(lv), "result.json"), done)
             acc = np.mean([r["test_accuracy"] for r in level_rows])
             logger.end_level({"density": level_rows[0]["density"], "test_accuracy": float(acc), "source_level": lv})
-            echo(f"source level {lv:2d}: density {100 * level_rows[0]['density']:6.2f}%  test acc {100 * acc:.2f}  "
-                 f"{hist.seconds:.1f}s")
+            echo(_level_line(lv, level_rows, source, hist.seconds))
         rows.extend(done["rows"])
         summary["levels"][str(lv)] = {"density": float(np.mean([r["density"] for r in done["rows"]])),
                                       "test_accuracy": float(np.mean([r["test_accuracy"] for r in done["rows"]]))}

@@ -42,6 +42,9 @@ def load_run(path: Union[str, os.PathLike]) -> Run:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such directory (expected a run directory with results.csv, config.yaml, "
                                 "summary.json and level_NN/ folders, as lth.run or experiments/lottery.py write them)")
+    if sweep_dirs.is_unfinished_run(path):
+        raise FileNotFoundError(f"{path}: {sweep_dirs.IN_PROGRESS} (a run started here, but no level has "
+                                "finished yet, so there is no results.csv)")
     if not is_run_dir(path):
         raise FileNotFoundError(f"{path}: not a run directory: no results.csv there (a run directory holds results.csv, "
                                 "config.yaml, summary.json and level_NN/; an instability analysis, instability.csv)")

@@ -160,19 +160,56 @@ def _add_control_columns(out: pd.DataFrame, df: pd.DataFrame, control: str) -> N
     out[f"beats_{control}"] = pd.array([cols[lv][3] if lv in cols else pd.NA for lv in out.index], dtype="boolean")
 
 
+def beside_source(summary: pd.DataFrame, branch_rows: pd.DataFrame, source: pd.DataFrame) -> pd.DataFrame:
+    """A branch's per-level table (`summarize(rows, kind="branch")`) with its source run's tickets
+    at the same level and replicates beside it: `source_test_acc` ± `source_test_acc_std`
+    (population std, as `test_acc_std`), `source_es_test_acc`, and the branch-minus-source gaps
+    `gap_source` / `es_gap_source` (final / early-stop accuracy, mean over paired replicates;
+    NaN where the source has no such ticket)."""
+    out = summary.copy()
+    names = ("source_test_acc", "source_test_acc_std", "source_es_test_acc", "gap_source", "es_gap_source")
+    cols: dict[str, list[float]] = {n: [] for n in names}
+    tickets = source[source.kind == "ticket"]
+    for level in out.index:
+        b = branch_rows[branch_rows.level == level]
+        pair = b.merge(tickets[tickets.level == level], on="replicate", suffixes=("", "_src"))
+        if pair.empty:
+            for n in names:
+                cols[n].append(np.nan)
+            continue
+        src, src_es = pair.test_accuracy_src, pair.early_stop_test_accuracy_src
+        cols["source_test_acc"].append(float(src.mean()))
+        cols["source_test_acc_std"].append(float(src.std(ddof=0)))
+        cols["source_es_test_acc"].append(float(src_es.mean()))
+        cols["gap_source"].append(float((pair.test_accuracy - src).mean()))
+        cols["es_gap_source"].append(float((pair.early_stop_test_accuracy - src_es).mean()))
+    for n in names:
+        out[n] = cols[n]
+    return out
+
+
+def _pm(mean, std) -> list[str]:
+    return [("-" if pd.isna(m) else f"{100 * m:.2f} ± {100 * sd:.2f}") for m, sd in zip(mean, std)]
+
+
 def format_summary(summary: pd.DataFrame) -> str:
-    """The per-level table printed at the end of a run (`verdict_legend` says what each verdict
-    compares)."""
+    """The per-level table printed at the end of a lottery run or a branch (`verdict_legend` says
+    what each column compares): accuracies in percent, mean ± population std over replicates."""
     s = summary.copy()
     s["density"] = (100 * s.density).map("{:.1f}%".format)
-    s["test_acc"] = [f"{100 * m:.2f} ± {100 * sd:.2f}" for m, sd in zip(summary.test_acc, summary.test_acc_std)]
+    s["test_acc"] = _pm(summary.test_acc, summary.test_acc_std)
     s["es_test_acc"] = [("n/a" if pd.isna(v) else f"{100 * v:.2f}") for v in summary.es_test_acc]
     s["es_step"] = [("n/a" if pd.isna(v) else f"{v:.0f}") for v in summary.es_step]
     s = s.drop(columns=["test_acc_std"])
     names = {"test_acc": "test acc % (final)", "es_step": "early-stop step", "es_test_acc": "early-stop acc %",
-             "winning_ticket": "winning (vs dense)"}
+             "winning_ticket": "winning (vs dense)", "source_test_acc": "source ticket acc % (final)",
+             "source_es_test_acc": "source ticket early-stop acc %"}
+    if "source_test_acc" in s:  # a branch (`beside_source`)
+        s["source_test_acc"] = _pm(summary.source_test_acc, summary.source_test_acc_std)
+        s["source_es_test_acc"] = [("-" if pd.isna(v) else f"{100 * v:.2f}") for v in summary.source_es_test_acc]
+        s = s.drop(columns=["source_test_acc_std"])
     for c in s.columns:
-        if c.endswith("_acc") and c not in ("test_acc", "es_test_acc"):
+        if c.endswith("_acc") and c not in ("test_acc", "es_test_acc", "source_test_acc", "source_es_test_acc"):
             s[c] = [("-" if pd.isna(v) else f"{100 * v:.2f}") for v in summary[c]]
             names[c] = f"{c[:-len('_acc')]} acc %"
         elif c.startswith(("gap_", "es_gap_")):
@@ -197,8 +234,13 @@ def yes_no(verdict, none: str = "n/a") -> str:
 
 def verdict_legend(summary: pd.DataFrame) -> str:
     """What the verdict columns of `format_summary(summary)` compare, one line each."""
-    lines = ["winning (vs dense): mean early-stop test accuracy >= the dense network's and mean early-stop step <= its "
-             "(Frankle & Carbin 2019); it says nothing about the controls"]
+    lines = ["accuracies: mean ± population std (ddof=0) over replicates"]
+    if "winning_ticket" in summary.columns:
+        lines.append("winning (vs dense): mean early-stop test accuracy >= the dense network's and mean early-stop step "
+                     "<= its (Frankle & Carbin 2019); it says nothing about the controls")
+    if "source_test_acc" in summary.columns:
+        lines.append("source ticket: the source run's ticket at the same level, same replicates; source gap / es gap: "
+                     "branch - source ticket in final / early-stop accuracy, mean over paired replicates")
     controls = [c[len("beats_"):] for c in summary.columns if c.startswith("beats_")]
     if controls:
         lines.append(f"beats <control> ({', '.join(controls)}): the ticket's mean early-stop accuracy exceeds the "

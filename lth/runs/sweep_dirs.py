@@ -52,3 +52,15 @@ def is_run_dir(path: str) -> bool:
     """A lottery run or a branch (results.csv), an instability analysis (instability.csv) or a
     compression (report.csv)."""
     return any(os.path.isfile(os.path.join(path, f)) for f in ("results.csv", "instability.csv", "report.csv"))
+
+
+IN_PROGRESS = "in progress: re-run the command to resume"
+
+
+def is_unfinished_run(path: str) -> bool:
+    """A lottery run started but with no level finished yet (interrupted, or still training): its
+    config.yaml beside its lock file, summary.json or a level_NN/ folder, and no results.csv (a
+    Hydra `.hydra/` folder has a config.yaml and none of these)."""
+    if is_run_dir(path) or not os.path.isfile(os.path.join(path, "config.yaml")):
+        return False
+    return any(n in (".lock", "summary.json") or n.startswith("level_") for n in os.listdir(path))
