@@ -102,9 +102,9 @@ def test_the_summary_run_is_continued_when_a_run_is_extended(tmp_path):
     folders = _folders(rd)
     summary = [f for f in folders if _id(f).endswith("-summary")]
     assert len(summary) == 2 and len({_id(f) for f in summary}) == 1
-    assert sorted(_id(f).split("-", 2)[-1] for f in folders) == ["L00", "L01", "summary", "summary"]
     one, two = (_steps(f) for f in summary)
     assert one == list(range(len(one))) and two == list(range(len(one), len(one) + len(two)))
+    assert sorted(_id(f).split("-", 2)[-1] for f in folders) == ["L00", "L01", "summary", "summary"]
 
 
 def test_level_ids():
