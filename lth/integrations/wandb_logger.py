@@ -18,6 +18,16 @@ and the level summary gains each control's accuracy and the ticket-minus-control
 (written under the run directory, `wandb sync`-able later, no account needed), `online` or
 `disabled`. A run is always finished, with a failing exit code when training raised.
 
+Every W&B run has an id fixed by the experiment (`lth.integrations.wandb_ids`) and is opened with
+`resume="allow"`, so an interrupted and resumed level continues its own run: `<run id>-L01` (with
+the members it trains when a later invocation adds replicates or controls to a finished level), and
+its history is logged against the training step, so the resumed part starts after the checkpoint
+it resumed from. Offline, each invocation writes a folder of its own that `wandb sync` uploads into
+that one run. The summary run's history continues across invocations (its next step is kept in
+`wandb/lth-steps.json` in the run directory). A command that trains nothing (a re-run of a finished
+run) records nothing: no run is opened (under a sweep agent, whose run judges the job, the summary
+is still logged).
+
 The summary run's summary also holds the numbers a sweep optimises (`lth.integrations.sweep_objective`:
 `sweep/final_test_accuracy`, `sweep/sparsest_matching_density`), and the run ends by logging two
 artifacts to it (`lth.integrations.artifacts`): `results` (results.csv, summary.json) and `masks` (masks.npz).
@@ -37,6 +47,8 @@ import os
 from typing import Any, Optional
 
 import numpy as np
+
+from lth.integrations import wandb_ids
 
 
 def agent_run_id() -> Optional[str]:
@@ -58,6 +70,14 @@ class WandbLogger:
         self.members: list[tuple[str, int]] = []  # (kind, count) along the member axis of the metrics
         self.agent_run = agent_run_id() if self.enabled else None  # under a sweep agent: its run is the summary run
         self.prefix = ""  # under an agent, `level_NN/` before every level metric
+        self.trained = False  # a level was started in this invocation: only then is anything recorded
+        self._step = 0  # the summary run's next history step (continued across invocations)
+
+    @property
+    def records(self) -> bool:
+        """Whether this invocation records the results: W&B is on and a level was trained (or a sweep
+        agent's run waits for them)."""
+        return self.enabled and (self.trained or self.agent_run is not None)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _init(self, name: str, job_type: str, extra: dict[str, Any], run_id: Optional[str] = None):
@@ -73,10 +93,13 @@ class WandbLogger:
             settings=wandb.Settings(silent=True, console="off"), reinit="create_new", **resume,
         )
 
-    def start_level(self, level: int, density: float, members: Optional[list[tuple[str, int]]] = None) -> None:
-        """A W&B run for one level; `members` names the slices of the member axis (default: all
-        tickets)."""
+    def start_level(self, level: int, density: float, members: Optional[list[tuple[str, int]]] = None,
+                    firsts: Optional[list[int]] = None) -> None:
+        """A W&B run for one level (its id: `lth.integrations.wandb_ids.level_id`); `members` names the
+        slices of the member axis (default: all tickets), `firsts` each slice's first replicate
+        (default: 0)."""
         self.members = list(members or [])
+        self.trained = True
         if self.agent_run:  # one run under an agent: the level's metrics go to it, under level_NN/
             self._close_level()
             run = self._summary()
@@ -88,7 +111,8 @@ class WandbLogger:
             self.run = run
             return
         self.finish()
-        self.run = self._init(f"{self.label}-L{level:02d}", "level", {"level": level, "density": density})
+        run_id = wandb_ids.level_id(self.run_id, level, self.members, firsts) if self.run_id else None
+        self.run = self._init(f"{self.label}-L{level:02d}", "level", {"level": level, "density": density}, run_id=run_id)
 
     def _close_level(self, failed: bool = False) -> None:
         """Finish the open level run (under an agent, the level run is the summary run: left open)."""
@@ -116,7 +140,20 @@ class WandbLogger:
             self._close_level() if self.agent_run else self.finish()
             run_id = self.agent_run or (f"{self.run_id}-summary" if self.run_id else None)
             self.summary_run = self._init(f"{self.label}-summary", "summary", {}, run_id=run_id)
+            if self.summary_run is not None and not self.agent_run:
+                self._step = wandb_ids.next_step(self.dir, self.summary_run)
         return self.summary_run
+
+    def _log_summary(self, data: dict[str, Any]) -> None:
+        """One history row of the summary run, at the step after the last one any invocation logged
+        (under an agent, at the agent run's own next step)."""
+        run = self._summary()
+        if self.agent_run:
+            run.log(data)
+            return
+        run.log(data, step=self._step)
+        self._step += 1
+        wandb_ids.save_step(self.dir, run.id, self._step)
 
     # -- metrics ------------------------------------------------------------------------------
     def _parts(self, n: int):
@@ -166,7 +203,7 @@ class WandbLogger:
     def log_results(self, results, summary_table) -> None:
         """The results table and per-level outcomes, in the `summary` run of the group (left open
         for the figures; `finish` closes it)."""
-        if not self.enabled:
+        if not self.records:
             return
         import pandas as pd
         import wandb
@@ -175,26 +212,26 @@ class WandbLogger:
         t = summary_table.reset_index()
         # W&B tables take None, not pandas' NA (the dense level has no winning-ticket verdict).
         levels = t.astype(object).where(t.notna(), None)
-        run.log({"results": wandb.Table(dataframe=results), "levels": wandb.Table(dataframe=levels)})
+        self._log_summary({"results": wandb.Table(dataframe=results), "levels": wandb.Table(dataframe=levels)})
         from lth.integrations import sweep_objective
 
         run.summary.update(sweep_objective.objectives(summary_table))
         for _, row in t.iterrows():
             gaps = {c: float(row[c]) for c in t.columns if (c.startswith("gap_") or c.endswith("_acc")) and pd.notna(row[c])}
-            run.log({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
+            self._log_summary({"level": int(row.level), "density": float(row.density), "test_accuracy": float(row.test_acc),
                      "early_stop_test_accuracy": float(row.es_test_acc), "early_stop_step": float(row.es_step), **gaps})
 
     def log_metrics(self, metrics, headline: dict[str, Any]) -> None:
         """The ticket metrics (`lth.analysis.metrics`) in the summary run: a `wandb.Table` per table
         (`metrics/levels`, `metrics/tensors`, `metrics/overlap`) and the headline numbers
         (`sparsest_matching_density`, `sparsest_winning_level`, ...) in the run's summary."""
-        if not self.enabled:
+        if not self.records:
             return
         import wandb
 
         run = self._summary()
         # W&B tables take None, not pandas' NA or NaN.
-        run.log({f"metrics/{name}": wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
+        self._log_summary({f"metrics/{name}": wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
                  for name, frame in metrics.items()})
         run.summary.update({k: v for k, v in headline.items() if v is not None})
 
@@ -202,7 +239,7 @@ class WandbLogger:
         """Figures (PNG paths or matplotlib Figures, as a list or a {name: figure} dict) as
         `wandb.Image`s in the summary run, under `figures/<name>` (a path's file name without
         its extension; PDFs and other non-images are left out)."""
-        if not self.enabled:
+        if not self.records:
             return
         import wandb
 
@@ -218,12 +255,12 @@ class WandbLogger:
                 label = fig.axes[0].get_title() if getattr(fig, "axes", None) else ""
                 images[f"figures/{name or label or i}"] = wandb.Image(fig)
         if images:
-            self._summary().log(images)
+            self._log_summary(images)
 
     def log_artifacts(self, run_dir: str) -> None:
         """The run's `results` and `masks` artifacts (`lth.integrations.artifacts`: results.csv and summary.json;
         masks.npz) in the summary run, named `<run id>-results` and `<run id>-masks`."""
-        if not self.enabled:
+        if not self.records:
             return
         import tempfile
 

@@ -267,8 +267,8 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
         df = results.to_frame(rows)
         table = results.summarize(df)
         _write_tables(rd, rows, summary)
-        logger.log_results(df, table)
-        if logger.enabled:
+        logger.log_results(df, table)  # only when this invocation trained something (`logger.records`)
+        if logger.records:
             if reports is not None:  # the caller's (lth.analysis.reports.lottery: ticket metrics, figures)
                 reports(logger, rd.path, echo)
             _log_artifacts(logger, rd.path, echo)
@@ -289,7 +289,7 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
     start = 0 if level == 0 else k
     dens = stacked_density(states.mask, paths)
     first = dens[:groups[0].size]
-    logger.start_level(level, float(first.mean()), members=[(g.kind, g.size) for g in groups])
+    logger.start_level(level, float(first.mean()), members=[(g.kind, g.size) for g in groups], firsts=[g.first for g in groups])
     extra = [g.kind for g in groups if g.kind != "ticket"]
     desc = f"level {level} ({100 * first.mean():.1f}%)" + (f" + {', '.join(extra)}" if extra else "")
     ckpt = progress_mod.LevelCheckpoints(
