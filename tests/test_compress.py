@@ -127,7 +127,7 @@ def test_int8_and_a_control(source):
     (dict(method="zip"), "compress.method='zip' is not one of kmeans, int8"),
     (dict(bits={"kernel": 0}), "compress.bits\\['kernel'\\]=0"),
     (dict(bits={"nothing": 4}), "no pattern matches the prunable tensor"),
-    (dict(source="/nonexistent/run"), "not a lottery run directory"),
+    (dict(source="/nonexistent/run"), "does not exist"),
 ])
 def test_bad_input_refused_with_nothing_written(source, change, match):
     tmp, src = source

@@ -194,7 +194,7 @@ def test_run_under_a_tickets_mask(tmp_path):
     (dict(points=[]), "instability.points=\\[\\]"),
     (dict(points=["60it"]), "instability.points\\[0\\]='60it' is step 60"),
     (dict(level=1), "give both"),
-    (dict(source="/nonexistent/run", level=1), "not a lottery run directory"),
+    (dict(source="/nonexistent/run", level=1), "does not exist"),
     (dict(bn_batches=-1), "instability.bn_batches=-1"),
 ])
 def test_bad_input_refused_before_anything_is_written(tmp_path, change, match):
