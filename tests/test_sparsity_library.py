@@ -277,3 +277,15 @@ def test_imp_refuses_bad_settings():
         sparsity.imp(lambda p, m: p, _params(), levels=2, fraction=1.0)
     with pytest.raises(ValueError, match="levels"):
         sparsity.imp(lambda p, m: p, _params(), levels=-1, fraction=0.2)
+
+
+def test_the_guide_example_runs(capsys):
+    """docs/guide/sparsity-library.md's example runs as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "sparsity-library.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    exec(compile(code, "sparsity-library.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:]] == [["0", "2212"], ["1", "1124"], ["2", "580"], ["3", "308"]]
