@@ -289,3 +289,32 @@ def test_the_guide_example_runs(capsys):
     exec(compile(code, "sparsity-library.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in out[1:]] == [["0", "2212"], ["1", "1124"], ["2", "580"], ["3", "308"]]
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_imp_masks_equal_lths_own_pruning_step(scope):
+    """Each IMP level's mask is exactly what lth's trainer-side engine (`lth.sparsity.pruning.prune`,
+    the lottery loop's step) gives from the same trained weights and previous mask."""
+    from lth.config.schema import PruningConfig
+    from lth.sparsity import masks as M, pruning
+
+    cfg = PruningConfig(fraction=0.3, scope=scope)
+    params = _params(5)
+    train_fn = lambda p, m: jax.tree.map(lambda w: jnp.sin(3.0 * w) + w, p)
+    res = sparsity.imp(train_fn, params, levels=3, fraction=0.3, scope=scope)
+    paths = M.prunable_paths(params, [r"(^|/)kernel$"])
+    for level in range(1, 4):
+        trained = jax.tree.map(lambda w: np.asarray(w), res.params[level - 1])
+        want = pruning.prune(trained, jax.tree.map(np.asarray, res.masks[level - 1]), cfg, paths)
+        got = M.flatten(res.masks[level])
+        assert all(np.array_equal(np.asarray(got[p]), np.asarray(w)) for p, w in M.flatten(want).items())
+
+
+def test_magnitude_masks_prunes_within_a_given_mask():
+    params = _params()
+    first = sparsity.magnitude_masks(params, density=0.5)
+    second = sparsity.magnitude_masks(params, density=0.2, mask=first)
+    assert all(bool(np.all(~np.asarray(b) | np.asarray(a))) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)))
+    assert _count({k: second[k]["kernel"] for k in second}) == 66 - n_to_prune(0.8, 66)
+    with pytest.raises(ValueError, match="cannot keep"):
+        sparsity.magnitude_masks(params, density=0.8, mask=first)
