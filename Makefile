@@ -79,7 +79,7 @@ gpu-bench: $(STAMP)
 
 ## Every figure of the reproduced results (docs/results.md), redrawn from the result tables committed under results/ into
 ## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when such a run's tables are missing.
-FIGURE_RUNS := results/lth_lenet_mnist results/mnist1d_mlp
+FIGURE_RUNS := results/lth_lenet_mnist results/lth_lenet_mnist_l2 results/mnist1d_mlp
 figures: $(STAMP)
 	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure docs/results.md shows)" >&2; exit 1; }; done
 	rm -rf results/figures
