@@ -117,3 +117,29 @@ def compose():
         return cfg
 
     return go
+
+
+def stop_at_first_checkpoint(folder, run):
+    """Call `run()` while a thread requests a stop (what the SIGTERM handler does) as soon as level
+    0 under `folder` has a checkpoint; returns the `Interrupted` it raises."""
+    import glob
+    import signal
+    import threading
+    import time
+
+    from lth.runs import interrupt
+
+    def request_stop():
+        while not glob.glob(f"{folder}/**/level_00/progress/[0-9]*", recursive=True):
+            time.sleep(0.01)
+        interrupt._handler(signal.SIGTERM, None)
+
+    t = threading.Thread(target=request_stop, daemon=True)
+    t.start()
+    try:
+        run()
+    except interrupt.Interrupted as e:
+        return e
+    finally:
+        t.join()
+    raise AssertionError("the run finished: no stop was requested")

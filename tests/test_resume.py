@@ -4,6 +4,7 @@
 
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import small_config
+from conftest import small_config, stop_at_first_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -230,17 +231,9 @@ def test_a_stop_request_saves_then_stops_and_the_rerun_matches_an_uninterrupted_
     cfg.train.duration, cfg.train.eval_every, cfg.checkpoint.min_seconds = "300it", "20it", 0.0
     cfg.paths.runs_dir = str(tmp_path / "cut" / "runs")
 
-    def request_stop():  # what the SIGTERM handler does, once level 0 has a checkpoint
-        while not glob.glob(f"{tmp_path}/cut/runs/**/level_00/progress/[0-9]*", recursive=True):
-            time.sleep(0.01)
-        interrupt._handler(signal.SIGTERM, None)
-
-    t = threading.Thread(target=request_stop, daemon=True)
-    t.start()
-    with pytest.raises(interrupt.Interrupted, match=r"stopped by SIGTERM at level 0, step \d+ of 300") as e:
-        lottery.run(cfg, echo=lambda s: None)
-    t.join()
-    assert e.value.exit_code == 143
+    e = stop_at_first_checkpoint(f"{tmp_path}/cut/runs", lambda: lottery.run(cfg, echo=lambda s: None))
+    assert re.search(r"stopped by SIGTERM at level 0, step \d+ of 300", str(e)), e
+    assert e.exit_code == 143
     said = []
     got = lottery.run(cfg, echo=said.append).results
     assert any("level 0: resuming from the checkpoint at step" in line for line in said)

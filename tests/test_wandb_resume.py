@@ -4,14 +4,13 @@ missing steps), a re-run that trains nothing records nothing, and the summary ru
 id, its history going on) when a run is extended (`lth.integrations.wandb_ids`)."""
 
 import glob
+import re
 import os
-import signal
-import threading
 import time
 
 import pytest
 
-from conftest import small_config
+from conftest import stop_at_first_checkpoint, small_config
 from test_lottery import wandb_records
 
 
@@ -50,16 +49,8 @@ def test_a_level_interrupted_and_resumed_continues_its_own_wandb_run(tmp_path):
 
     clean = lottery.run(cfg("clean"), echo=lambda s: None).run_dir
 
-    def request_stop():  # what the SIGTERM handler does, once level 0 has a checkpoint
-        while not glob.glob(f"{tmp_path}/cut/**/level_00/progress/[0-9]*", recursive=True):
-            time.sleep(0.01)
-        interrupt._handler(signal.SIGTERM, None)
-
-    t = threading.Thread(target=request_stop, daemon=True)
-    t.start()
-    with pytest.raises(interrupt.Interrupted, match=r"at level 0, step \d+ of 300"):
-        lottery.run(cfg("cut"), echo=lambda s: None)
-    t.join()
+    e = stop_at_first_checkpoint(f"{tmp_path}/cut", lambda: lottery.run(cfg("cut"), echo=lambda s: None))
+    assert re.search(r"at level 0, step \d+ of 300", str(e)), e
     time.sleep(1.1)  # offline folders are named by the second: the resumed one gets a name of its own
     said = []
     cut = lottery.run(cfg("cut"), echo=said.append).run_dir
