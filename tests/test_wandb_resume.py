@@ -40,7 +40,6 @@ def test_a_level_interrupted_and_resumed_continues_its_own_wandb_run(tmp_path):
     run ids as an uninterrupted run, and level 0's two offline folders (one id) hold the steps of the
     uninterrupted level 0 exactly once each, in order."""
     from lth.lottery import levels as lottery
-    from lth.runs import interrupt
 
     def cfg(name):
         c = _config(tmp_path, name, levels=1, replicates=1)
