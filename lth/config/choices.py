@@ -26,3 +26,5 @@ CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 DATA_SOURCES = ("auto", "files", "tfds")
 TEXT_TASKS = ("classify", "mlm")
 DTYPES = ("float32", "bfloat16")
+DISTRIBUTIONS = ("uniform", "erk", "er", "custom")  # pruning.distribution (lth.sparsity.allocation)
+DROP_DECAYS = ("cosine", "constant")  # pruning.dynamic.drop_decay

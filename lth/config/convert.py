@@ -47,6 +47,7 @@ def structured_schema():
 
     schema = OmegaConf.structured(Config)
     OmegaConf.set_struct(schema.pruning.fractions, False)
+    OmegaConf.set_struct(schema.pruning.densities, False)
     OmegaConf.set_struct(schema.compress.bits, False)
     OmegaConf.set_struct(schema.compress.index_bits, False)
     for section in (schema.model, schema.dataset):  # `+model.features=48`: a custom target's arguments (from_dict)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lth.config.sections import GradualConfig
+from lth.config.sections import DynamicConfig, GradualConfig
 
 
 # Settings whose values change results: the content hash of a run covers exactly these sections.
@@ -37,6 +37,9 @@ HASH_OMITTED_AT_DEFAULT = {
     ("model", "vocab_size"): 30522, ("model", "max_len"): 512, ("model", "dropout"): 0.1, ("model", "pooling"): "cls", ("train", "dtype"): "float32",
     # a researcher's own model, data and score (issue 26, lth.user_components)
     ("model", "_target_"): None, ("model", "kwargs"): {}, ("dataset", "_target_"): None, ("dataset", "kwargs"): {},
+    # dynamic sparse training, distributions and patterns (issue 28)
+    ("pruning", "distribution"): "uniform", ("pruning", "densities"): {}, ("pruning", "n_m"): [2, 4],
+    ("pruning", "block"): [4, 4], ("pruning", "dynamic"): dataclasses.asdict(DynamicConfig()), ("pruning", "ste_decay"): 0.0,
     ("pruning", "score_fn"): None, ("pruning", "scored_at"): "final", ("pruning", "head"): None,
 }
 

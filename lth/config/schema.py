@@ -48,6 +48,7 @@ from lth.config.sections import (  # noqa: F401
     Config,
     DatasetConfig,
     DevicesConfig,
+    DynamicConfig,
     GradualConfig,
     InitConfig,
     InstabilityConfig,

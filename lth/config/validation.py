@@ -5,6 +5,7 @@ raises `ConfigError` naming the setting, its value and what is allowed, before a
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from lth.config import budget_settings as _budget_settings, defaults as _defaults, method_settings as _settings
@@ -17,6 +18,7 @@ from lth.config.choices import (
     CONTROLS,
     DATA_ORDERS,
     DATA_SOURCES,
+    DISTRIBUTIONS,
     DTYPES,
     GRANULARITIES,
     INITS,
@@ -65,6 +67,7 @@ def validate(cfg: Config) -> None:
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"pruning.fractions[{pattern!r}]={frac!r}: a per-tensor fraction must lie in [0, 1)")
     _choice("pruning.scope", p.scope, SCOPES)
+    _validate_distribution(p)
     _validate_pruning_method(cfg)
     _settings.validate(cfg)
     _budget_settings.validate(cfg)
@@ -179,6 +182,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.dropout={m.dropout!r}: must lie in [0, 1)")
     _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     parse_duration(cfg.logger.wandb.log_every, setting="logger.wandb.log_every")
+
+
+def _validate_distribution(p) -> None:
+    """`pruning.distribution` and the per-tensor `pruning.densities` of `custom`."""
+    _choice("pruning.distribution", p.distribution, DISTRIBUTIONS)
+    if p.distribution == "custom" and not p.densities:
+        raise ConfigError("pruning.distribution=custom needs per-tensor densities, e.g. "
+                          "pruning.densities='{fc1/kernel: 0.05, head: 0.5}' (pattern -> density)")
+    if p.densities and p.distribution != "custom":
+        raise ConfigError(f"pruning.densities={dict(p.densities)} is for pruning.distribution=custom, not "
+                          f"pruning.distribution={p.distribution}")
+    for pattern, d in p.densities.items():
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d <= 1.0:
+            raise ConfigError(f"pruning.densities[{pattern!r}]={d!r}: a per-tensor density must lie in [0, 1]")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"pruning.densities: {pattern!r} is not a valid regular expression ({e})") from None
 
 
 def _validate_pruning_method(cfg: Config) -> None:
