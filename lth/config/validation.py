@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from lth.config import budget_settings as _budget_settings, defaults as _defaults, method_settings as _settings
+from lth.config import pattern_settings as _pattern_settings
 from lth.config.choices import (
     ABLATIONS,
     BIAS_INITS,
@@ -69,6 +70,7 @@ def validate(cfg: Config) -> None:
     _choice("pruning.scope", p.scope, SCOPES)
     _validate_distribution(p)
     _validate_pruning_method(cfg)
+    _pattern_settings.validate(cfg)  # distributions and n:m / block against the other settings
     _settings.validate(cfg)
     _budget_settings.validate(cfg)
     import re
@@ -220,7 +222,7 @@ def _validate_pruning_method(cfg: Config) -> None:
             raise ConfigError(f"pruning.target_density={p.target_density!r} is for pruning.schedule=oneshot or gradual; "
                               f"the {p.schedule} schedule removes pruning.fraction of the "
                               f"{'remaining' if p.schedule == 'iterative' else 'dense'} weights per level")
-    else:
+    elif not (p.target_density is None and p.schedule == "oneshot" and p.granularity == "n:m"):  # n:m one-shot: n/m
         if p.target_density is None or not 0.0 < p.target_density < 1.0:
             raise ConfigError(f"pruning.target_density={p.target_density!r}: pruning.schedule={p.schedule} needs the "
                               "density to reach, a number in (0, 1), e.g. pruning.target_density=0.1")

@@ -22,6 +22,11 @@ with it (not the ticket's). A feed-forward network then has the ticket's effecti
 addition merges channels (ResNets) the random units of two branches need not line up, and the
 control's effective FLOPs may differ from the ticket's.
 
+Under `pruning.granularity=n:m` (`lth.sparsity.patterns`) both random controls draw uniformly random
+N:M masks with the ticket's count in every group of m (the pattern fixes each group's count, so
+per-tensor and total counts are the ticket's too); under `block` they keep uniformly random whole
+blocks, the ticket's number per tensor (`random_prune`) or in total (`random_prune_global`).
+
 Tensors that are not prunable keep all-True masks. The control of replicate r at level L draws
 from `control_key(seed, r, name, L)` alone, so it is the same whether it is trained with the
 tickets or later on its own, and whatever other controls are listed.
@@ -35,7 +40,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lth.sparsity import masks as M, structured
+from lth.sparsity import masks as M, patterns, structured
 from lth.sparsity.draws import control_key, control_rng, fresh_weights  # noqa: F401  (the draws: lth.sparsity.draws)
 
 PyTree = Any
@@ -52,12 +57,21 @@ class Control:
     fresh_weights: bool
 
     def mask(self, ticket_mask: PyTree, paths: list[str], rng: np.random.Generator,
-             unit_paths: list[str] | None = None) -> PyTree:
+             unit_paths: list[str] | None = None, pruning: Any = None) -> PyTree:
         """This control's mask for one replicate, from the ticket's (host) mask. `unit_paths`:
         under structured granularity, the kernels whose whole units the ticket pruned (then a
-        random control draws units of those, `random_units`); None under weight granularity."""
+        random control draws units of those, `random_units`), under n:m or block granularity the
+        kernels the pattern applies to (`pruning`: the run's pruning section, for the pattern);
+        None under weight granularity."""
         if self.mask_scope is None:
             return jax.tree.map(lambda m: np.asarray(m, bool), ticket_mask)
+        if unit_paths is not None and pruning is not None and pruning.granularity in patterns.PATTERNS:
+            flat = {p: np.asarray(m, bool) for p, m in M.flatten(ticket_mask).items()}
+            if pruning.granularity == "n:m":
+                flat.update(patterns.random_n_m(flat, unit_paths, rng, pruning.n_m[1]))
+            else:
+                flat.update(patterns.random_blocks(flat, unit_paths, rng, pruning.block, per_tensor=self.mask_scope == "tensor"))
+            return M.unflatten(flat)
         if unit_paths is not None:
             return random_units(ticket_mask, unit_paths, rng, per_tensor=self.mask_scope == "tensor")
         return random_mask(ticket_mask, paths, rng, per_tensor=self.mask_scope == "tensor")

@@ -121,7 +121,7 @@ def _member_result(level: int, kind: str, host, hist, ctx, start: int, end: int,
         "rows": level_rows, "summary": _kind_summary(level_rows, per_tensor),
         "history": {"eval_steps": hist.eval_steps, "evals": [{k2: v.tolist() for k2, v in e.items()} for e in hist.evals]},
     }
-    if ctx.cfg.pruning.granularity != "weight":
+    if ctx.cfg.pruning.granularity in ("neuron", "channel"):
         reports = [structured.report(m, ctx.prune_paths) for m in M.unstack(host.mask, n)]
         result["summary"]["structured"] = {key: {p: [r[key][p] for r in reports] for p in reports[0][key]}
                                            for key in ("alive_units", "dead_batchnorm_channels")}

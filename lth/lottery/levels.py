@@ -44,7 +44,7 @@ from lth.config import method_settings, targets
 from lth.models import custom as custom_model
 from lth.lottery import replicates as REP, shared_dense
 from lth.train import sharding
-from lth.sparsity import structured
+from lth.sparsity import patterns, structured
 from lth.config.schema import Config, ConfigError, to_dict
 from lth.config.durations import to_steps
 from lth.runs.run_dir import RunDir, write_atomic
@@ -148,6 +148,9 @@ def _prune_paths(cfg: Config, one_params, paths: list[str]) -> list[str]:
     if cfg.pruning.granularity == "weight":
         return paths
     flat = M.flatten(one_params)
+    if cfg.pruning.granularity in patterns.PATTERNS:  # n:m, block: the tensors with >= 2 axes, shapes checked
+        p = cfg.pruning
+        return patterns.pattern_paths(paths, {q: np.shape(flat[q]) for q in paths}, p.granularity, p.n_m, p.block)
     out = structured.unit_paths(paths, {p: np.shape(flat[p]) for p in paths}, cfg.pruning.granularity, cfg.pruning.head)
     if not out:
         kinds = {"neuron": "dense (2-D) kernels", "channel": "convolution kernels"}[cfg.pruning.granularity]
@@ -187,8 +190,9 @@ def _level_groups(cfg, level, todo, sources, trainer, states0, ctx, lr_fn) -> li
                 weights, opt = C.fresh_weights(trainer, cfg.seed, ids, "ablation:reinit", level), "reset"
         else:
             control = C.CONTROLS[kind]
-            units = ctx.prune_paths if cfg.pruning.granularity != "weight" else None  # whole units
-            masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level), units) for r, m in zip(ids, M.unstack(masks, len(ids)))])
+            units = ctx.prune_paths if cfg.pruning.granularity != "weight" else None  # whole units, n:m groups, blocks
+            masks = M.stack([control.mask(m, paths, C.control_rng(cfg.seed, r, kind, level), units, cfg.pruning)
+                             for r, m in zip(ids, M.unstack(masks, len(ids)))])
             if control.fresh_weights:
                 weights, opt = C.fresh_weights(trainer, cfg.seed, ids, kind, level), "reset"
         st = rewind.restart(take(states0, rr.start, rr.stop), weights["params"], weights["batch_stats"], part(saved), masks,

@@ -28,7 +28,11 @@ def _counts(params, paths) -> dict[str, Any]:
 def _pruning_line(cfg: Config, plan: Plan) -> str:
     """How this run prunes, in words, for the run's first line."""
     p = cfg.pruning
-    what = (f"{p.method} ({p.score_fn})" if p.score_fn else p.method) + (f" ({p.granularity}s)" if p.granularity != "weight" else "") + f", {p.scope}"
+    gran = {"weight": "", "n:m": f" ({p.n_m[0]}:{p.n_m[1]})", "block": f" ({p.block[0]}x{p.block[1]} blocks)"}.get(
+        p.granularity, f" ({p.granularity}s)")
+    what = (f"{p.method} ({p.score_fn})" if p.score_fn else p.method) + gran + f", {p.scope}"
+    if p.distribution != "uniform":
+        what += f", {p.distribution} distribution"
     if p.schedule == "gradual":
         begin, end, every = plan.gradual
         what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"

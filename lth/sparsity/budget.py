@@ -5,7 +5,8 @@ bound what the run's last level L (its sparsest tickets) may keep. Pruning count
 (`lth.sparsity.pruning`: each group of tensors that shares a threshold keeps
 a_{l+1} = a_l - round(f_g * a_l), half up, from a_0 = its size, f_g its fraction: `pruning.fraction`,
 a `pruning.fractions` entry, or 1 - `pruning.target_density` one-shot; the linear schedule keeps
-a_L = a_0 - floor(min(1, L f_g) a_0), `lth.sparsity.linear_schedule`), so the counts at level L are known
+a_L = a_0 - floor(min(1, L f_g) a_0), `lth.sparsity.linear_schedule`; a non-uniform `pruning.distribution`
+gives each tensor its own count, `lth.sparsity.level_counts`), so the counts at level L are known
 from the settings and the parameter shapes alone, before training:
 
     weights(L) = sum_g a_L(g) / sum_g a_0(g)                      (= results.csv's `density` at L)
@@ -84,14 +85,11 @@ class Report:
 def level_counts(shapes: dict[str, tuple[int, ...]], paths: list[str], cfg: Config) -> list[tuple[list[str], int]]:
     """(tensors, weights kept) per group sharing a threshold (`lth.sparsity.pruning.groups`) at level
     `cfg.levels`, from the dense shapes `shapes` (path -> shape) of the prunable `paths`."""
-    from lth.sparsity import linear_schedule, pruning
+    from lth.sparsity import level_counts, pruning
 
     mask = _unflatten({p: np.ones(shapes[p], bool) for p in paths})
-    groups = pruning.groups(paths, cfg.pruning)
-    if cfg.pruning.schedule == "linear":
-        kept = linear_schedule.keep_counts(pruning.alive_counts(mask, cfg.pruning, paths), cfg.levels, [f for _, f in groups])
-    else:
-        kept = pruning.ladder_counts(mask, cfg.pruning, paths, cfg.levels)
+    groups = pruning.groups(paths, cfg.pruning)  # counts as the run prunes (a distribution: per tensor)
+    kept = level_counts.keep_counts(cfg.pruning, mask, paths, cfg.levels, cfg.levels)
     return [(group, k) for (group, _), k in zip(groups, kept)]
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth.sparsity import ablations, class_balanced, custom_scores, linear_schedule, masks as M, pruning, scores
+from lth.sparsity import ablations, class_balanced, custom_scores, level_counts, masks as M, pruning, scores
 from lth.config import registry
 from lth.sparsity.draws import control_key
 from lth.config.schema import Config
@@ -140,13 +140,9 @@ def next_masks(method: Method, ctx: Context, level: int, prev_mask: PyTree, fina
     if method.scored_at == "rewind":  # pruning at initialisation: from the dense mask, to level L's counts
         prev_mask = jax.tree.map(lambda m: np.ones(np.shape(m), bool), prev_mask)
     masks = M.unstack(prev_mask, R)
-    if cfg.pruning.schedule == "linear":  # counts from the dense network's (lth.sparsity.linear_schedule)
-        fracs = [f for _, f in pruning.groups(ctx.prune_paths, cfg.pruning)]
-        keep = [linear_schedule.keep_counts(pruning.alive_counts(M.ones_like_np(m), cfg.pruning, ctx.prune_paths), level, fracs)
-                for m in masks]
-    else:
-        keep = [pruning.ladder_counts(m, cfg.pruning, ctx.prune_paths, level if method.scored_at == "rewind" else 1)
-                for m in masks]
+    # each group's count at this level (lth.sparsity.level_counts: schedule, distribution, n:m)
+    keep = [level_counts.keep_counts(cfg.pruning, m, ctx.prune_paths, level, level if method.scored_at == "rewind" else 1)
+            for m in masks]
     ablation = ablations.ABLATIONS[cfg.pruning.ablation]
     if method.rounds:
         new = _synflow_rounds(ctx, masks, keep, saved, ablation)

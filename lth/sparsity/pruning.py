@@ -9,7 +9,10 @@ scores: |θ| of the final weights for IMP, SNIP's, GraSP's, ...):
 - `module` scope prunes the prunable tensors of one layer (its kernel and, when prunable, its bias)
   against one threshold, as the MNIST-1D lottery notebook's per-layer parameter vector.
 Tensors matched by a pattern in `pruning.fractions` are pruned by that fraction on their own in
-either scope (e.g. the output layer at half the rate).
+either scope (e.g. the output layer at half the rate). Under a non-uniform `pruning.distribution`
+(ERK, ER, custom: `lth.sparsity.allocation`) and under N:M granularity every tensor is its own group,
+with the count `lth.sparsity.level_counts` gives it; blocks (`pruning.granularity=block`,
+`lth.sparsity.patterns`) are items like units, and N:M steps keep n_ℓ in every group of m.
 
 The fraction is `pruning.fraction` of the remaining items per level (`iterative`), or
 1 - `pruning.target_density` once (`oneshot`). Counts are exact: `round(fraction * remaining)`
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lth.sparsity import masks as M, structured
+from lth.sparsity import masks as M, patterns, structured
 from lth.config import method_settings
 from lth.config.schema import PruningConfig
 
@@ -51,6 +54,8 @@ def step_fraction(cfg: PruningConfig) -> float:
     """The fraction of the remaining items one pruning step removes from tensors without a
     per-tensor fraction: `fraction` (iterative) or 1 - `target_density` (one-shot)."""
     if cfg.schedule in ("oneshot", "gradual"):
+        if cfg.target_density is None and cfg.granularity == "n:m":  # n:m one-shot: n/m
+            return 1.0 - cfg.n_m[0] / cfg.n_m[1]
         return 1.0 - float(cfg.target_density)
     return float(cfg.fraction)
 
@@ -62,6 +67,8 @@ def groups(paths: list[str], cfg: PruningConfig) -> list[tuple[list[str], float]
     their first tensor; under global scope the rest together."""
     out, shared, modules = [], [], {}
     scope = method_settings.scope(cfg)  # null: the method's own (lth.config.method_settings)
+    if cfg.distribution != "uniform" or cfg.granularity == "n:m":  # per-tensor counts (lth.sparsity.level_counts)
+        scope = "layerwise"
     for p in paths:
         frac = tensor_fraction(p, cfg)
         if frac is not None:
@@ -81,10 +88,13 @@ def groups(paths: list[str], cfg: PruningConfig) -> list[tuple[list[str], float]
     return out
 
 
-def _items(flat_scores, flat_mask, path, granularity):
+def _items(flat_scores, flat_mask, path, cfg):
     """(scores, alive) of the prunable items of one tensor, 1-D in tie-break order."""
-    if granularity == "weight":
+    if cfg.granularity in ("weight", "n:m"):
         return (np.asarray(flat_scores[path], np.float64).ravel(), np.asarray(flat_mask[path], bool).ravel())
+    if cfg.granularity == "block":
+        s, m = np.asarray(flat_scores[path], np.float64), np.asarray(flat_mask[path], bool)
+        return patterns.block_scores(s, m, cfg.block), patterns.block_alive(m, cfg.block)
     return structured.unit_scores(flat_scores[path], flat_mask[path]), structured.unit_alive(flat_mask[path])
 
 
@@ -108,7 +118,7 @@ def remove_lowest(scores: list[np.ndarray], alive: list[np.ndarray], n: int) -> 
 def alive_counts(mask: PyTree, cfg: PruningConfig, paths: list[str]) -> list[int]:
     """Alive items (weights or units) per group of `groups(paths, cfg)`."""
     flat = M.flatten(mask)
-    return [int(sum(_items(flat, flat, p, cfg.granularity)[1].sum() for p in g)) for g, _ in groups(paths, cfg)]
+    return [int(sum(_items(flat, flat, p, cfg)[1].sum() for p in g)) for g, _ in groups(paths, cfg)]
 
 
 def target_counts(mask: PyTree, cfg: PruningConfig, paths: list[str]) -> list[int]:
@@ -132,18 +142,35 @@ def prune_to(scores: PyTree, mask: PyTree, cfg: PruningConfig, paths: list[str],
     flat_s, flat_m = M.flatten(scores), M.flatten(mask)
     new = {p: np.asarray(m, dtype=bool) for p, m in flat_m.items()}
     for (group, _), k in zip(groups(paths, cfg), keep):
-        items = [_items(flat_s, flat_m, p, cfg.granularity) for p in group]
+        items = [_items(flat_s, flat_m, p, cfg) for p in group]
         alive = [a for _, a in items]
         n = int(sum(a.sum() for a in alive)) - int(k)
         if n < 0:
             raise ValueError(f"group {group} has {n + k} alive items, fewer than the {k} to keep")
+        if cfg.granularity == "n:m":  # one tensor per group: n_ℓ = k·m / size of every m
+            new[group[0]] = _n_m_step(flat_s[group[0]], new[group[0]], int(k), cfg.n_m[1])
+            continue
         kept = remove_lowest([s for s, _ in items], alive, n)
         for p, a in zip(group, kept):
             if cfg.granularity == "weight":
                 new[p] = a.reshape(np.shape(flat_m[p]))
+            elif cfg.granularity == "block":
+                new[p] = new[p] & patterns.expand_blocks(a, np.shape(flat_m[p]), cfg.block)
             else:
                 new.update(structured.remove_units(new, p, a))
     return M.unflatten(new)
+
+
+def _n_m_step(scores, mask: np.ndarray, keep: int, m: int) -> np.ndarray:
+    """One tensor's N:M pruning step: `keep` weights in all, the same number in every group of m."""
+    groups_ = mask.size // m
+    if keep % groups_:
+        raise ValueError(f"n:m: {keep} weights to keep is not a whole number per group of {m} ({groups_} groups)")
+    n = keep // groups_
+    short = patterns._groups_last(np, mask, m).sum(axis=-1).min()
+    if short < n:
+        raise ValueError(f"n:m: a group of {m} has {short} alive weights, fewer than the {n} to keep")
+    return patterns.n_m_mask(np.asarray(scores, np.float64), n, m, alive=mask)
 
 
 def prune_scores(scores: PyTree, mask: PyTree, cfg: PruningConfig, paths: list[str]) -> PyTree:
