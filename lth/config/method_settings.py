@@ -7,7 +7,8 @@ options, and the warnings a run prints before it trains.
   is their output. Under `layerwise` (or `module`) scope each tensor is held to IMP's per-layer
   count, and the method only picks which weights of a tensor go. So `pruning.scope: null` (the
   default, and `conf/pruning/layerwise.yaml`'s) means `global` for these three and `layerwise` for
-  the others; an explicit non-global scope with them is honoured, with a warning.
+  the others; an explicit non-global scope with them is honoured, with a warning. A non-uniform
+  `pruning.distribution` or N:M granularity sets every tensor's count itself: `layerwise`.
 - Fine-tuning (`rewind.mode=finetune`) trains at schedule(T - 1), the schedule's final rate: under a
   linear or cosine decay that is ~0 (the BERT preset's: 2.4e-8), and the network barely moves.
   `rewind.finetune_lr` sets a constant rate instead; without it the run warns.
@@ -29,6 +30,8 @@ def scope(pruning: Any) -> str:
     """The scope a `PruningConfig` prunes in: its own, or when null the method's default."""
     if pruning.scope is not None:
         return pruning.scope
+    if pruning.distribution != "uniform" or pruning.granularity == "n:m":  # per-tensor counts (lth.sparsity.level_counts)
+        return "layerwise"
     return "global" if pruning.method in GLOBAL_BY_DEFAULT else "layerwise"
 
 
@@ -90,7 +93,7 @@ def warnings(cfg: Any, schedule: Callable, total_steps: int) -> list[str]:
     """The warnings of `before_training` (`schedule`: the LR schedule of the run)."""
     out = []
     p, r = cfg.pruning, cfg.rewind
-    if p.method in GLOBAL_BY_DEFAULT and scope(p) != "global":
+    if p.method in GLOBAL_BY_DEFAULT and scope(p) != "global" and p.distribution == "uniform" and p.granularity != "n:m":
         out.append(f"pruning.scope={scope(p)} with pruning.method={p.method}: every tensor keeps IMP's per-layer count, so "
                    f"{p.method} only chooses which weights of a tensor go, not how many each layer keeps (the allocation "
                    "the method exists for; its paper prunes globally). Leave pruning.scope unset (or global) for the paper's method")

@@ -66,9 +66,7 @@ def groups(paths: list[str], cfg: PruningConfig) -> list[tuple[list[str], float]
     one module (`fc1/kernel` and `fc1/bias`: the path up to its last `/`) together, in the order of
     their first tensor; under global scope the rest together."""
     out, shared, modules = [], [], {}
-    scope = method_settings.scope(cfg)  # null: the method's own (lth.config.method_settings)
-    if cfg.distribution != "uniform" or cfg.granularity == "n:m":  # per-tensor counts (lth.sparsity.level_counts)
-        scope = "layerwise"
+    scope = method_settings.scope(cfg)  # null: the method's own (lth.config.method_settings); erk, n:m: layerwise
     for p in paths:
         frac = tensor_fraction(p, cfg)
         if frac is not None:
