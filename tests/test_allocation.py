@@ -146,3 +146,15 @@ def test_custom_oneshot_and_erk_iterative_validate(tmp_path):
     validate(small_config(tmp_path, levels=1, pruning=PruningConfig(schedule="oneshot", target_density=0.1,
                                                                     distribution="custom", densities={"head": 0.5})))
     validate(small_config(tmp_path, levels=3, pruning=PruningConfig(distribution="erk", fraction=0.2)))
+
+
+@pytest.mark.parametrize("pruning_cfg,match", [
+    (PruningConfig(distribution="er", prunable=["kernel$", "bias$"]), "ER needs"),
+    (PruningConfig(schedule="oneshot", target_density=0.05, distribution="custom", densities={"fc": 0.9}),
+     "would need density"),
+])
+def test_a_distribution_that_cannot_be_spread_is_refused_before_training(tmp_path, pruning_cfg, match):
+    cfg = small_config(tmp_path, levels=1, pruning=pruning_cfg)
+    with pytest.raises(ConfigError, match=match):
+        lth.run(cfg, echo=lambda _: None)
+    assert not list((tmp_path / "runs").rglob("results.csv")) if (tmp_path / "runs").exists() else True

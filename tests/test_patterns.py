@@ -151,3 +151,18 @@ def test_a_tensor_whose_axis_does_not_divide_is_named_before_training(tmp_path):
                        pruning=PruningConfig(granularity="n:m", n_m=[2, 4]))  # head's input axis: 30
     with pytest.raises(ConfigError, match=r"head/kernel has shape \(30, 10\).*not divisible by m=4"):
         lth.run(cfg, echo=lambda _: None)
+
+
+def test_the_mask_functions_run_under_jit_with_alive_masks():
+    """What dynamic sparse training needs: both patterns inside a compiled function, JAX in and out."""
+    import jax
+
+    rng = np.random.default_rng(3)
+    s, alive = rng.normal(size=(3, 3, 8, 8)), rng.random((3, 3, 8, 8)) < 0.9
+    alive[..., 0:4, :] = True
+    got = jax.jit(lambda x, a: patterns.n_m_mask(x, 1, 4, alive=a))(jnp.asarray(s, jnp.float32), jnp.asarray(alive))
+    np.testing.assert_array_equal(np.asarray(got), patterns.n_m_mask(s, 1, 4, alive=alive))
+    got = jax.jit(lambda x, a: patterns.block_mask(x, (2, 2), 0.5, alive=a))(jnp.asarray(s, jnp.float32), jnp.asarray(alive))
+    want = patterns.block_mask(s, (2, 2), 0.5, alive=alive)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert patterns.block_alive(want, (2, 2)).sum() == 72  # half of 3·3·4·4 blocks

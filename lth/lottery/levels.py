@@ -44,7 +44,7 @@ from lth.config import method_settings, targets
 from lth.models import custom as custom_model
 from lth.lottery import replicates as REP, shared_dense
 from lth.train import sharding
-from lth.sparsity import patterns, structured
+from lth.sparsity import level_counts, patterns, structured
 from lth.config.schema import Config, ConfigError, to_dict
 from lth.config.durations import to_steps
 from lth.runs.run_dir import RunDir, write_atomic
@@ -145,9 +145,10 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
 def _prune_paths(cfg: Config, one_params, paths: list[str]) -> list[str]:
     """The prunable tensors a pruning step ranks: all of `paths`, or under structured granularity
     those whose units it removes (`lth.sparsity.structured`); none is a configuration error."""
+    flat = M.flatten(one_params)
+    level_counts.check(cfg.pruning, flat, paths, cfg.levels)  # a distribution's densities can be spread: before training
     if cfg.pruning.granularity == "weight":
         return paths
-    flat = M.flatten(one_params)
     if cfg.pruning.granularity in patterns.PATTERNS:  # n:m, block: the tensors with >= 2 axes, shapes checked
         p = cfg.pruning
         return patterns.pattern_paths(paths, {q: np.shape(flat[q]) for q in paths}, p.granularity, p.n_m, p.block)

@@ -6,7 +6,8 @@ imported on first use so that `import lth.sparsity` stays cheap:
 - `masked(tx, masks)`: any optax optimizer with pruned weights and their state held at 0 (`optax_masked`);
 - `magnitude_masks(params, density, scope=, prunable=)`, `imp(train_fn, params, levels=, fraction=)` (`library`);
 - `erk(params, density)`, `er(params, density)`: per-tensor densities (`distributions`);
-- `n_of_m(scores, n, m)`: N:M masks (`n_m`);
+- `n_of_m(scores, n, m)`: N:M masks (`n_m`); `n_m_mask(scores, n, m, alive=)`, `block_mask(scores, block, density)`:
+  N:M among alive weights and whole-block masks, numpy or under `jit` (`patterns`);
 - `snip`, `grasp`, `synflow`, `synflow_densities`, `loss_gradient`: pruning-at-init scores (`scores`).
 
 May import: lth.config, lth.data, lth.models.
@@ -17,7 +18,7 @@ _LAZY = {
     "magnitude_masks": "lth.sparsity.library", "imp": "lth.sparsity.library", "IMPResult": "lth.sparsity.library",
     "PRUNABLE": "lth.sparsity.library",
     "erk": "lth.sparsity.distributions", "er": "lth.sparsity.distributions",
-    "n_of_m": "lth.sparsity.n_m",
+    "n_of_m": "lth.sparsity.n_m", "n_m_mask": "lth.sparsity.patterns", "block_mask": "lth.sparsity.patterns",
     "snip": "lth.sparsity.scores", "grasp": "lth.sparsity.scores", "synflow": "lth.sparsity.scores",
     "synflow_densities": "lth.sparsity.scores", "loss_gradient": "lth.sparsity.scores",
 }

@@ -43,6 +43,23 @@ def level_density(p: PruningConfig, level: int) -> float:
     return (1.0 - float(p.fraction)) ** level
 
 
+def check(p: PruningConfig, flat_params: dict[str, Any], paths: list[str], levels: int) -> None:
+    """Raise `ConfigError` before training when the distribution cannot spread the densities of
+    levels 1 .. `levels` over the prunable tensors `paths` (ER on a 1-D tensor, custom densities
+    that leave the other tensors outside [0, 1])."""
+    if p.distribution == "uniform":
+        return
+    from lth.config.errors import ConfigError
+
+    shapes = {k: tuple(np.shape(flat_params[k])) for k in paths}
+    for level in range(1, levels + 1):
+        try:
+            allocation.tensor_densities(p.distribution, shapes, level_density(p, level), p.densities)
+        except ValueError as e:
+            raise ConfigError(f"pruning.distribution={p.distribution} over the prunable tensors "
+                              f"{ {k: list(s) for k, s in shapes.items()} }: {e}") from None
+
+
 def keep_counts(p: PruningConfig, mask: PyTree, paths: list[str], level: int, steps: int) -> list[int]:
     """Items each group of `pruning.groups(paths, p)` keeps at `level`, for one replicate's `mask`
     (host numpy); `steps`: the iterative levels to walk from `mask` (1 from the previous level's

@@ -14,7 +14,7 @@ point (θ0 with the default `rewind.point=0it`), level L keeps the highest score
 The methods scored at the rewind point are pruning at initialisation (Frankle et al. 2021) when
 k = 0. Each of their levels prunes the *dense* network θk in one step (SynFlow: its rounds) to the
 level's counts, exactly those IMP reaches at that level, so a run's levels are the papers' one-shot
-curve at IMP's densities, sharing one dense level 0 (`m_{L-1}` above is then the dense mask);
+curve at IMP's densities (or those a `pruning.distribution` or N:M gives: `lth.sparsity.level_counts`), sharing one dense level 0 (`m_{L-1}` above is then the dense mask);
 they train from θk, so they need `rewind.mode=weights`. SNIP and GraSP average their gradients
 over `pruning.score_batches` training batches, replicate r's first batches of its own data order
 (the batches its level 0 trained on first), or for GraSP with `pruning.grasp_samples_per_class`
