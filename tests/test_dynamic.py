@@ -176,7 +176,8 @@ def test_grown_weights_and_their_moments_start_at_zero(opt):
     d = DynamicSparse.build({"fc1/kernel": (20, 30), "head/kernel": (30, 7)}, 0.3, method="rigl", begin=0, end=50, every=10)
     masks = dynamic.initial_masks(d, jax.vmap(M.ones_like)(v["params"]), 0, [0])
     s = jax.tree.map(lambda x: x[0], tr.create_states(v, masks))
-    s = s.replace(opt_state=jax.tree.map(jnp.ones_like, s.opt_state))
+    # weights off the mask nonzero (the dense draw) and moments 1 everywhere: what the update zeroes shows
+    s = s.replace(params=one, opt_state=jax.tree.map(jnp.ones_like, s.opt_state))
     g = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(1), p.shape), one)
     new, density = jax.jit(lambda s, g: d.update(s, g, 0, jax.random.PRNGKey(0)))(s, g)
     assert float(density) == pytest.approx(sum(dict(d.counts).values()) / (600 + 210))
@@ -186,7 +187,8 @@ def test_grown_weights_and_their_moments_start_at_zero(opt):
     assert all(grown[p].sum() > 0 for p in d.paths)
     for p in d.paths:
         assert (np.asarray(fp[p])[grown[p]] == 0).all() and (np.asarray(fp[p])[~np.asarray(fn[p])] == 0).all()
-        np.testing.assert_array_equal(np.asarray(fp[p])[both[p]], np.asarray(M.flatten(s.params)[p])[both[p]])
+        np.testing.assert_array_equal(np.asarray(fp[p])[both[p]], np.asarray(M.flatten(one)[p])[both[p]])
+        assert (np.asarray(fp[p])[both[p]] != 0).all()
     found = 0
     for leaf in jax.tree.leaves(new.opt_state, is_leaf=lambda x: isinstance(x, dict) and "fc1" in x):
         if isinstance(leaf, dict) and "fc1" in leaf:  # a params-shaped subtree: momentum, Adam's mu and nu
