@@ -6,8 +6,9 @@ from __future__ import annotations
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inv", "linear")
 SCOPES = ("global", "layerwise", "module")
-METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init", "custom")
-PRUNING_SCHEDULES = ("iterative", "linear", "oneshot", "gradual")
+METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init", "rigl", "set", "static", "custom")  # custom last
+DYNAMIC_METHODS = ("rigl", "set", "static")  # pruning.schedule=dynamic (lth.sparsity.dynamic)
+PRUNING_SCHEDULES = ("iterative", "linear", "oneshot", "gradual", "dynamic")
 GRANULARITIES = ("weight", "neuron", "channel", "n:m", "block")  # n:m, block: lth.sparsity.patterns
 ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")
 OPTIMIZER_STATE_MODES = ("reset", "rewound")

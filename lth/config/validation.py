@@ -20,6 +20,8 @@ from lth.config.choices import (
     DATA_ORDERS,
     DATA_SOURCES,
     DISTRIBUTIONS,
+    DROP_DECAYS,
+    DYNAMIC_METHODS,
     DTYPES,
     GRANULARITIES,
     INITS,
@@ -217,9 +219,10 @@ def _validate_pruning_method(cfg: Config) -> None:
     _choice("pruning.schedule", p.schedule, PRUNING_SCHEDULES)
     _choice("pruning.granularity", p.granularity, GRANULARITIES)
     _choice("pruning.ablation", p.ablation, ABLATIONS)
+    _validate_dynamic(cfg)
     if p.schedule in ("iterative", "linear"):
         if p.target_density is not None:
-            raise ConfigError(f"pruning.target_density={p.target_density!r} is for pruning.schedule=oneshot or gradual; "
+            raise ConfigError(f"pruning.target_density={p.target_density!r} is for pruning.schedule=oneshot, gradual or dynamic; "
                               f"the {p.schedule} schedule removes pruning.fraction of the "
                               f"{'remaining' if p.schedule == 'iterative' else 'dense'} weights per level")
     elif not (p.target_density is None and p.schedule == "oneshot" and p.granularity == "n:m"):  # n:m one-shot: n/m
@@ -261,3 +264,37 @@ def _validate_pruning_method(cfg: Config) -> None:
         raise ConfigError(f"pruning.synflow_rounds={p.synflow_rounds!r}: SynFlow needs >= 1 pruning round per level")
     if not p.grasp_temperature > 0:
         raise ConfigError(f"pruning.grasp_temperature={p.grasp_temperature!r}: must be > 0")
+
+
+def _validate_dynamic(cfg: Config) -> None:
+    """`pruning.schedule=dynamic` (`lth.sparsity.dynamic`) and its methods, which go only together."""
+    p = cfg.pruning
+    if (p.schedule == "dynamic") != (p.method in DYNAMIC_METHODS):
+        if p.schedule == "dynamic":
+            raise ConfigError(f"pruning.method={p.method!r}: pruning.schedule=dynamic trains a moving sparse mask; it needs "
+                              f"pruning.method in {', '.join(DYNAMIC_METHODS)}")
+        raise ConfigError(f"pruning.method={p.method!r} is dynamic sparse training: it needs pruning.schedule=dynamic, not "
+                          f"pruning.schedule={p.schedule}")
+    if p.schedule != "dynamic":
+        return
+    if cfg.levels != 0:
+        raise ConfigError(f"levels={cfg.levels!r}: pruning.schedule=dynamic trains one sparse network (level 0), so it "
+                          "needs levels=0")
+    for setting, value, default in (("pruning.granularity", p.granularity, "weight"), ("pruning.ablation", p.ablation, "none"),
+                                    ("pruning.fractions", dict(p.fractions), {})):
+        if value != default:
+            raise ConfigError(f"{setting}={value!r}: pruning.schedule=dynamic allows only {setting}={default} (per-tensor "
+                              "densities: pruning.distribution=erk|er|custom with pruning.densities)")
+    if p.scope not in (None, "layerwise"):
+        raise ConfigError(f"pruning.scope={p.scope!r}: pruning.schedule=dynamic keeps an exact count per tensor (spread "
+                          "by pruning.distribution), so it allows pruning.scope=layerwise (or null) only")
+    d = p.dynamic
+    if parse_duration(d.every, setting="pruning.dynamic.every").value <= 0:
+        raise ConfigError(f"pruning.dynamic.every={d.every!r}: must be at least one step")
+    parse_duration(d.begin, setting="pruning.dynamic.begin")
+    if d.end is not None:
+        parse_duration(d.end, setting="pruning.dynamic.end")
+    if isinstance(d.drop_fraction, bool) or not isinstance(d.drop_fraction, (int, float)) or not 0.0 < d.drop_fraction < 1.0:
+        raise ConfigError(f"pruning.dynamic.drop_fraction={d.drop_fraction!r}: the fraction of each tensor's active weights "
+                          "dropped (and grown) at an update must lie in (0, 1)")
+    _choice("pruning.dynamic.drop_decay", d.drop_decay, DROP_DECAYS)

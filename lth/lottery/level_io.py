@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lth.sparsity import flops, masks as M
+from lth.sparsity import dynamic, flops, masks as M
+from lth.sparsity.gradual import GradualPruning
 from lth.runs import checkpoints, results
 from lth.lottery import controls as C, members
 from lth.lottery import replicates as REP
@@ -116,6 +117,11 @@ def _member_result(level: int, kind: str, host, hist, ctx, start: int, end: int,
     n = len(dens)
     level_rows = results.level_rows(level, kind, dens, _pruned_part(hist, ctx, level), start=start, end=end, first=first,
                                     flops=flops.member_flops(ctx.trainer.model, ctx.trainer.dataset.input_shape, host))
+    dyn = getattr(ctx.trainer, "mask_update", None)
+    if isinstance(dyn, dynamic.DynamicSparse):  # results.csv's mask_turnover: against the starting mask
+        start_masks = dynamic.initial_masks(dyn, host.mask, ctx.cfg.seed, range(first, first + n))
+        for row, m0, m in zip(level_rows, M.unstack(start_masks, n), M.unstack(host.mask, n)):
+            row["mask_turnover"] = dyn.turnover(m0, m)
     per_tensor = {p: [M.tensor_densities(m, [p])[p] for m in M.unstack(host.mask, n)] for p in paths}
     result = {
         "rows": level_rows, "summary": _kind_summary(level_rows, per_tensor),
@@ -140,7 +146,7 @@ def _pruned_part(hist, ctx, level: int):
     """The history early stopping looks at: all of it, except under gradual pruning, where only the
     evaluations from the end of pruning on count (earlier ones saw a denser network)."""
     gradual_plan = getattr(ctx.trainer, "mask_update", None)
-    if level != 0 or gradual_plan is None:
+    if level != 0 or not isinstance(gradual_plan, GradualPruning):  # dynamic training: one density throughout
         return hist
     keep = [i for i, s in enumerate(hist.eval_steps) if s >= gradual_plan.end]
     return dataclasses.replace(hist, eval_steps=[hist.eval_steps[i] for i in keep], evals=[hist.evals[i] for i in keep])

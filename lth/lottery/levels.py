@@ -35,7 +35,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lth.sparsity import ablations, budget, gradual, masks as M, methods, pruning
+from lth.sparsity import ablations, budget, dynamic, gradual, masks as M, methods, pruning
 from lth.runs import checkpoints, results
 from lth.lottery import controls as C, members, pretrained, rewind
 from lth.train import data_order
@@ -122,6 +122,9 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
             tuple((tuple(g), 1.0 - frac) for g, frac in pruning.groups(paths, cfg.pruning)), begin=begin, end=end,
             every=every, initial_density=cfg.pruning.gradual.initial_density)
     ones = jax.vmap(M.ones_like)(variables["params"])
+    if plan.dynamic is not None:  # dynamic sparse training: a random mask at the target density from step 0
+        trainer.mask_update = dynamic.from_config(cfg.pruning, one_params, paths, plan.dynamic)
+        ones = dynamic.initial_masks(trainer.mask_update, ones, cfg.seed, range(cfg.replicates))
     states0 = trainer.create_states(variables, ones)
 
     # The replicate count is not part of the name: more replicates extend the run (lth.lottery.replicates).

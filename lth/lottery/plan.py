@@ -1,5 +1,5 @@
 """The plan of a lottery run and its preparation: the step counts of a level (`Plan`, `make_plan`: steps per
-epoch, the rewind step, evaluation and logging intervals, gradual pruning's steps), and `prepare(cfg)`:
+epoch, the rewind step, evaluation and logging intervals, gradual pruning's and dynamic sparse training's steps), and `prepare(cfg)`:
 everything that can fail on bad input (validation, the model, the data, the plan, the trainer), done
 before anything is written. The level loop (`lth.lottery.levels`), compression and the instability
 analysis prepare their runs here.
@@ -31,13 +31,15 @@ class Plan:
     log_every: int
     steps_per_epoch: int
     gradual: tuple[int, int, int] | None = None  # (begin, end, every) of gradual pruning
+    dynamic: tuple[int, int, int] | None = None  # (begin, end, every) of dynamic sparse training
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if d["gradual"] is None:
-            d.pop("gradual")  # the hash of every run without gradual pruning stays as it was
-        else:
-            d["gradual"] = list(d["gradual"])
+        for key in ("gradual", "dynamic"):
+            if d[key] is None:
+                d.pop(key)  # the hash of every run without them stays as it was
+            else:
+                d[key] = list(d[key])
         return d
 
 
@@ -59,7 +61,24 @@ def make_plan(cfg: Config, num_train: int) -> Plan:
     eval_every = to_steps(cfg.train.eval_every, spe, setting="train.eval_every")
     log_every = to_steps(cfg.logger.wandb.log_every, spe, setting="logger.wandb.log_every")
     gradual = _gradual_steps(cfg, spe, total) if cfg.pruning.schedule == "gradual" else None
-    return Plan(total, k, max(1, eval_every), max(1, log_every), spe, gradual)
+    dynamic = _dynamic_steps(cfg, spe, total) if cfg.pruning.schedule == "dynamic" else None
+    return Plan(total, k, max(1, eval_every), max(1, log_every), spe, gradual, dynamic)
+
+
+def _dynamic_steps(cfg: Config, spe: int, total: int) -> tuple[int, int, int]:
+    """(begin, end, every) of dynamic sparse training in steps; `end` defaults to 3/4 of training.
+    The mask moves at begin + jΔt < end, so begin < end <= train.duration."""
+    d = cfg.pruning.dynamic
+    begin = to_steps(d.begin, spe, setting="pruning.dynamic.begin")
+    end = to_steps(d.end, spe, setting="pruning.dynamic.end") if d.end is not None else (3 * total) // 4
+    if not begin < end <= total:
+        raise ConfigError(
+            f"pruning.dynamic.begin={d.begin!r} (step {begin}) and pruning.dynamic.end={d.end!r} (step {end}): dynamic "
+            f"sparse training needs begin < end <= train.duration ({total} steps)")
+    every = to_steps(d.every, spe, setting="pruning.dynamic.every")
+    if every < 1:
+        raise ConfigError(f"pruning.dynamic.every={d.every!r} is {every} steps: must be at least one step")
+    return begin, end, every
 
 
 def _gradual_steps(cfg: Config, spe: int, total: int) -> tuple[int, int, int]:

@@ -36,6 +36,12 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
     if p.schedule == "gradual":
         begin, end, every = plan.gradual
         what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"
+    elif p.schedule == "dynamic":
+        begin, end, every = plan.dynamic
+        d = p.dynamic
+        what = (f"{p.method} dynamic sparse training at density {p.target_density} ({p.distribution} per tensor)" +
+                ("" if p.method == "static" else f", mask moved every {every} steps over {begin}..{end - 1}, drop fraction "
+                 f"{d.drop_fraction:g} ({d.drop_decay})"))
     elif p.schedule == "oneshot":
         what += f", one shot to density {p.target_density}"
     else:
@@ -52,6 +58,7 @@ def _kind_summary(rows, per_tensor) -> dict[str, Any]:
         "test_accuracy_std": float(np.std([r["test_accuracy"] for r in rows])),
         "early_stop_step": mean("early_stop_step"), "early_stop_test_accuracy": mean("early_stop_test_accuracy"),
         "min_val_loss": mean("min_val_loss"), "seconds": rows[0]["seconds"], "tensor_densities": per_tensor,
+        **({"mask_turnover": mean("mask_turnover")} if all("mask_turnover" in r for r in rows) else {}),
     }
 
 

@@ -10,7 +10,9 @@ momentum, Adam moments and weight decay). L is the mean cross-entropy of the log
 dataset with an objective (masked-language modelling), the objective's loss of the corrupted
 batch. BatchNorm statistics are updated in the same forward pass. With a gradual schedule
 (`mask_update`), the mask is recomputed inside the compiled step at the schedule's update steps
-and the newly pruned weights zeroed before the update.
+and the newly pruned weights zeroed before the update. With dynamic sparse training
+(`lth.sparsity.dynamic`), the mask moves at its update steps between the gradient g (dense: the
+gradient of every weight, pruned or not) and the update, which then uses the new mask.
 
 `Steps` is a mixin of `lth.train.trainer.Trainer`: its methods read the trainer's model, dataset,
 objective, augmentation, `mask_update`, `replicates_as` and batch layout (set in
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lth.sparsity import masks as M
+from lth.sparsity import dynamic, masks as M
 from lth.train.train_state import TrainState
 
 _OBJECTIVE_SALT, _RNG_SALT = 0x6D6C6D, 0x64726F70  # fold_in constants: the step key's uses besides augmentation
@@ -54,9 +56,14 @@ class Steps:
         logits = self.model.apply(variables, x, train=train, **kw)
         return cross_entropy(logits, y), (logits, batch_stats)
 
-    def _train_step(self, state: TrainState, x, y, rng=None):
+    def _train_step(self, state: TrainState, x, y, rng=None, before_update=None):
+        """`before_update(state, grads) -> (state, metrics)`: a change of the state between the dense
+        gradient and the update (dynamic sparse training's mask update), or None."""
         grad_fn = jax.value_and_grad(self._loss, has_aux=True)
         (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, x, y, True, rng)
+        extra = {}
+        if before_update is not None:
+            state, extra = before_update(state, grads)
         lr = state.lr_fn(state.step)
         state = state.apply_masked_gradients(grads, masked=self.masked, batch_stats=batch_stats)
         if self.objective is None:
@@ -64,7 +71,7 @@ class Steps:
         else:  # the fraction of the predicted (labelled) tokens that are right
             _, correct, weight = self.objective.token_losses(logits, y)
             acc = correct.sum() / jnp.maximum(weight.sum(), 1.0)
-        return state, {"loss": loss, "accuracy": acc, "lr": lr}
+        return state, {"loss": loss, "accuracy": acc, "lr": lr, **extra}
 
     def _replica_step(self, state, idx, aug_key, x_all, y_all, step):
         """One step of one replicate on the examples `idx` of its epoch permutation, augmented
@@ -78,8 +85,17 @@ class Steps:
             x, y = self.objective.corrupt(jax.random.fold_in(jax.random.fold_in(aug_key, step), _OBJECTIVE_SALT), x)
         rng = jax.random.fold_in(jax.random.fold_in(aug_key, step), _RNG_SALT) if self.rng_streams else None
         gp = self.mask_update
-        if gp is None:
+        if gp is None or not getattr(gp, "moves", True):  # no mask update, or dynamic training's static mask
             return self._train_step(state, self.dataset.normalize(x), y, rng)
+        if getattr(gp, "uses_gradients", False):  # dynamic sparse training (lth.sparsity.dynamic)
+            key = dynamic.grow_key(jax.random.fold_in(aug_key, step))
+
+            def move(s, grads):  # a conditional on the loop's step, as below
+                s, density = jax.lax.cond(gp.is_update(step), lambda s: gp.update(s, grads, step, key),
+                                          lambda s: (s, jnp.float32(jnp.nan)), s)
+                return s, {"density": density}
+
+            return self._train_step(state, self.dataset.normalize(x), y, rng, move)
 
         def prune(s):  # the new mask (and its density) computed only when the branch is taken
             mask = gp.update_mask(s.params, s.mask, step)

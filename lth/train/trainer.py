@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth.sparsity.dynamic import DynamicSparse
 from lth.sparsity.gradual import GradualPruning
 from lth.train.drivers import (  # noqa: F401  (re-exported: `from lth.train.trainer import train_level`)
     LevelHistory, LevelInProgress, chunk_boundaries, replicate_keys, stacked_density, train_level)
@@ -95,13 +96,16 @@ class Trainer(Steps, Evaluation, PerDevice):
         alive fraction of the new mask over the schedule's tensors, NaN at the other steps (a
         reduction over every prunable weight each step would cost ~10% of a LeNet-300-100 step
         on a CPU). (On XLA:GPU a conditional copies its predicate to the host every step, see
-        `perms`; the in-loop update's cost there is not measured yet.)
+        `perms`; the in-loop update's cost there is not measured yet.) An
+        `lth.sparsity.dynamic.DynamicSparse` (dynamic sparse training) is asked the same way, after
+        the dense gradient is computed, and moves the mask from (params, gradient, step key) before
+        the update (`lth.train.steps`); with its `static` method the step is the plain masked one.
     """
 
     def __init__(self, model, dataset, tx, lr_fn, *, batch_size: int, eval_batch_size: int = 1000,
                  augment: Optional[Callable] = None, masked: bool = True, scan: Optional[bool] = None,
                  perms: Optional[str] = None, unroll: int = 1, replicates_as: Optional[str] = None,
-                 mask_update: Optional[GradualPruning] = None, shuffle: bool = True, drop_last: bool = True):
+                 mask_update: Optional[GradualPruning | DynamicSparse] = None, shuffle: bool = True, drop_last: bool = True):
         self.model, self.dataset, self.tx, self.lr_fn = model, dataset, tx, lr_fn
         self.objective = getattr(dataset, "objective", None)
         self.rng_streams = tuple(getattr(model, "rng_streams", ()))
