@@ -103,8 +103,9 @@ def validate(cfg: Config) -> None:
     if (i.source is None) != (i.level is None):
         raise ConfigError(f"instability.source={i.source!r}, instability.level={i.level!r}: give both (the copies train under "
                           "the ticket mask of that level) or neither (dense)")
-    if cfg.pruning.schedule == "gradual":
-        raise ConfigError("pruning.schedule=gradual: instability analysis trains fixed masks (dense, or a lottery level's)")
+    if cfg.pruning.schedule in ("gradual", "dynamic"):
+        raise ConfigError(f"pruning.schedule={cfg.pruning.schedule}: instability analysis trains fixed masks (dense, or a "
+                          "lottery level's)")
 
 
 # -- BatchNorm statistics along the path -------------------------------------------------------

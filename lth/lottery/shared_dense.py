@@ -39,8 +39,8 @@ def level0_settings(cfg: Config, steps: dict[str, Any], extra: dict[str, Any] | 
 
 
 def shareable(cfg: Config) -> bool:
-    """Whether level 0 is plain dense training (gradual pruning prunes during it)."""
-    return cfg.pruning.schedule != "gradual"
+    """Whether level 0 is plain dense training (gradual pruning and dynamic sparse training prune during it)."""
+    return cfg.pruning.schedule not in ("gradual", "dynamic")
 
 
 def for_run(cfg: Config, steps: dict[str, Any], extra: dict[str, Any] | None, rd: RunDir) -> RunDir:

@@ -32,6 +32,8 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
     if p.schedule == "gradual":
         begin, end, every = plan.gradual
         what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"
+    elif p.schedule == "dynamic":
+        what += f", dynamic at density {p.target_density}" + (f", SR-STE decay {p.ste_decay:g}" if p.ste_decay else "")
     elif p.schedule == "oneshot":
         what += f", one shot to density {p.target_density}"
     else:
