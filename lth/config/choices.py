@@ -6,8 +6,10 @@ from __future__ import annotations
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "inv", "linear")
 SCOPES = ("global", "layerwise", "module")
-METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init", "rigl", "set", "static", "custom")  # custom last
-DYNAMIC_METHODS = ("rigl", "set", "static")  # pruning.schedule=dynamic (lth.sparsity.dynamic)
+METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "magnitude_at_init", "rigl", "set", "static", "magnitude_ste",
+           "custom")  # custom last
+# pruning.schedule=dynamic: one run at a fixed density (lth.sparsity.dynamic; magnitude_ste: lth.sparsity.ste)
+DYNAMIC_METHODS = ("rigl", "set", "static", "magnitude_ste")
 PRUNING_SCHEDULES = ("iterative", "linear", "oneshot", "gradual", "dynamic")
 GRANULARITIES = ("weight", "neuron", "channel", "n:m", "block")  # n:m, block: lth.sparsity.patterns
 ABLATIONS = ("none", "shuffle_layerwise", "reinit", "invert")

@@ -23,6 +23,7 @@ from lth.config.choices import (
     DROP_DECAYS,
     DYNAMIC_METHODS,
     DTYPES,
+    DYNAMIC_METHODS,
     GRANULARITIES,
     INITS,
     METHODS,
@@ -206,6 +207,42 @@ def _validate_distribution(p) -> None:
             raise ConfigError(f"pruning.densities: {pattern!r} is not a valid regular expression ({e})") from None
 
 
+def _validate_ste(cfg: Config) -> None:
+    """`pruning.schedule=dynamic` and straight-through pruning (`method=magnitude_ste`, `ste_decay`:
+    `lth.sparsity.ste`): one training run (levels=0) at pruning.target_density."""
+    p = cfg.pruning
+    d = p.ste_decay
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 0:
+        raise ConfigError(f"pruning.ste_decay={d!r}: SR-STE's decay λ_W of the pruned weights must be a number >= 0 "
+                          "(0: plain STE; Zhou et al. 2021 use 2e-4)")
+    if d != 0 and p.method != "magnitude_ste":
+        raise ConfigError(f"pruning.ste_decay={d!r} is for pruning.method=magnitude_ste (SR-STE), not "
+                          f"pruning.method={p.method}; leave it at 0")
+    if p.method == "magnitude_ste" and p.schedule != "dynamic":
+        raise ConfigError(f"pruning.schedule={p.schedule!r}: pruning.method=magnitude_ste trains dense weights through a "
+                          "mask recomputed every step, in one run; it needs pruning.schedule=dynamic")
+    if p.schedule != "dynamic":
+        return
+    if p.method not in DYNAMIC_METHODS:
+        raise ConfigError(f"pruning.method={p.method!r}: pruning.schedule=dynamic trains with one of "
+                          f"{', '.join(DYNAMIC_METHODS)}")
+    if cfg.levels != 0:
+        raise ConfigError(f"levels={cfg.levels!r}: pruning.schedule=dynamic trains one run at pruning.target_density, "
+                          "so it needs levels=0")
+    for setting, value, allowed in (("pruning.granularity", p.granularity, ("weight", "n:m")),
+                                    ("pruning.ablation", p.ablation, ("none",)),
+                                    ("pruning.scope", p.scope, (None, "layerwise", "global"))):
+        if value not in allowed:
+            raise ConfigError(f"{setting}={value!r}: pruning.method={p.method} allows "
+                              f"{' or '.join(str(a) for a in allowed)}")
+    if p.fractions:
+        raise ConfigError(f"pruning.fractions={dict(p.fractions)}: pruning.method={p.method} takes per-tensor densities "
+                          "as pruning.distribution=custom with pruning.densities (pattern -> density)")
+    if p.granularity == "n:m" and p.target_density is not None and abs(p.target_density - p.n_m[0] / p.n_m[1]) > 1e-9:
+        raise ConfigError(f"pruning.target_density={p.target_density!r} with pruning.granularity=n:m and "
+                          f"pruning.n_m={list(p.n_m)}: an N:M mask has density n/m = {p.n_m[0] / p.n_m[1]:g}")
+
+
 def _validate_pruning_method(cfg: Config) -> None:
     """The method, schedule, granularity and ablation, and the settings each needs."""
     p = cfg.pruning
@@ -219,6 +256,7 @@ def _validate_pruning_method(cfg: Config) -> None:
     _choice("pruning.schedule", p.schedule, PRUNING_SCHEDULES)
     _choice("pruning.granularity", p.granularity, GRANULARITIES)
     _choice("pruning.ablation", p.ablation, ABLATIONS)
+    _validate_ste(cfg)
     _validate_dynamic(cfg)
     if p.schedule in ("iterative", "linear"):
         if p.target_density is not None:
@@ -280,6 +318,9 @@ def _validate_dynamic(cfg: Config) -> None:
     if cfg.levels != 0:
         raise ConfigError(f"levels={cfg.levels!r}: pruning.schedule=dynamic trains one sparse network (level 0), so it "
                           "needs levels=0")
+    _validate_dynamic_steps(p.dynamic)
+    if p.method == "magnitude_ste":  # its granularity, scope and fractions: _validate_ste
+        return
     for setting, value, default in (("pruning.granularity", p.granularity, "weight"), ("pruning.ablation", p.ablation, "none"),
                                     ("pruning.fractions", dict(p.fractions), {})):
         if value != default:
@@ -288,7 +329,10 @@ def _validate_dynamic(cfg: Config) -> None:
     if p.scope not in (None, "layerwise"):
         raise ConfigError(f"pruning.scope={p.scope!r}: pruning.schedule=dynamic keeps an exact count per tensor (spread "
                           "by pruning.distribution), so it allows pruning.scope=layerwise (or null) only")
-    d = p.dynamic
+
+
+def _validate_dynamic_steps(d) -> None:
+    """`pruning.dynamic`: when and how much the mask moves."""
     if parse_duration(d.every, setting="pruning.dynamic.every").value <= 0:
         raise ConfigError(f"pruning.dynamic.every={d.every!r}: must be at least one step")
     parse_duration(d.begin, setting="pruning.dynamic.begin")

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lth.sparsity import ablations, budget, dynamic, gradual, masks as M, methods, pruning
+from lth.sparsity import ablations, budget, dynamic, gradual, masks as M, methods, pruning, ste
 from lth.runs import checkpoints, results
 from lth.lottery import controls as C, members, pretrained, rewind
 from lth.train import data_order
@@ -126,6 +126,9 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
         trainer.mask_update = dynamic.from_config(cfg.pruning, one_params, paths, plan.dynamic)
         ones = dynamic.initial_masks(trainer.mask_update, ones, cfg.seed, range(cfg.replicates))
     states0 = trainer.create_states(variables, ones)
+    if cfg.pruning.method == "magnitude_ste":  # dense weights, mask m(w) recomputed every step (lth.sparsity.ste)
+        trainer.ste = ste.from_config(cfg.pruning, {p: np.shape(M.flatten(one_params)[p]) for p in paths})
+        states0 = trainer.ste.initial(states0)
 
     # The replicate count is not part of the name: more replicates extend the run (lth.lottery.replicates).
     rd = RunDir.for_config(cfg, plan.as_dict(), inputs or None, replicates=False)
@@ -334,6 +337,8 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
         ckpt.finish()  # a checkpoint being written in the background is completed, whatever happened
         if progress is not None:
             progress.close()
+    if trainer.ste is not None:  # the network trained is m(w) ⊙ w: the level's final weights
+        states = trainer.ste.finalize(states)
     out, replace = {}, {}
     rewind_new = jax.device_get(rewind.snapshot(captured)) if level == 0 else None
     for g, sl in zip(groups, members.slices(groups)):

@@ -61,7 +61,9 @@ def make_plan(cfg: Config, num_train: int) -> Plan:
     eval_every = to_steps(cfg.train.eval_every, spe, setting="train.eval_every")
     log_every = to_steps(cfg.logger.wandb.log_every, spe, setting="logger.wandb.log_every")
     gradual = _gradual_steps(cfg, spe, total) if cfg.pruning.schedule == "gradual" else None
-    dynamic = _dynamic_steps(cfg, spe, total) if cfg.pruning.schedule == "dynamic" else None
+    # (straight-through pruning, method=magnitude_ste, recomputes its mask every step: no update steps)
+    moving = cfg.pruning.schedule == "dynamic" and cfg.pruning.method != "magnitude_ste"
+    dynamic = _dynamic_steps(cfg, spe, total) if moving else None
     return Plan(total, k, max(1, eval_every), max(1, log_every), spe, gradual, dynamic)
 
 

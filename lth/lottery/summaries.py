@@ -37,11 +37,14 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
         begin, end, every = plan.gradual
         what += f", gradual to density {p.target_density} over steps {begin}..{end} every {every}"
     elif p.schedule == "dynamic":
-        begin, end, every = plan.dynamic
-        d = p.dynamic
-        what = (f"{p.method} dynamic sparse training at density {p.target_density} ({p.distribution} per tensor)" +
-                ("" if p.method == "static" else f", mask moved every {every} steps over {begin}..{end - 1}, drop fraction "
-                 f"{d.drop_fraction:g} ({d.drop_decay})"))
+        if p.method == "magnitude_ste":
+            what += f", dynamic at density {p.target_density}" + (f", SR-STE decay {p.ste_decay:g}" if p.ste_decay else "")
+        else:
+            begin, end, every = plan.dynamic
+            d = p.dynamic
+            what = (f"{p.method} dynamic sparse training at density {p.target_density} ({p.distribution} per tensor)" +
+                    ("" if p.method == "static" else f", mask moved every {every} steps over {begin}..{end - 1}, drop fraction "
+                     f"{d.drop_fraction:g} ({d.drop_decay})"))
     elif p.schedule == "oneshot":
         what += f", one shot to density {p.target_density}"
     else:

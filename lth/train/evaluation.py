@@ -9,7 +9,8 @@ so one compiled batch shape covers it; per replicate
 corrupted with `fold_in(PRNGKey(EVAL_OBJECTIVE_SEED), i)`, the same at every evaluation).
 
 `Evaluation` is a mixin of `lth.train.trainer.Trainer`: its methods use the trainer's `_loss`
-(`lth.train.steps`), `over_replicates`, `eval_sets` and compiled `_eval` / `_eval1`.
+(`lth.train.steps`), `over_replicates`, `eval_sets`, `ste` and compiled `_eval` / `_eval1`. Under
+straight-through pruning (`Trainer.ste`) the evaluated weights are m(w) ⊙ w.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class Evaluation:
         es = self.eval_sets[split]
         if es is None:
             return {}
+        if self.ste is not None:  # straight-through pruning: the network is m(w) ⊙ w (lth.sparsity.ste)
+            states = states.replace(params=self.ste.forward(states.params, states.mask))
         if self.scan:
             if self.member_mesh is None:
                 loss, acc = self._eval(states.params, states.batch_stats, es.x, es.y, es.w, batch=es.batch)

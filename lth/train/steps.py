@@ -12,10 +12,12 @@ batch. BatchNorm statistics are updated in the same forward pass. With a gradual
 (`mask_update`), the mask is recomputed inside the compiled step at the schedule's update steps
 and the newly pruned weights zeroed before the update. With dynamic sparse training
 (`lth.sparsity.dynamic`), the mask moves at its update steps between the gradient g (dense: the
-gradient of every weight, pruned or not) and the update, which then uses the new mask.
+gradient of every weight, pruned or not) and the update, which then uses the new mask. With straight-through pruning (`ste`,
+`lth.sparsity.ste`) the loss is that of m(w) ⊙ w, the dense w takes its gradient unmasked and the
+mask m(w) is recomputed after the update.
 
 `Steps` is a mixin of `lth.train.trainer.Trainer`: its methods read the trainer's model, dataset,
-objective, augmentation, `mask_update`, `replicates_as` and batch layout (set in
+objective, augmentation, `mask_update`, `ste`, `replicates_as` and batch layout (set in
 `Trainer.__init__`).
 """
 
@@ -60,12 +62,17 @@ class Steps:
         """`before_update(state, grads) -> (state, metrics)`: a change of the state between the dense
         gradient and the update (dynamic sparse training's mask update), or None."""
         grad_fn = jax.value_and_grad(self._loss, has_aux=True)
-        (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats, x, y, True, rng)
+        ste = self.ste  # straight-through pruning (lth.sparsity.ste): the loss of m(w) ⊙ w, its gradient to the dense w
+        params = state.params if ste is None else ste.forward(state.params, state.mask)
+        (loss, (logits, batch_stats)), grads = grad_fn(params, state.batch_stats, x, y, True, rng)
         extra = {}
         if before_update is not None:
             state, extra = before_update(state, grads)
         lr = state.lr_fn(state.step)
-        state = state.apply_masked_gradients(grads, masked=self.masked, batch_stats=batch_stats)
+        if ste is None:
+            state = state.apply_masked_gradients(grads, masked=self.masked, batch_stats=batch_stats)
+        else:
+            state = ste.apply_gradients(state, grads, batch_stats=batch_stats)
         if self.objective is None:
             acc = jnp.mean(jnp.argmax(logits, -1) == y)
         else:  # the fraction of the predicted (labelled) tokens that are right

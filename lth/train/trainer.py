@@ -113,6 +113,9 @@ class Trainer(Steps, Evaluation, PerDevice):
         if mask_update is not None and not masked:
             raise ValueError("mask_update needs masked=True (the dense baseline has no mask to update)")
         self.mask_update = mask_update
+        # Straight-through pruning (`lth.sparsity.ste.SteMagnitude`, set by `lth.lottery.levels` for
+        # pruning.method=magnitude_ste), or None: the params are the dense w, the mask m(w).
+        self.ste = None
         self.batch_sharding = None  # set by lth.train.sharding.placement for devices.shard=batch
         self.member_mesh = None  # set by lth.train.sharding.placement for devices.shard=members
         self.batch_size = batch_size
