@@ -9,14 +9,15 @@ Mapping: Dense -> Gemm (kernel (in, out), bias); Conv -> Conv (kernel transposed
 (out, in, h, w), images transposed once to NCHW after the input); BatchNorm -> BatchNormalization
 (evaluation mode, the running statistics, lth's epsilon); Relu -> Relu; MaxPool -> MaxPool 2x2
 stride 2; Flatten -> Transpose back to NHWC + Flatten (so features come in the (H, W, C) order
-of `x.reshape(B, -1)`); GlobalMean -> GlobalAveragePool + Flatten. Opset 17.
+of `x.reshape(B, -1)`); GlobalMean -> GlobalAveragePool + Flatten; Residual -> its body's and
+shortcut's nodes from the same input, then Add. Opset 17.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lth.export.graph import BatchNorm, Conv, Dense, Flatten, GlobalMean, MaxPool, Op, Relu
+from lth.export.graph import BatchNorm, Conv, Dense, Flatten, GlobalMean, MaxPool, Op, Relu, Residual
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 shipped with: loadable by older onnxruntime releases too
@@ -43,18 +44,33 @@ def to_onnx(ops: list[Op], input_shape: tuple[int, ...], num_classes: int, name:
         nodes.append(helper.make_node(op_type, [state["x"]] + inputs, [out], **attrs))
         state["x"] = out
 
-    nchw = False
-    for op in ops:
-        if isinstance(op, Conv) and not nchw:
+    layout = {"nchw": False}
+
+    def emit(op_list: list[Op]) -> None:
+        for op in op_list:
+            emit_one(op)
+
+    def emit_one(op: Op) -> None:
+        if isinstance(op, (Conv, Residual)) and not layout["nchw"]:
             node("Transpose", [], perm=[0, 3, 1, 2])
-            nchw = True
-        if isinstance(op, Dense):
+            layout["nchw"] = True
+        if isinstance(op, Residual):
+            start = state["x"]
+            emit(op.body)
+            body = state["x"]
+            state["x"] = start
+            emit(op.shortcut)
+            out = fresh("add")
+            nodes.append(helper.make_node("Add", [body, state["x"]], [out]))
+            state["x"] = out
+        elif isinstance(op, Dense):
             node("Gemm", [const(f"{op.name}.kernel", op.kernel), const(f"{op.name}.bias", op.bias)])
         elif isinstance(op, Conv):
             kh, kw = op.kernel.shape[:2]
             ph, pw = op.pads
-            node("Conv", [const(f"{op.name}.kernel", op.kernel.transpose(3, 2, 0, 1)), const(f"{op.name}.bias", op.bias)],
-                 kernel_shape=[kh, kw], pads=[ph, pw, ph, pw], strides=[1, 1])
+            bias = [] if op.bias is None else [const(f"{op.name}.bias", op.bias)]
+            node("Conv", [const(f"{op.name}.kernel", op.kernel.transpose(3, 2, 0, 1)), *bias],
+                 kernel_shape=[kh, kw], pads=[ph, pw, ph, pw], strides=[op.strides, op.strides])
         elif isinstance(op, BatchNorm):
             node("BatchNormalization", [const(f"{op.name}.scale", op.scale), const(f"{op.name}.bias", op.bias),
                                         const(f"{op.name}.mean", op.mean), const(f"{op.name}.var", op.var)],
@@ -64,16 +80,18 @@ def to_onnx(ops: list[Op], input_shape: tuple[int, ...], num_classes: int, name:
         elif isinstance(op, MaxPool):
             node("MaxPool", [], kernel_shape=[2, 2], strides=[2, 2])
         elif isinstance(op, Flatten):
-            if nchw:
+            if layout["nchw"]:
                 node("Transpose", [], perm=[0, 2, 3, 1])
-                nchw = False
+                layout["nchw"] = False
             node("Flatten", [], axis=1)
         elif isinstance(op, GlobalMean):
             node("GlobalAveragePool", [])
             node("Flatten", [], axis=1)
-            nchw = False
+            layout["nchw"] = False
         else:
             raise TypeError(f"no ONNX mapping for {op!r}")
+
+    emit(ops)
     nodes[-1].output[0] = "logits"
     graph = helper.make_graph(
         nodes, name,

@@ -12,7 +12,11 @@ inputs from it are all 0), whatever it computes.
 exactly 0 (its kernel slice all 0 and the constant its bias leaves through the BatchNorm and
 ReLU equal to 0) or unread, repeating until nothing changes (a unit whose only inputs were
 deleted units becomes a constant). The output layer keeps every unit (the classes); a layer
-keeps at least one unit. The result is exact: the tests compare the smaller network's outputs
+keeps at least one unit. In a ResNet the channels of the residual stream are tied together by
+the additions (a channel is 0 only where every added tensor is), so only a block's inner units
+are deleted (its first convolution's filters, BatchNorm channels, and the second convolution's
+inputs: the units Li et al. 2017 prune); the stream, the blocks' last convolutions and the
+shortcuts keep their widths. The result is exact: the tests compare the smaller network's outputs
 with the masked network's for each supported family.
 """
 
@@ -22,17 +26,21 @@ import dataclasses
 
 import numpy as np
 
-from lth.export.graph import BatchNorm, Conv, Dense, Flatten, Op, Relu
+from lth.export.graph import BatchNorm, Conv, Dense, Flatten, Op, Relu, Residual
 
 
 def shrink(ops: list[Op]) -> list[Op]:
-    """A copy of `ops` with the removable units of every hidden Dense/Conv layer deleted."""
-    ops = [dataclasses.replace(op) for op in ops]
+    """A copy of `ops` with the removable units of every hidden Dense/Conv layer deleted (inside
+    residual blocks, the units between the block's own layers)."""
+    ops = [dataclasses.replace(op, body=shrink(op.body)) if isinstance(op, Residual) else dataclasses.replace(op)
+           for op in ops]
     weighted = [i for i, op in enumerate(ops) if isinstance(op, (Dense, Conv))]
+    pairs = [(a, b) for a, b in zip(weighted[:-1], weighted[1:])
+             if not any(isinstance(op, Residual) for op in ops[a + 1:b])]  # a residual stream between: tied widths
     changed = True
     while changed:
         changed = False
-        for a, b in zip(weighted[:-1], weighted[1:]):
+        for a, b in pairs:
             keep = _keep(ops, a, b)
             if not keep.all():
                 _remove(ops, a, b, keep)
@@ -64,7 +72,8 @@ def _reads(ops: list[Op], a: int, b: int) -> np.ndarray:
 def _constant(ops: list[Op], a: int, b: int) -> np.ndarray:
     """Per unit of layer `a`, the value it outputs (after its BatchNorm and ReLU) when its
     kernel slice is all 0, as the float32 arithmetic of `lth.export.graph.forward` gives it."""
-    c = ops[a].bias.astype(np.float32).copy()
+    bias = ops[a].bias
+    c = np.zeros(ops[a].kernel.shape[-1], np.float32) if bias is None else bias.astype(np.float32).copy()
     for op in ops[a + 1:b]:
         if isinstance(op, BatchNorm):
             c = (c - op.mean) * (op.scale * (1.0 / np.sqrt(op.var + np.float32(op.eps)))) + op.bias
@@ -86,7 +95,8 @@ def _keep(ops: list[Op], a: int, b: int) -> np.ndarray:
 def _remove(ops: list[Op], a: int, b: int, keep: np.ndarray) -> None:
     """Delete the units `~keep` of layer `a`, its BatchNorm channels and layer `b`'s inputs."""
     P, units = _positions(ops, a, b), ops[a].kernel.shape[-1]
-    ops[a] = dataclasses.replace(ops[a], kernel=ops[a].kernel[..., keep], bias=ops[a].bias[keep])
+    bias = ops[a].bias
+    ops[a] = dataclasses.replace(ops[a], kernel=ops[a].kernel[..., keep], bias=None if bias is None else bias[keep])
     for i in range(a + 1, b):
         if isinstance(ops[i], BatchNorm):
             bn = ops[i]
