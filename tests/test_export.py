@@ -156,3 +156,17 @@ def test_bad_input_refused_with_nothing_written(neuron_run, change, match):
     with pytest.raises(ConfigError, match=match):
         export.run(_export_cfg(cfg, src, runs, **change), echo=lambda _: None)
     assert not runs.exists() and sorted(os.listdir(src.run_dir)) == before
+
+
+def test_python_api_and_command_line(neuron_run):
+    import lth
+
+    tmp, cfg, src = neuron_run
+    run = lth.run({"export.source": src.run_dir, "export.level": 1, "export.format": "stablehlo", "export.repeats": 1,
+                   "paths.runs_dir": str(tmp / "api")}, experiment="export", echo=lambda _: None)
+    assert set(run.results.network) == {"dense", "masked", "exported"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "experiments/export.py", f"export.source={src.run_dir}", "export.level=1",
+                           "export.format=tflite", f"paths.runs_dir={tmp / 'cli'}"], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 2 and "export.format='tflite' is not one of onnx, stablehlo" in proc.stderr
+    assert not (tmp / "cli").exists()
