@@ -55,7 +55,7 @@ from lth.runs.reading import (  # noqa: F401
 
 # -- running ---------------------------------------------------------------------------------------
 
-EXPERIMENTS = ("auto", "lottery", "branch", "instability", "compress")
+EXPERIMENTS = ("auto", "lottery", "branch", "instability", "compress", "export")
 
 
 def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "auto", model: Any = None,
@@ -69,7 +69,9 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
     `instability` is the instability analysis (`lth.analysis.instability.run`; a dict with
     `instability.source` starts from that run's config, as a branch does); `compress` is Deep
     Compression of a level (`lth.compression.compress.run`, from `compress.source`'s config likewise; its
-    `Run.results` is the size report, report.csv). A lottery run takes a researcher's own `model`
+    `Run.results` is the size report, report.csv); `export` is a level as an ONNX file or a serialized
+    JAX program (`lth.export.export.run`, from `export.source`'s config; `Run.results` is the speed
+    and size report, report.csv). A lottery run takes a researcher's own `model`
     (a Flax module object) and `data` (a mapping of arrays x_train, y_train, x_test, y_test) in
     place of the config's (`lth.user_components`)."""
     from lth.config.schema import Config, ConfigError
@@ -79,13 +81,15 @@ def run(config: Any, *, echo: Callable[[str], None] = print, experiment: str = "
     if isinstance(config, Config):
         cfg = config
     elif isinstance(config, dict):
-        cfg = config_from_dict(config, source_key=experiment if experiment in ("instability", "compress") else "branch")
+        cfg = config_from_dict(config, source_key=experiment if experiment in ("instability", "compress", "export") else "branch")
     else:
         raise TypeError(f"lth.run: config must be an lth.config.schema.Config or a dict of settings, not {type(config).__name__}")
     if experiment == "instability":
         from lth.analysis import instability as module
     elif experiment == "compress":
         from lth.compression import compress as module
+    elif experiment == "export":
+        from lth.export import export as module
     elif experiment == "branch" or (experiment == "auto" and cfg.branch.source):
         from lth.lottery import branch as module
     else:

@@ -407,7 +407,7 @@ def test_every_readme_command_composes(composed):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     commands = readme_commands()
-    assert len(commands) >= 30 and {c[0] for c in commands} == {"lottery", "branch", "instability", "compress"}
+    assert len(commands) >= 30 and {c[0] for c in commands} == {"lottery", "branch", "instability", "compress", "export"}
     parser = OverridesParser.create()
     for name, *overrides in commands:
         plain = []

@@ -14,7 +14,7 @@ from lth._aliases import OLD_TO_NEW
 
 ROOT = Path(__file__).resolve().parents[1] / "lth"
 # Layers, top to bottom: a module may import its own layer's packages and any below, never above.
-LAYERS = [("api", "user_components"), ("lottery", "analysis", "compression"),
+LAYERS = [("api", "user_components"), ("lottery", "analysis", "compression", "export"),
           ("train", "sparsity", "runs", "integrations"), ("config", "data", "models")]
 LAYER = {pkg: i for i, pkgs in enumerate(LAYERS) for pkg in pkgs}
 

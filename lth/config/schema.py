@@ -49,6 +49,7 @@ from lth.config.sections import (  # noqa: F401
     DatasetConfig,
     DevicesConfig,
     DynamicConfig,
+    ExportConfig,
     GradualConfig,
     InitConfig,
     InstabilityConfig,

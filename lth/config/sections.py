@@ -210,6 +210,21 @@ class CompressConfig:
 
 
 @dataclass
+class ExportConfig:
+    """A finished level as a deployable model (`experiments/export.py`, `lth.export.export`).
+    `source`/`level`/`kind`/`replicate`: which trained member; `format`: `onnx` (a graph that
+    onnxruntime runs) or `stablehlo` (a serialized `jax.export` program); `repeats`: timed runs per
+    latency/throughput measurement (the median is reported, after warm-up runs)."""
+
+    source: Optional[str] = None
+    level: Optional[int] = None
+    kind: str = "ticket"
+    replicate: int = 0
+    format: str = "onnx"  # onnx | stablehlo
+    repeats: int = 20
+
+
+@dataclass
 class TrainConfig:
     duration: str = "1500it"
     batch_size: int = 100
@@ -312,4 +327,5 @@ class Config:
     branch: BranchConfig = field(default_factory=BranchConfig)  # read by experiments/branch.py only
     instability: InstabilityConfig = field(default_factory=InstabilityConfig)  # read by experiments/instability.py only
     compress: CompressConfig = field(default_factory=CompressConfig)  # read by experiments/compress.py only
+    export: ExportConfig = field(default_factory=ExportConfig)  # read by experiments/export.py only
     budget: BudgetConfig = field(default_factory=BudgetConfig)  # lth.sparsity.budget (the Optuna search's constraint)
