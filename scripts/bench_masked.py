@@ -12,7 +12,10 @@ compiled step; cost analysis counts a pruned weight's zero multiplications too).
 At the first R it also measures training with gradual magnitude pruning inside the compiled loop
 (`lth.sparsity.gradual`, `Trainer(mask_update=...)`): from dense to 20% density (global) over the timed
 window, the mask recomputed every `--gradual-every` steps (a `lax.cond` on the step; default 100,
-0 skips it), and prints its steps/s against the fixed-mask masked step (goal: >= 0.9 x).
+0 skips it), and prints its steps/s against the fixed-mask masked step (goal: >= 0.9 x). Likewise
+RigL (`lth.sparsity.dynamic`, Evci et al. 2020): a random 20%-density mask per tensor moved every
+`--rigl-every` steps over the timed window (drop by magnitude, grow by |dense gradient|, moments of
+grown weights reset; default 100, RigL's ΔT; 0 skips it), against the same masked step (goal >= 0.9 x).
 
     python scripts/bench_masked.py [--steps 2000] [--repeats 5] [--replicates 1 4]
     python scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 8 32 128   # Frankle & Carbin's setting
@@ -27,6 +30,7 @@ import jax
 from bench_common import best_rate, device_line, fresh_states, real_or_random, write_record
 from lth.sparsity import masks as M
 from lth.config.schema import ModelConfig, OptimizerConfig, PruningConfig
+from lth.sparsity.dynamic import DynamicSparse, initial_masks
 from lth.sparsity.gradual import GradualPruning
 from lth.models import build_model
 from lth.train.optim import make_optimizer, make_schedule
@@ -72,6 +76,8 @@ def main() -> None:
     ap.add_argument("--replicates-as", default=None, choices=["vmap", "loop"], help="default: the trainer's for this model and device")
     ap.add_argument("--gradual-every", type=int, default=100,
                     help="steps between in-loop gradual mask updates, measured at the first R (0: not measured)")
+    ap.add_argument("--rigl-every", type=int, default=100,
+                    help="steps between in-loop RigL mask updates, measured at the first R (0: not measured)")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     args = ap.parse_args()
     chunk = args.chunk or args.steps
@@ -107,6 +113,20 @@ def main() -> None:
                            replicates_as=args.replicates_as, mask_update=gp)
             states_g, keys_g = fresh_states(tr_g, R)
             gradual = (measure(tr_g, states_g, keys_g, args.steps, chunk, args.repeats, flops=False)[0], gp)
+        rigl = None
+        if args.rigl_every > 0 and R == args.replicates[0]:
+            # RigL at 20% density per tensor from a random mask, updates at 0, Δt, 2Δt, ... < the window's end.
+            one = jax.tree.map(lambda x: x[0], states.params)
+            paths = M.prunable_paths(one, ["kernel$"])
+            shapes = {p: M.flatten(one)[p].shape for p in paths}
+            dyn = DynamicSparse.build(shapes, 0.2, method="rigl", begin=0, end=args.steps, every=args.rigl_every)
+            tr_r = Trainer(model, ds, make_optimizer(opt), make_schedule(opt, total_steps=args.steps, steps_per_epoch=spe),
+                           batch_size=args.batch_size, perms=args.perms, unroll=args.unroll,
+                           replicates_as=args.replicates_as, mask_update=dyn)
+            states_r, keys_r = fresh_states(tr_r, R)
+            states_r = states_r.replace(mask=initial_masks(dyn, states_r.mask, 0, range(R)))
+            states_r = states_r.replace(params=M.apply_mask(states_r.params, states_r.mask))
+            rigl = (measure(tr_r, states_r, keys_r, args.steps, chunk, args.repeats, flops=False)[0], dyn)
         (dense, fl_d), (masked_sps, fl_m) = res[False], res[True]
         base = base or (args.replicates[0], args.replicates[0] * masked_sps)
         row = {"replicates": R, "dense_steps_per_s": dense, "masked_steps_per_s": masked_sps,
@@ -126,6 +146,13 @@ def main() -> None:
             print(f"R={R}: gradual pruning in the loop (density 1 -> 0.2, mask recomputed every {gp.every} steps, "
                   f"{len(gp.update_steps())} updates in {args.steps} steps) {sps:9.1f} steps/s   "
                   f"gradual/masked = {sps / masked_sps:.3f} (goal >= 0.9)", flush=True)
+        if rigl is not None:
+            sps, dyn = rigl
+            row.update(rigl_steps_per_s=sps, rigl_over_masked=sps / masked_sps, rigl_every=dyn.every,
+                       rigl_updates=len(dyn.update_steps()))
+            print(f"R={R}: RigL in the loop (density 0.2 per tensor, mask moved every {dyn.every} steps, "
+                  f"{len(dyn.update_steps())} updates in {args.steps} steps) {sps:9.1f} steps/s   "
+                  f"rigl/masked = {sps / masked_sps:.3f} (goal >= 0.9)", flush=True)
     write_record(args.json, "masked", rows, data=what, batch_size=args.batch_size, optimizer=args.optimizer,
                  steps=args.steps, chunk=chunk, unroll=args.unroll, perms=tr.perms)
 
