@@ -5,14 +5,19 @@ processes before JAX first touches a device; then `jax.devices()` lists every pr
 and `jax.local_devices()` this process's. The entry points (`experiments/common.py:run_or_exit`)
 call `maybe_initialize()` before any work:
 
-- `LTH_DISTRIBUTED=1` (or `true`): initialize, letting JAX detect the cluster (SLURM, Open MPI,
-  TPU pods, or `JAX_COORDINATOR_ADDRESS`/`JAX_NUM_PROCESSES`/`JAX_PROCESS_ID` set by hand);
+- `LTH_DISTRIBUTED=1` (or `true`): initialize, from `LTH_COORDINATOR` (host:port),
+  `LTH_NUM_PROCESSES` and `LTH_PROCESS_ID` when set (`python -m lth.launch` sets them:
+  `lth.integrations.launch`), else letting JAX detect the cluster (SLURM, Open MPI, TPU pods);
 - `LTH_DISTRIBUTED=0` (or `false`): never (e.g. several independent tasks in one allocation);
 - unset: initialize when SLURM started this process as one task of several in one job step
   (`SLURM_NTASKS` > 1 with the step's `SLURM_STEP_NODELIST`, `SLURM_PROCID`, `SLURM_LOCALID`:
   what `srun` and the submitit launcher's `nodes`/`tasks_per_node` set; the preset
   `hydra/launcher=slurm_multinode` starts such jobs). JAX then takes one process per GPU
   (`local_device_ids=[SLURM_LOCALID]`), so `tasks_per_node` should equal `gpus_per_node`.
+
+On the CPU, the processes exchange arrays over gloo (`jax_cpu_collectives_implementation`): how
+`python -m lth.launch --processes N` rehearses a multi-node job on one machine. After initializing,
+`lth.runs.writer` learns this process's index: only process 0 writes the run's files.
 
 Deciding (`wanted`) imports nothing; only `maybe_initialize` imports JAX, and only to initialize.
 """
@@ -24,6 +29,7 @@ from typing import Mapping, Optional
 
 ENV = "LTH_DISTRIBUTED"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+EXPLICIT = ("LTH_COORDINATOR", "LTH_NUM_PROCESSES", "LTH_PROCESS_ID")
 _SLURM_STEP = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _initialized = False
 
@@ -59,19 +65,36 @@ def is_primary(environ: Optional[Mapping[str, str]] = None) -> bool:
             return True
     except ValueError:  # a bad LTH_DISTRIBUTED (ConfigError) is reported by maybe_initialize
         return True
-    return env.get("SLURM_PROCID", env.get("JAX_PROCESS_ID", "0")) == "0"
+    return env.get("SLURM_PROCID", env.get("LTH_PROCESS_ID", env.get("JAX_PROCESS_ID", "0"))) == "0"
 
 
 def maybe_initialize(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Call `jax.distributed.initialize()` (once per process) when `wanted`; True if it did now or
-    before. JAX detects the coordinator, process count and id from the cluster's environment."""
+    before. The coordinator, process count and id: `EXPLICIT`'s variables when set, else what JAX
+    detects from the cluster's environment."""
     global _initialized
     if _initialized:
         return True
-    if not wanted(environ):
+    env = os.environ if environ is None else environ
+    if not wanted(env):
         return False
     import jax
 
-    jax.distributed.initialize()
+    from lth.runs import writer
+
+    given = [k for k in EXPLICIT if env.get(k)]
+    if 0 < len(given) < len(EXPLICIT):
+        from lth.config.schema import ConfigError
+
+        raise ConfigError(f"{', '.join(given)} set without {', '.join(k for k in EXPLICIT if k not in given)}: "
+                          f"set all of {', '.join(EXPLICIT)} (python -m lth.launch does) or none (cluster detection)")
+    if "jax_cpu_collectives_implementation" in jax.config.values:  # the CPU's collectives between processes
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if given:
+        jax.distributed.initialize(coordinator_address=env["LTH_COORDINATOR"], num_processes=int(env["LTH_NUM_PROCESSES"]),
+                                   process_id=int(env["LTH_PROCESS_ID"]))
+    else:
+        jax.distributed.initialize()
+    writer.set_process(jax.process_index(), jax.process_count())
     _initialized = True
     return True
