@@ -25,6 +25,7 @@ Deciding (`wanted`) imports nothing; only `maybe_initialize` imports JAX, and on
 from __future__ import annotations
 
 import os
+import sys
 from typing import Mapping, Optional
 
 ENV = "LTH_DISTRIBUTED"
@@ -66,6 +67,22 @@ def is_primary(environ: Optional[Mapping[str, str]] = None) -> bool:
     except ValueError:  # a bad LTH_DISTRIBUTED (ConfigError) is reported by maybe_initialize
         return True
     return env.get("SLURM_PROCID", env.get("LTH_PROCESS_ID", env.get("JAX_PROCESS_ID", "0"))) == "0"
+
+
+def initialized() -> bool:
+    """Whether this process joined a multi-process job (`maybe_initialize`)."""
+    return _initialized
+
+
+def exit_now(code: int) -> None:
+    """In a multi-process job, end this process at once with status `code`: a normal exit would
+    wait (minutes) for the other processes at JAX's shutdown barrier, while they wait for this one
+    in a collective; whoever started the job (`python -m lth.launch`, SLURM) stops them. Nothing
+    in a single-process run."""
+    if _initialized:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def maybe_initialize(environ: Optional[Mapping[str, str]] = None) -> bool:

@@ -59,7 +59,7 @@ def for_run(cfg: Config, steps: dict[str, Any], extra: dict[str, Any] | None, rd
         write_json(rd0.file("settings.json"), settings)
     for n in LINKED:
         link = rd.file(n)
-        if not os.path.lexists(link):
+        if not os.path.lexists(link) and writer.primary():
             os.symlink(os.path.relpath(rd0.file(n), rd.path), link)
     return rd0
 

@@ -90,8 +90,10 @@ class LevelCheckpoints:
             import orbax.checkpoint as ocp
 
             mine = writer.primary()  # the other processes of a multi-process run only read (lth.runs.writer)
+            if mine:
+                os.makedirs(self.dir, exist_ok=True)  # (orbax's create=True refuses a per-process manager)
             opts = ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=self.async_save,
-                                                cleanup_tmp_directories=mine, create=mine, **writer.orbax_options())
+                                                cleanup_tmp_directories=mine, create=False, **writer.orbax_options())
             self._manager = ocp.CheckpointManager(self.dir, options=opts)
         return self._manager
 
