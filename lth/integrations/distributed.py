@@ -69,6 +69,31 @@ def is_primary(environ: Optional[Mapping[str, str]] = None) -> bool:
     return env.get("SLURM_PROCID", env.get("LTH_PROCESS_ID", env.get("JAX_PROCESS_ID", "0"))) == "0"
 
 
+def local_device_ids(environ: Optional[Mapping[str, str]] = None) -> Optional[list[int]]:
+    """The GPUs this process uses, from `LTH_LOCAL_DEVICES`: unset, JAX's choice (under SLURM the
+    GPU of `SLURM_LOCALID`: one process per GPU); `all`, every GPU of the node (one process per
+    node: `hydra/launcher=slurm_multinode_node`), counted from `SLURM_GPUS_ON_NODE` or
+    `CUDA_VISIBLE_DEVICES`; or a list `0,1,2,3`."""
+    env = os.environ if environ is None else environ
+    value = env.get("LTH_LOCAL_DEVICES", "").strip()
+    if not value:
+        return None
+    from lth.config.schema import ConfigError
+
+    if value == "all":
+        n = env.get("SLURM_GPUS_ON_NODE", "").split("(")[0]
+        if not n.isdigit() and env.get("CUDA_VISIBLE_DEVICES"):
+            n = str(len(env["CUDA_VISIBLE_DEVICES"].split(",")))
+        if not n.isdigit():
+            raise ConfigError("LTH_LOCAL_DEVICES=all: neither SLURM_GPUS_ON_NODE nor CUDA_VISIBLE_DEVICES says how many "
+                              "GPUs this node has; list them (LTH_LOCAL_DEVICES=0,1,2,3)")
+        return list(range(int(n)))
+    try:
+        return [int(x) for x in value.split(",")]
+    except ValueError:
+        raise ConfigError(f"LTH_LOCAL_DEVICES={value!r}: expected all or a list of GPU ids such as 0,1,2,3") from None
+
+
 def initialized() -> bool:
     """Whether this process joined a multi-process job (`maybe_initialize`)."""
     return _initialized
@@ -107,11 +132,13 @@ def maybe_initialize(environ: Optional[Mapping[str, str]] = None) -> bool:
                           f"set all of {', '.join(EXPLICIT)} (python -m lth.launch does) or none (cluster detection)")
     if "jax_cpu_collectives_implementation" in jax.config.values:  # the CPU's collectives between processes
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    local = local_device_ids(env)
+    extra = {} if local is None else {"local_device_ids": local}
     if given:
         jax.distributed.initialize(coordinator_address=env["LTH_COORDINATOR"], num_processes=int(env["LTH_NUM_PROCESSES"]),
-                                   process_id=int(env["LTH_PROCESS_ID"]))
+                                   process_id=int(env["LTH_PROCESS_ID"]), **extra)
     else:
-        jax.distributed.initialize()
+        jax.distributed.initialize(**extra)
     writer.set_process(jax.process_index(), jax.process_count())
     _initialized = True
     return True
