@@ -58,6 +58,15 @@ def test_a_failed_process_stops_the_others_and_the_launcher_exits_with_its_statu
         os.kill(int(pid.read_text()), 0)
 
 
+def test_a_refused_run_over_two_processes_ends_at_once_with_status_2(tmp_path):
+    """Both processes refuse the bad setting and exit without waiting for each other at JAX's
+    shutdown (minutes otherwise: `lth.integrations.distributed.exit_now`)."""
+    t0 = time.time()
+    res = _launch(2, "experiments/lottery.py", f"paths.runs_dir={tmp_path}", "devices.shard=rows", timeout=300)
+    assert res.returncode == 2 and "devices.shard='rows'" in res.stderr, res.stderr[-2000:]
+    assert time.time() - t0 < 120 and not any(tmp_path.iterdir())
+
+
 def test_partial_explicit_settings_are_refused():
     from lth.config.schema import ConfigError
     from lth.integrations import distributed
