@@ -78,6 +78,7 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
         print(f"error: {e}", file=sys.stderr)
         if in_sweep:
             return None
+        distributed.exit_now(2)  # one process of several: no waiting for the others at exit
         sys.exit(2)
     except Interrupted as e:  # SIGTERM / SIGINT: the level in progress was checkpointed (lth.runs.interrupt)
         record_job("interrupted", error=str(e))
@@ -88,6 +89,9 @@ def run_or_exit(work: Callable[[], Any]) -> Any:
         if in_sweep:
             traceback.print_exc()
             return None
+        if distributed.initialized():  # the others wait in a collective: exit now (the launcher stops them)
+            traceback.print_exc()
+            distributed.exit_now(1)
         raise
     except BaseException as e:  # Ctrl-C, SystemExit, a pre-emption signal: the sweep stops too
         record_job("interrupted", error=type(e).__name__)

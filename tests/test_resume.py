@@ -466,16 +466,6 @@ def test_a_corrupt_result_file_is_reported_and_its_level_trained_again(tmp_path)
     pd.testing.assert_frame_equal(first.results.drop(columns=["seconds"]), again.results.drop(columns=["seconds"]))
 
 
-def test_a_run_started_as_several_processes_is_refused_before_any_work(tmp_path, monkeypatch):
-    from lth.lottery import levels as lottery
-    from lth.config.schema import ConfigError
-
-    monkeypatch.setattr(jax, "process_count", lambda: 2)
-    with pytest.raises(ConfigError, match="started as 2 processes"):
-        lottery.run(small_config(tmp_path))
-    assert not os.path.exists(tmp_path / "runs")
-
-
 @pytest.mark.slow
 def test_a_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path):
     """submitit's local executor, pre-empted the way SLURM does it (SIGUSR2 to the job, which

@@ -42,6 +42,8 @@ def hydra_compose():
     ("slurm", dict(gpus_per_node=None, cpus_per_task=4, timeout_min=240, mem_gb=16, array_parallelism=32, nodes=1, tasks_per_node=1)),
     ("slurm_gpu", dict(gpus_per_node=1, cpus_per_task=8, timeout_min=720, mem_gb=64, array_parallelism=16, nodes=1, tasks_per_node=1)),
     ("slurm_multinode", dict(gpus_per_node=4, cpus_per_task=8, timeout_min=720, mem_gb=128, array_parallelism=4, nodes=2, tasks_per_node=4)),
+    ("slurm_multinode_node", dict(gpus_per_node=4, cpus_per_task=16, timeout_min=720, mem_gb=128, array_parallelism=4, nodes=2,
+                                  tasks_per_node=1, setup=["export LTH_LOCAL_DEVICES=all"])),
 ])
 def test_slurm_presets_compose_with_their_fields(hydra_compose, preset, expected):
     """Each preset inherits submitit's SLURM launcher, sets every documented field, requeues after

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lth.runs import checkpoints, results
+from lth.runs import checkpoints, results, writer
 from lth.lottery import controls as C, rewind
 from lth.sparsity import flops, masks as M
 from lth.config.schema import Config, ConfigError, from_dict, to_dict
@@ -145,7 +145,8 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> "Outcome":
 
         wb = cfg.logger.wandb
         label = os.path.basename(rd.path)
-        logger = WandbLogger(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or label, tags=wb.tags + ["branch"],
+        logger = WandbLogger(mode=wb.mode if writer.primary() else "disabled", project=wb.project, entity=wb.entity,
+                             group=wb.group or label, tags=wb.tags + ["branch"],
                              config={**to_dict(cfg), "run_hash": rd.hash, "run_dir": rd.path, "source_run": source_run,
                                      "plan": plan.as_dict()},
                              directory=rd.path, log_every=plan.log_every, label=label, run_id=f"lth-{rd.hash}")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from lth.sparsity import dynamic, flops, masks as M
 from lth.sparsity.gradual import GradualPruning
-from lth.runs import checkpoints, results
+from lth.runs import checkpoints, results, writer
 from lth.lottery import controls as C, members
 from lth.lottery import replicates as REP
 from lth.sparsity import structured
@@ -100,7 +100,8 @@ def _read_done(rd: RunDir, level: int, kind: str, echo) -> dict[str, Any] | None
 
         path = os.path.join(rd.member_dir(level, kind), "result.json")
         aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(path, aside)
+        if writer.primary():  # the other processes of a multi-process run only read (lth.runs.writer)
+            os.replace(path, aside)
         echo(f"level {level} ({kind}): {path} is corrupt ({e}); moved to {aside}, the level is trained again")
         return None
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from lth.sparsity import ablations, budget, dynamic, gradual, masks as M, methods, pruning, ste
-from lth.runs import checkpoints, results
+from lth.runs import checkpoints, results, writer
 from lth.lottery import controls as C, members, pretrained, rewind
 from lth.train import data_order
 from lth.runs import interrupt, progress as progress_mod
@@ -91,7 +91,6 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
 
     supplied = targets.Supplied(model=model, data=data)
     cfg = targets.describe(resolve(cfg), supplied)  # the model's, dataset's and optimizer's own defaults (lth.config.defaults)
-    sharding.check_single_process()
     dataset, plan, trainer = prepare(cfg, supplied)
     keys = replicate_keys(cfg.seed, cfg.replicates)
     variables = trainer.init_variables(keys["init"])
@@ -225,7 +224,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
     from lth.integrations.wandb_logger import WandbLogger
 
     wb = cfg.logger.wandb
-    logger = WandbLogger(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or label, tags=wb.tags,
+    logger = WandbLogger(mode=wb.mode if writer.primary() else "disabled", project=wb.project, entity=wb.entity, group=wb.group or label, tags=wb.tags,
                          config={**to_dict(cfg), "run_hash": rd.hash, "run_dir": rd.path, "plan": plan.as_dict()},
                          directory=rd.path, log_every=plan.log_every, label=label, run_id=f"lth-{rd.hash}")
     rows: list[dict] = []
@@ -246,6 +245,7 @@ def _run_levels(cfg, rd, rd0, plan, dataset, trainer, keys, states0, ctx, one_pa
                 interrupt.stop(f"before level {level} (levels 0..{level - 1} are finished)")
             lrd = rd0 if level == 0 else rd  # level 0 may be the shared dense level
             kinds = ["ticket"] + (list(cfg.controls) if level > 0 else [])
+            writer.barrier(f"lth level {level}")  # what process 0 wrote is on disk for all (lth.runs.writer)
             with shared_dense.holding(rd0, rd, echo) if level == 0 else contextlib.nullcontext():
                 if level == 0:
                     REP.recover(rd0.path)
@@ -318,7 +318,7 @@ def _train_level(cfg, lrd, level, todo, on_disk, sources, trainer, states0, ctx,
             progress.update(resume.step - start)
 
     def on_boundary(step, lvl):
-        signum = interrupt.requested()
+        signum = writer.stop_requested()  # several processes stop at the same boundary
         if step < T and (signum is not None or ckpt.due(step, every is None or step in every)):
             ckpt.save(step, lvl.states, lvl.captured, lvl.history.eval_steps, lvl.history.evals, lvl.train_so_far(),
                       lvl.diverged)

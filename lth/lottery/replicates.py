@@ -26,6 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from lth.runs import writer
+
 MANIFEST = ".swap.json"
 
 
@@ -98,6 +100,8 @@ def commit(root: str, replacements: dict[str, str]) -> None:
 def recover(root: str) -> None:
     """Finish a committed replacement under `root` (each new path renamed over its target), or, with
     no manifest, delete the `*.new` leftovers of one that was never committed."""
+    if not writer.primary():  # the writing process finishes it (lth.runs.writer)
+        return
     manifest = os.path.join(root, MANIFEST)
     if os.path.exists(manifest):
         with open(manifest) as f:

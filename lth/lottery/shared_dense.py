@@ -24,6 +24,7 @@ import os
 from typing import Any, Callable
 
 from lth.config.schema import Config
+from lth.runs import writer
 from lth.runs.run_dir import RunDir, hash_of, hashed_settings, write_json
 
 LINKED = ("level_00", "rewind")
@@ -59,7 +60,7 @@ def for_run(cfg: Config, steps: dict[str, Any], extra: dict[str, Any] | None, rd
         write_json(rd0.file("settings.json"), settings)
     for n in LINKED:
         link = rd.file(n)
-        if not os.path.lexists(link):
+        if not os.path.lexists(link) and writer.primary():
             os.symlink(os.path.relpath(rd0.file(n), rd.path), link)
     return rd0
 
@@ -68,7 +69,7 @@ def for_run(cfg: Config, steps: dict[str, Any], extra: dict[str, Any] | None, rd
 def holding(rd0: RunDir, rd: RunDir, echo: Callable[[str], None]):
     """Hold the shared level's lock (waiting while another run trains it); nothing when `rd0` is
     the run's own directory (whose lock the run holds already)."""
-    if rd0.path == rd.path:
+    if rd0.path == rd.path or not writer.primary():  # a multi-process run: process 0 holds it (lth.runs.writer)
         yield
         return
     f = open(rd0.file(".lock"), "a+")

@@ -15,15 +15,20 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lth.runs import writer
+
 PyTree = Any
 
 
 def _checkpointer() -> ocp.StandardCheckpointer:
-    return ocp.StandardCheckpointer()
+    return ocp.StandardCheckpointer(**writer.orbax_options())
 
 
 def save(path: str, tree: PyTree) -> None:
-    """Save `tree` (device or host arrays) at `path`; replaces an existing checkpoint there."""
+    """Save `tree` (device or host arrays) at `path`; replaces an existing checkpoint there. Only the
+    writing process of a multi-process run saves (`lth.runs.writer`: every process holds `tree`)."""
+    if not writer.primary():
+        return
     path = os.path.abspath(path)
     ckptr = _checkpointer()
     ckptr.save(path, jax.device_get(tree), force=True)

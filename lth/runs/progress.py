@@ -38,6 +38,8 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
+from lth.runs import writer
+
 PyTree = Any
 FORMAT = 1
 
@@ -87,8 +89,11 @@ class LevelCheckpoints:
         if self._manager is None:
             import orbax.checkpoint as ocp
 
+            mine = writer.primary()  # the other processes of a multi-process run only read (lth.runs.writer)
+            if mine:
+                os.makedirs(self.dir, exist_ok=True)  # (orbax's create=True refuses a per-process manager)
             opts = ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=self.async_save,
-                                                cleanup_tmp_directories=True, create=True)
+                                                cleanup_tmp_directories=mine, create=False, **writer.orbax_options())
             self._manager = ocp.CheckpointManager(self.dir, options=opts)
         return self._manager
 
@@ -101,6 +106,9 @@ class LevelCheckpoints:
              evals: list[dict[str, np.ndarray]], train: dict[str, np.ndarray], diverged: np.ndarray) -> None:
         import orbax.checkpoint as ocp
 
+        if not writer.primary():
+            self.last_saved = self.clock()
+            return
         arrays = _plain({"states": states, "train": dict(train), **({"captured": captured} if captured is not None else {})})
         meta = {
             "format": FORMAT, "members": self.members, "step": int(step), "captured": captured is not None,
@@ -159,6 +167,9 @@ class LevelCheckpoints:
         return os.path.join(self.dir, str(step))
 
     def _set_aside(self, step: int, why: str) -> None:
+        if not writer.primary():  # process 0 moves it, and reports
+            self._manager = None
+            return
         aside = os.path.join(os.path.dirname(self.dir), "progress-corrupt", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(os.path.dirname(aside), exist_ok=True)
         shutil.move(self._where(step), aside)
@@ -176,4 +187,5 @@ class LevelCheckpoints:
             self._manager.wait_until_finished()
             self._manager.close()
             self._manager = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if writer.primary():
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -27,6 +27,7 @@ import tempfile
 from typing import Any
 
 from lth.config import defaults
+from lth.runs import writer
 from lth.config.schema import (
     HASH_OMITTED_AT_DEFAULT,
     HASHED_SECTIONS,
@@ -79,7 +80,10 @@ def hash_of(settings: dict[str, Any]) -> str:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never a half-written file."""
+    """Write `text` to `path` through a temporary file and a rename: never a half-written file.
+    Only the writing process of a multi-process run writes (`lth.runs.writer`)."""
+    if not writer.primary():
+        return
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
@@ -141,7 +145,7 @@ class RunDir:
         run's name, once, so that re-running its command continues it."""
         import dataclasses as dc
 
-        if os.path.exists(self.path):
+        if os.path.exists(self.path) or not writer.primary():
             return
         for n in range(most, 0, -1):
             old = _path(cfg, "", content_hash(dc.replace(cfg, replicates=n), steps, extra))
@@ -151,7 +155,8 @@ class RunDir:
                 return
 
     def create(self) -> None:
-        os.makedirs(self.path, exist_ok=True)
+        if writer.primary():
+            os.makedirs(self.path, exist_ok=True)
 
     def file(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
@@ -168,7 +173,10 @@ class RunDir:
         return os.path.exists(os.path.join(self.member_dir(level, kind), "result.json"))
 
     def lock(self):
-        """Hold an exclusive lock on the run for the life of the returned file object."""
+        """Hold an exclusive lock on the run for the life of the returned file object (the writing
+        process's: the others of a multi-process run get an object to close, and no lock)."""
+        if not writer.primary():
+            return open(os.devnull)
         f = open(self.file(".lock"), "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -100,7 +100,8 @@ class Evaluation:
                 loss, acc = self._eval(states.params, states.batch_stats, es.x, es.y, es.w, batch=es.batch)
             else:
                 outs = self._per_device(self._eval, (states.params, states.batch_stats), (es.x, es.y, es.w), batch=es.batch)
-                loss, acc = (np.concatenate([np.asarray(o[i]) for o in outs]) for i in (0, 1))
+                loss, acc = self._assemble(outs) if jax.process_count() > 1 else \
+                    (np.concatenate([np.asarray(o[i]) for o in outs]) for i in (0, 1))
             return {"loss": np.asarray(loss), "accuracy": np.asarray(acc)}
         # CPU + convolutions: one compiled single-replicate batch at a time, as in `run`.
         if self.objective is not None:

@@ -5,6 +5,10 @@ device runs the one-device compiled program on its own members, so a member comp
 a one-device run of that many members computes (XLA's SPMD partitioning of the same step rounds
 differently, and training amplifies rounding).
 
+Over several processes (`lth.train.multiprocess`), each process calls only its own devices, on
+its block of members cut from the host arrays every process holds, and the outputs are gathered
+back to every process as host arrays (`_assemble`, `_gather_members`).
+
 `PerDevice` is a mixin of `lth.train.trainer.Trainer` (it reads `member_mesh`).
 """
 
@@ -14,12 +18,16 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
 def _shard_on(x, dev, sharding):
     """The part of member-sharded `x` on device `dev` (re-sharded first if an operation left it
     otherwise)."""
+    if jax.process_count() > 1:  # host arrays, whole on every process: this device's block
+        x = np.asarray(x)
+        return jax.device_put(x[sharding.devices_indices_map(x.shape)[dev]], dev)
     if not isinstance(x, jax.Array):
         x = jnp.asarray(x)
     if x.sharding != sharding:
@@ -41,7 +49,7 @@ class PerDevice:
         sharded arrays or `shard_map`, compiles another program for it that rounds differently,
         and training amplifies rounding: 1% of test accuracy after 200 MNIST-1D steps.)"""
         sharding = NamedSharding(self.member_mesh, P("members"))
-        devs = list(self.member_mesh.devices.flat)
+        devs = [d for d in self.member_mesh.devices.flat if d.process_index == jax.process_index()]  # this process's
         here = self.__dict__.setdefault("_replicated_on", {})
         outs = []
         for dev in devs:
@@ -60,7 +68,10 @@ class PerDevice:
         return outs
 
     def _assemble(self, parts: list, axis: int = 0):
-        """One member-sharded global array per leaf from per-device parts (split on `axis`)."""
+        """One member-sharded global array per leaf from per-device parts (split on `axis`); over
+        several processes, host arrays of all members, on every process."""
+        if jax.process_count() > 1:
+            return self._gather_members(parts, axis)
         spec = P("members") if axis == 0 else P(*([None] * axis), "members")
         sharding = NamedSharding(self.member_mesh, spec)
 
@@ -71,3 +82,28 @@ class PerDevice:
 
         return jax.tree.map(one, *parts)
 
+
+    def _gather_members(self, parts: list, axis: int = 0):
+        """Per-device outputs (members on `axis`) of this process's devices, then of the next
+        process's, ...: every member's, as host arrays on every process (`lth.train.multiprocess`)."""
+        from lth.train import multiprocess
+
+        local = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=axis), *parts)
+        return multiprocess.gather(local, axis)
+
+    def _over_processes(self):
+        """With data parallel over several processes (`batch_sharding` over their devices): the
+        function making host values global arrays replicated on its mesh; else None."""
+        if self.batch_sharding is None or jax.process_count() == 1:
+            return None
+        from lth.train import multiprocess
+
+        everywhere = NamedSharding(self.batch_sharding.mesh, P())
+        return lambda tree: multiprocess.to_global(tree, everywhere)
+
+    def _global_data(self, glob):
+        """The training set as global arrays replicated on the mesh (made once)."""
+        here = self.__dict__.setdefault("_global_train", {})
+        if "xy" not in here:
+            here["xy"] = (glob(self.x_train), glob(self.y_train))
+        return here["xy"]

@@ -17,10 +17,12 @@ the work, through `jax.sharding` (GSPMD partitions the same compiled step; no co
 The training data is replicated on every device. Single-device runs and the CPU's per-step Python
 loop for convolutional models (`Trainer.scan=False`) are left as they are (`placement` -> None).
 
-One run uses the devices of one process. A run started as several processes
-(`jax.distributed.initialize`, `lth.integrations.distributed`) is refused before any work
-(`check_single_process`): every process would train every member and write the same files.
-Splitting one run's members over hosts is not implemented; sweeps spread runs over nodes instead.
+A run started as several processes (`jax.distributed`: `lth.integrations.distributed`,
+`python -m lth.launch`) splits the same way over the devices of all processes, the same number on
+each (`lth.train.multiprocess`: members block-wise by process, gathered back after every compiled
+call; batches split over all devices with states replicated); `devices.count` counts the devices
+of each process. When the count does not split (M = 3 over 2 processes), every process trains all
+members itself, the same ones, and only process 0 writes (`lth.runs.writer`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any, Callable, Optional
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from lth.train import multiprocess
 
 
 def largest_divisor(n: int, most: int) -> int:
@@ -46,23 +50,13 @@ def local_devices(count: int = 0) -> list:
     return devs[:count] if count else devs
 
 
-def check_single_process() -> None:
-    """Refuse a run spread over several processes (see the module's docstring)."""
-    n = jax.process_count()
-    if n > 1:
-        from lth.config.schema import ConfigError
-
-        raise ConfigError(
-            f"this run was started as {n} processes (jax.distributed): a lottery run trains on the devices of one "
-            "process (devices.count, devices.shard); start it as one task per node (hydra/launcher=slurm_gpu with "
-            "gpus_per_node=N) and spread a sweep's runs over nodes, or set LTH_DISTRIBUTED=0")
-
-
 def placement(devices_cfg, trainer) -> Optional[Callable[[Any, dict], tuple[Any, dict]]]:
     """`place(states, keys) -> (states, keys)` putting a level's stacked states and per-member keys
     on the devices as `devices_cfg` (`lth.config.schema.DevicesConfig`) says, or None with one device."""
     devs = local_devices(devices_cfg.count)
     trainer.batch_sharding = trainer.member_mesh = None
+    if multiprocess.processes() > 1:
+        return _over_processes(devices_cfg, trainer)
     if len(devs) < 2 or not trainer.scan:
         return None
     if devices_cfg.shard == "batch":
@@ -85,5 +79,25 @@ def placement(devices_cfg, trainer) -> Optional[Callable[[Any, dict], tuple[Any,
         trainer.member_mesh = mesh
         split = NamedSharding(mesh, P("members"))
         return jax.device_put(states, split), jax.device_put(keys, split)
+
+    return place
+
+
+def _over_processes(devices_cfg, trainer) -> Optional[Callable]:
+    """`placement` over the devices of several processes (`lth.train.multiprocess`): the states stay
+    host arrays between compiled calls, so the placing function leaves them as they are."""
+    keep = lambda states, keys: (states, keys)
+    if not trainer.scan:
+        return keep
+    if devices_cfg.shard == "batch":
+        devs = multiprocess.mesh_devices(trainer.batch_size, devices_cfg.count)
+        if devs is not None:
+            trainer.batch_sharding = NamedSharding(Mesh(devs, ("batch",)), P("batch"))
+        return keep
+
+    def place(states, keys):
+        devs = multiprocess.mesh_devices(int(jax.tree.leaves(states.params)[0].shape[0]), devices_cfg.count)
+        trainer.member_mesh = None if devs is None else Mesh(devs, ("members",))
+        return states, keys
 
     return place

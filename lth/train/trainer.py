@@ -44,6 +44,7 @@ from lth.sparsity.gradual import GradualPruning
 from lth.train.drivers import (  # noqa: F401  (re-exported: `from lth.train.trainer import train_level`)
     LevelHistory, LevelInProgress, chunk_boundaries, replicate_keys, stacked_density, train_level)
 from lth.train.evaluation import EVAL_OBJECTIVE_SEED, EvalSet, Evaluation, _pad_split  # noqa: F401
+from lth.train import multiprocess
 from lth.train.per_device import PerDevice
 from lth.train.steps import _OBJECTIVE_SALT, _RNG_SALT, Steps, cross_entropy  # noqa: F401
 from lth.train.train_state import TrainState, learning_rate  # noqa: F401
@@ -252,20 +253,26 @@ class Trainer(Steps, Evaluation, PerDevice):
         numpy arrays of shape (n, R))."""
         if self.scan:
             R, N = keys["data"].shape[0], self.x_train.shape[0]
+            x_all, y_all, glob = self.x_train, self.y_train, self._over_processes()
+            if glob is not None:  # data parallel over processes: global arrays in, host arrays out
+                states, keys, x_all, y_all = glob(states), glob(keys), *self._global_data(glob)
             parts = []
             for first, m, size in self.segments(start, n):  # one segment unless drop_last=False
                 precompute = self.perms == "precomputed" and ((m - 1) // self.steps_per_epoch + 2) * R * N * 4 <= PERMS_BYTES
                 size = None if size == self.batch_size else size
-                start_ = jnp.asarray(first, jnp.int32)
+                start_ = jnp.asarray(first, jnp.int32) if glob is None else glob(np.int32(first))
                 if self.member_mesh is None:
-                    states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train, start_,
+                    states, metrics = self._run(states, keys["data"], keys["aug"], x_all, y_all, start_,
                                                 n=m, precompute=precompute, size=size)
                 else:  # members split over devices (lth.train.sharding)
                     outs = self._per_device(self._run, (states, keys["data"], keys["aug"]),
                                             (self.x_train, self.y_train, start_), n=m, precompute=precompute, size=size)
                     states = self._assemble([o[0] for o in outs])
-                    metrics = {k: np.concatenate([np.asarray(o[1][k]) for o in outs], axis=1) for k in outs[0][1]}
-                parts.append(jax.device_get(metrics))
+                    metrics = self._assemble([o[1] for o in outs], axis=1) if jax.process_count() > 1 else \
+                        {k: np.concatenate([np.asarray(o[1][k]) for o in outs], axis=1) for k in outs[0][1]}
+                parts.append(jax.device_get(metrics) if glob is None else multiprocess.to_host(metrics))
+            if glob is not None:
+                states = multiprocess.to_host(states)
             if len(parts) == 1:
                 return states, parts[0]
             return states, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

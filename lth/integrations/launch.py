@@ -1,0 +1,114 @@
+"""`python -m lth.launch --processes N -- SCRIPT [ARGS...]`: one distributed job of N local processes.
+
+Starts N copies of `python SCRIPT ARGS...` on this machine that form one `jax.distributed` job
+(`lth.integrations.distributed`: `LTH_DISTRIBUTED=1` and the coordinator, process count and id in
+`LTH_COORDINATOR`, `LTH_NUM_PROCESSES`, `LTH_PROCESS_ID`; on the CPU the processes talk over gloo).
+It rehearses on a laptop, and in tests, what a multi-node job does on a cluster (there SLURM starts
+the processes: `hydra/launcher=slurm_multinode`, `slurm_multinode_gpus`):
+
+    python -m lth.launch --processes 2 -- experiments/lottery.py devices.shard=members
+
+Process 0's output is shown; the others' standard output is not (it repeats process 0's), their
+errors are. When a process fails, the others are stopped (a process waiting for a failed one in a
+collective would wait forever) and the launcher exits with the failed process's status. SIGTERM
+or SIGINT to the launcher is handed to every process, which checkpoint the level in progress at the
+same step (`lth.runs.writer.stop_requested`) and stop; re-running the command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+GRACE_S = 30.0  # how long stopped processes may take to checkpoint before they are killed
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (the coordinator's)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lth.launch", description=__doc__.split("\n\n")[0])
+    p.add_argument("--processes", type=int, required=True, help="how many processes form the job (>= 1)")
+    p.add_argument("--port", type=int, default=0, help="the coordinator's port on 127.0.0.1 (default: a free one)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS...]: run by this Python in every process")
+    a = p.parse_args(argv)
+    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if a.processes < 1:
+        p.error(f"--processes={a.processes}: must be at least 1")
+    if not cmd:
+        p.error("no command: python -m lth.launch --processes N -- experiments/lottery.py [overrides]")
+    a.command = cmd
+    return a
+
+
+def environments(n: int, port: int, base: Optional[dict] = None) -> list[dict]:
+    """Each process's environment: `base` with the job's settings (`lth.integrations.distributed`)."""
+    base = dict(os.environ if base is None else base)
+    return [{**base, "LTH_DISTRIBUTED": "1", "LTH_COORDINATOR": f"127.0.0.1:{port}", "LTH_NUM_PROCESSES": str(n),
+             "LTH_PROCESS_ID": str(i)} for i in range(n)]
+
+
+def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, grace: float = GRACE_S) -> None:
+    """Send `sig` to every running process, then kill those still running after `grace` seconds."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    end = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> int:
+    """Start the job and wait for it; its exit status (the first failed process's, else 0)."""
+    port = port or free_port()
+    procs = []
+    for i, env in enumerate(environments(n, port)):
+        out = None if i == 0 else subprocess.DEVNULL
+        procs.append(subprocess.Popen([sys.executable, *command], env=env, stdout=out))
+    received: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            if received:  # handed on: every process checkpoints at the same step and stops
+                _stop(procs, signal.SIGTERM)
+                break
+            codes = [p.poll() for p in procs]
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                i, c = failed[0]
+                print(f"lth.launch: process {i} of {n} exited with status {c}; stopping the others", file=sys.stderr)
+                _stop(procs, signal.SIGTERM, grace=5.0)
+                return c
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(poll_s)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    codes = [p.returncode for p in procs]
+    return next((c for c in codes if c), 128 + received[0])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a = parse(sys.argv[1:] if argv is None else argv)
+    return run(a.processes, a.command, a.port)
+
+
+__all__ = ["main", "run", "environments", "free_port"]
