@@ -52,9 +52,9 @@ def cifar_stream(tmp_path_factory, data_dir):
 def test_streamed_conv_run_equals_in_memory(tmp_path, cifar_stream):
     """conv2 on CIFAR-10 (the CPU's loop of compiled single-replicate steps), 2 replicates,
     augmentation on: results.csv is equal."""
-    from lth.config.schema import DatasetConfig, ModelConfig, OptimizerConfig, TrainConfig
+    from lth.config.schema import DatasetConfig, ModelConfig, OptimizerConfig, RewindConfig, TrainConfig
 
-    cfg = small_config(tmp_path, levels=0, dataset=DatasetConfig(name="cifar10", val_size=1000, augment=True),
+    cfg = small_config(tmp_path, levels=0, rewind=RewindConfig(point="0it"), dataset=DatasetConfig(name="cifar10", val_size=1000, augment=True),
                        model=ModelConfig(name="conv2"), optimizer=OptimizerConfig(name="sgd", lr=0.05),
                        train=TrainConfig(duration="8it", batch_size=32, eval_every="4it"))
     pd.testing.assert_frame_equal(_results(cfg), _results(_streamed(cfg, cifar_stream, tmp_path / "runs_stream")))

@@ -88,6 +88,9 @@ class StreamedRows:
 
 def stream_folder(cfg) -> str:
     """The prepared copy of `cfg`'s data: `<dataset.stream_dir or ~/.cache/lth/stream>/<name>-<hash>`."""
+    from lth.config import defaults
+
+    cfg = defaults.fill(cfg, "dataset")  # as load_dataset sees it, so that every caller names the same copy
     base = os.path.abspath(os.path.expanduser(cfg.stream_dir)) if cfg.stream_dir else default_stream_dir()
     return os.path.join(base, cache_name(cfg))
 
