@@ -36,6 +36,15 @@ def test_streamed_mlp_run_equals_in_memory(tmp_path):
     assert os.path.isfile(next((tmp_path / "stream").glob("mnist1d-*/meta.json")))
 
 
+def test_streamed_snip_run_equals_in_memory(tmp_path):
+    """SNIP scores the mask on the first training batches, read from the streamed set: the same."""
+    from lth.config.schema import PruningConfig, TrainConfig
+
+    cfg = small_config(tmp_path, levels=1, pruning=PruningConfig(method="snip", fraction=0.5),
+                       train=TrainConfig(duration="40it", batch_size=100, eval_every="20it"))
+    pd.testing.assert_frame_equal(_results(cfg), _results(_streamed(cfg, tmp_path / "stream", tmp_path / "runs_stream")))
+
+
 @pytest.fixture(scope="module")
 def cifar_stream(tmp_path_factory, data_dir):
     """CIFAR-10 prepared once (in chunks of 5,000 from the npz) for this module's tests."""

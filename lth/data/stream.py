@@ -16,6 +16,8 @@ import os
 import threading
 from typing import Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lth.data.dataset import RawSplits
@@ -66,6 +68,10 @@ class StreamedRows:
     def __getitem__(self, idx) -> np.ndarray:
         if isinstance(idx, slice):
             idx = np.arange(self.count)[idx]
+        if isinstance(idx, jax.core.Tracer):
+            raise DataError("dataset.stream=true: the streamed training set cannot be indexed inside a compiled function "
+                            "(this feature gathers training examples on the device); use dataset.stream=false for it")
+        as_jax = isinstance(idx, jax.Array)  # a JAX index gives a JAX array, as indexing the in-memory set does
         idx = np.asarray(idx)
         if not np.issubdtype(idx.dtype, np.integer):
             raise TypeError(f"StreamedRows: index with integers, not {idx.dtype}")
@@ -83,7 +89,8 @@ class StreamedRows:
             blobs = self._shared["source"].__getitems__(file_rows[order].tolist())
         out = np.empty((len(flat), *self.example_shape), self.dtype)
         out[order] = np.frombuffer(b"".join(blobs), self.dtype).reshape((len(flat), *self.example_shape))
-        return out.reshape(idx.shape + self.example_shape)
+        out = out.reshape(idx.shape + self.example_shape)
+        return jnp.asarray(out) if as_jax else out
 
 
 def stream_folder(cfg) -> str:
