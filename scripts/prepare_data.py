@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lth.config.schema import DatasetConfig  # noqa: E402
-from lth.data import DataError  # noqa: E402
+from lth.data import DataError, load_raw  # noqa: E402
 from lth.data.stream import stream_folder  # noqa: E402
 from lth.data.stream_prepare import is_prepared, prepare  # noqa: E402
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     folder = stream_folder(cfg)
     existed = is_prepared(folder)
     try:
-        prepare(cfg, data_dir, folder)
+        prepare(cfg, data_dir, folder, load_raw)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

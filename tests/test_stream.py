@@ -49,12 +49,13 @@ def test_streamed_snip_run_equals_in_memory(tmp_path):
 def cifar_stream(tmp_path_factory, data_dir):
     """CIFAR-10 prepared once (in chunks of 5,000 from the npz) for this module's tests."""
     from lth.config.schema import DatasetConfig
+    from lth.data import load_raw
     from lth.data.stream import stream_folder
     from lth.data.stream_prepare import prepare
 
     base = tmp_path_factory.mktemp("cifar_stream")
     cfg = DatasetConfig(name="cifar10", stream=True, stream_dir=str(base))
-    prepare(cfg, data_dir, stream_folder(cfg), chunk=5000)
+    prepare(cfg, data_dir, stream_folder(cfg), load_raw, chunk=5000)
     return base
 
 
@@ -97,7 +98,7 @@ def test_prepared_copy_round_trips(tmp_path, cifar_stream, data_dir):
 
     for cfg in (DatasetConfig(name="cifar10", stream=True, stream_dir=str(cifar_stream)),
                 DatasetConfig(name="mnist1d", stream=True, stream_dir=str(tmp_path))):
-        raw, st = load_raw(cfg, data_dir), load_streamed(cfg, data_dir)
+        raw, st = load_raw(cfg, data_dir), load_streamed(cfg, data_dir, load_raw)
         assert st.x_train.shape == raw.x_train.shape and st.x_train.dtype == raw.x_train.dtype
         np.testing.assert_array_equal(st.x_train[np.arange(len(raw.x_train))], raw.x_train)
         np.testing.assert_array_equal(st.y_train, raw.y_train)
@@ -115,16 +116,17 @@ def test_interrupted_preparation_is_not_used(tmp_path):
     """A preparation stopped half way leaves no folder under the copy's name (only a temporary
     one, removed); the next load prepares a complete copy."""
     from lth.config.schema import DatasetConfig
+    from lth.data import load_raw
     from lth.data.stream import load_streamed, stream_folder
     from lth.data.stream_prepare import prepare
 
     cfg = DatasetConfig(name="mnist1d", stream=True, stream_dir=str(tmp_path))
     folder = stream_folder(cfg)
     with pytest.raises(KeyboardInterrupt):
-        prepare(cfg, "unused", folder, _fail_after="train")
+        prepare(cfg, "unused", folder, load_raw, _fail_after="train")
     assert not os.path.exists(folder) and os.listdir(tmp_path) == []
     os.makedirs(folder + ".tmp-999999999")  # left by a process killed mid-way: never read, removed
-    raw = load_streamed(cfg, "unused")
+    raw = load_streamed(cfg, "unused", load_raw)
     assert raw.x_train.shape == (4000, 40) and os.listdir(tmp_path) == [os.path.basename(folder)]
     assert json.load(open(os.path.join(folder, "meta.json")))["num_test"] == 1000
 

@@ -106,7 +106,7 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
     elif getattr(cfg, "stream", False):  # the training set read from disk per batch (lth.data.stream)
         from lth.data.stream import load_streamed
 
-        raw = load_streamed(cfg, data_dir)
+        raw = load_streamed(cfg, data_dir, load_raw)
     else:
         raw = load_raw(cfg, data_dir)
     objective = None

@@ -102,15 +102,15 @@ def stream_folder(cfg) -> str:
     return os.path.join(base, cache_name(cfg))
 
 
-def load_streamed(cfg, data_dir: str) -> RawSplits:
+def load_streamed(cfg, data_dir: str, load_raw) -> RawSplits:
     """The full training split as `StreamedRows` and the test split in memory, from the prepared
-    copy of `cfg`'s data (prepared now when missing)."""
+    copy of `cfg`'s data (prepared now when missing, with `load_raw`: `lth.data.load_raw`)."""
     if cfg.name == "custom":
         raise DataError("dataset.stream=true: dataset=custom arrays are already in memory; stream only built-in or TFDS "
                         "datasets (dataset.stream=false for custom)")
     folder = stream_folder(cfg)
     if not is_prepared(folder):
-        prepare(cfg, data_dir, folder)
+        prepare(cfg, data_dir, folder, load_raw)
     with open(os.path.join(folder, META)) as f:
         meta = json.load(f)
     if meta.get("format_version") != FORMAT_VERSION:

@@ -93,16 +93,16 @@ def _in_memory_chunks(x: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
         yield np.ascontiguousarray(x[start:start + chunk])
 
 
-def _source(cfg, data_dir: str, chunk: int):
+def _source(cfg, data_dir: str, chunk: int, load_raw):
     """(meta, {split: (x chunks, y array)}) for `cfg`'s data: CIFAR-10's npz in chunks, the rest
-    through `lth.data.load_raw`."""
-    from lth.data import cifar10
+    through `load_raw` (`lth.data.load_raw`, passed in: lth.data imports this module)."""
+    from lth.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, NPZ_NAME
 
-    npz = os.path.join(os.path.abspath(data_dir), "cifar10", cifar10.NPZ_NAME)
+    npz = os.path.join(os.path.abspath(data_dir), "cifar10", NPZ_NAME)
     if cfg.name == "cifar10" and cfg.source != "tfds" and os.path.isfile(npz):
-        from lth.data import checksums
+        from lth.data.checksums import CIFAR10_NPZ_SHA256, file_problem
 
-        problem = checksums.file_problem(npz, checksums.CIFAR10_NPZ_SHA256)
+        problem = file_problem(npz, CIFAR10_NPZ_SHA256)
         if problem is not None:
             raise DataError(f"dataset 'cifar10': {problem}. The file is corrupt or not the expected one; replace it.")
         splits, shape, dtype = {}, None, None
@@ -111,11 +111,9 @@ def _source(cfg, data_dir: str, chunk: int):
             with np.load(npz) as z:
                 y = z[f"y_{split}"].astype(np.int32)
             splits[split] = (xs, y, shape[0])
-        meta = dict(name="cifar10", num_classes=10, mean=list(cifar10.CIFAR10_MEAN), std=list(cifar10.CIFAR10_STD),
+        meta = dict(name="cifar10", num_classes=10, mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD),
                     scale=255.0, tokens=False, info={}, shape=list(shape[1:]), dtype=np.dtype(dtype).str)
         return meta, splits
-    from lth.data import load_raw
-
     raw = load_raw(cfg, data_dir)
     meta = dict(name=raw.name, num_classes=int(raw.num_classes), mean=np.asarray(raw.mean, np.float64).tolist(),
                 std=np.asarray(raw.std, np.float64).tolist(), scale=float(raw.scale), tokens=bool(raw.tokens),
@@ -148,9 +146,10 @@ def _write_split(folder: str, split: str, chunks: Iterator[np.ndarray], shape, d
     return count
 
 
-def prepare(cfg, data_dir: str, out: str, *, chunk: int = CHUNK, _fail_after: Optional[str] = None) -> str:
+def prepare(cfg, data_dir: str, out: str, load_raw, *, chunk: int = CHUNK, _fail_after: Optional[str] = None) -> str:
     """Write `cfg`'s dataset (a `DatasetConfig`) in the streaming format into folder `out`,
-    atomically; returns `out`. An existing complete copy at `out` is kept as it is.
+    atomically; returns `out` (an existing complete copy there is kept as it is). `load_raw`:
+    `lth.data.load_raw`, for the sources read whole.
     (`_fail_after`: a split name after which to stop with an error, for tests of interruption.)"""
     out = os.path.abspath(out)
     if is_prepared(out):
@@ -168,7 +167,7 @@ def prepare(cfg, data_dir: str, out: str, *, chunk: int = CHUNK, _fail_after: Op
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        meta, splits = _source(cfg, data_dir, chunk)
+        meta, splits = _source(cfg, data_dir, chunk, load_raw)
         for split in SPLITS:
             xs, y, n = splits[split]
             got = _write_split(tmp, split, xs, meta["shape"], np.dtype(meta["dtype"]))
