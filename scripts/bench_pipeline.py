@@ -19,19 +19,26 @@ Prints training images/s (replicates x batch x steps / seconds, best of `--repea
 their ratio (goal: pipeline >= 0.9 x fixed, i.e. the pipeline is not the bottleneck). With
 `--replicates 1 8` it measures 1 and 8 replicates.
 
+With real CIFAR-10 it also runs the pipeline on the training set streamed from disk
+(`dataset.stream=true`: `lth.train.streamed`, batches read from the ArrayRecord copy under
+`--stream-dir`, prepared first if missing, by a prefetch thread) and prints its images/s against
+the in-memory pipeline's, in the same run (`--no-stream` skips it).
+
     python scripts/bench_pipeline.py [--steps 200] [--repeats 3] [--batch-size 128] [--replicates 1 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bench_common import best_rate, device_line, fresh_states, real_or_random, write_record
-from lth.config.schema import ModelConfig, OptimizerConfig
+from lth.config.schema import DatasetConfig, ModelConfig, OptimizerConfig
+from lth.data import load_dataset
 from lth.data.augment import random_crop_flip
 from lth.models import build_model
 from lth.train.optim import make_optimizer, make_schedule
@@ -64,6 +71,13 @@ def fixed_batch_program(trainer: Trainer, steps: int):
     return loop
 
 
+def streamed_trainer(tr: Trainer, stream_dir) -> Trainer:
+    """A trainer like `tr` (same model, optimizer, batch, augmentation) on CIFAR-10 streamed from disk."""
+    ds = load_dataset(DatasetConfig(name="cifar10", val_size=5000, stream=True, stream_dir=stream_dir), os.environ["LTH_DATA_DIR"])
+    return Trainer(tr.model, ds, tr.tx, tr.lr_fn, batch_size=tr.batch_size, augment=tr.augment, unroll=tr.unroll,
+                   replicates_as=tr.replicates_as)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200, help="steps per timed call")
@@ -75,6 +89,8 @@ def main() -> None:
     ap.add_argument("--unroll", type=int, default=1, help="steps per iteration of the compiled loop (both programs)")
     ap.add_argument("--n-train", type=int, default=45000, help="training images of the random stand-in data")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
+    ap.add_argument("--stream-dir", default=None, help="prepared copies for the streamed line (default ~/.cache/lth/stream)")
+    ap.add_argument("--no-stream", action="store_true", help="skip the streamed-from-disk line")
     args = ap.parse_args()
 
     ds, what = real_or_random("cifar10", (32, 32, 3), args.n_train, 5000, 10000)
@@ -113,6 +129,12 @@ def main() -> None:
         print(f"R={R}: fixed batch {fixed_ips:10.1f} images/s   full pipeline {pipe_ips:10.1f} images/s   "
               f"pipeline/fixed = {pipe_ips / fixed_ips:.3f} (goal >= 0.9)   "
               f"[{rows[-1]['path']}]", flush=True)
+        if not args.no_stream and what.startswith("real"):
+            streamed = streamed_trainer(tr, args.stream_dir)
+            st_ips = imgs * best_rate(lambda: streamed.run(states, keys, start, args.steps)[0], args.steps, args.repeats)
+            rows[-1].update(streamed_images_per_s=st_ips, streamed_over_in_memory=st_ips / pipe_ips)
+            print(f"R={R}: streamed from disk {st_ips:10.1f} images/s   in memory {pipe_ips:10.1f} images/s   "
+                  f"streamed/in memory = {st_ips / pipe_ips:.3f}", flush=True)
     write_record(args.json, "pipeline", rows, data=what, model=args.model, batch_size=args.batch_size, steps=args.steps)
 
 

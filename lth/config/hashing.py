@@ -45,4 +45,6 @@ HASH_OMITTED_AT_DEFAULT = {
 
 
 # Dataset settings that only say where data lives or whether it may be fetched.
-UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download")
+# `stream`/`stream_dir` (issue 30) say where the training bytes come from, not which: a streamed run
+# and an in-memory run of the same settings are the same run (directory).
+UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download", "stream", "stream_dir")

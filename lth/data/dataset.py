@@ -99,7 +99,13 @@ def split_validation(x: np.ndarray, y: np.ndarray, val_size: int, split_seed: in
     that order), so the split depends only on the seed and n; the training examples are the rest in
     their original order. Returns `(x_train, y_train, x_val, y_val)`.
     """
-    n = len(x)
+    train_idx, val_idx = validation_indices(len(x), val_size, split_seed, name)
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def validation_indices(n: int, val_size: int, split_seed: int, name: str = "dataset") -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a training set of `n` examples that stay for training and those held out (see
+    `split_validation`), as `(train_idx, val_idx)`."""
     if val_size < 0 or val_size >= n:
         raise DataError(
             f"dataset.val_size={val_size} is not possible for dataset {name!r}: it must be >= 0 and smaller "
@@ -108,8 +114,7 @@ def split_validation(x: np.ndarray, y: np.ndarray, val_size: int, split_seed: in
     val_idx = np.random.default_rng(split_seed).permutation(n)[:val_size]
     keep = np.ones(n, dtype=bool)
     keep[val_idx] = False
-    train_idx = np.flatnonzero(keep)
-    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    return np.flatnonzero(keep), val_idx
 
 
 def channel_stats(x: np.ndarray, scale: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth.data.stream import StreamedRows
 from lth.sparsity.dynamic import DynamicSparse
 from lth.sparsity.gradual import GradualPruning
 from lth.train.drivers import (  # noqa: F401  (re-exported: `from lth.train.trainer import train_level`)
@@ -46,6 +47,7 @@ from lth.train.drivers import (  # noqa: F401  (re-exported: `from lth.train.tra
 from lth.train.evaluation import EVAL_OBJECTIVE_SEED, EvalSet, Evaluation, _pad_split  # noqa: F401
 from lth.train import multiprocess
 from lth.train.per_device import PerDevice
+from lth.train.streamed import run_streamed
 from lth.train.steps import _OBJECTIVE_SALT, _RNG_SALT, Steps, cross_entropy  # noqa: F401
 from lth.train.train_state import TrainState, learning_rate  # noqa: F401
 
@@ -130,8 +132,10 @@ class Trainer(Steps, Evaluation, PerDevice):
             raise ConfigError(
                 f"train.batch_size={batch_size} is larger than the training set ({dataset.num_train} examples)"
             )
-        self.x_train = jnp.asarray(dataset.x_train)
-        self.y_train = jnp.asarray(dataset.y_train)
+        # dataset.stream=true: the training set stays on disk and batches are read per step (lth.train.streamed)
+        self.streamed = isinstance(dataset.x_train, StreamedRows)
+        self.x_train = dataset.x_train if self.streamed else jnp.asarray(dataset.x_train)
+        self.y_train = np.asarray(dataset.y_train) if self.streamed else jnp.asarray(dataset.y_train)
         self.eval_sets = {
             "val": _pad_split(dataset.x_val, dataset.y_val, eval_batch_size) if len(dataset.x_val) else None,
             "test": _pad_split(dataset.x_test, dataset.y_test, eval_batch_size),
@@ -251,6 +255,8 @@ class Trainer(Steps, Evaluation, PerDevice):
     def run(self, states: TrainState, keys: dict, start: int, n: int):
         """Run steps start .. start+n-1 for all replicates. Returns (states, per-step metrics as
         numpy arrays of shape (n, R))."""
+        if self.streamed:
+            return run_streamed(self, states, keys, start, n)
         if self.scan:
             R, N = keys["data"].shape[0], self.x_train.shape[0]
             x_all, y_all, glob = self.x_train, self.y_train, self._over_processes()
@@ -299,11 +305,6 @@ class Trainer(Steps, Evaluation, PerDevice):
         out = jax.device_get(out)
         metrics = {k: np.array([[m[k] for m in row] for row in out]) for k in out[0][0]}
         return jax.tree.map(lambda *xs: jnp.stack(xs), *reps), metrics
-
-
-
-
-
 
 
 __all__ = ["Trainer", "TrainState", "train_level", "replicate_keys", "LevelHistory", "chunk_boundaries", "learning_rate"]
