@@ -118,7 +118,8 @@ def per_model(name: str, repeats: int, ceiling: Ceiling, variants) -> list[tuple
     opt = OptimizerConfig(name="momentum", lr=0.1, momentum=0.9, weight_decay=1e-4)
     rows, flops = [], None
     for variant in variants:
-        cpu_conv.ROUTED = variant != "lax"  # read when the step below is traced
+        cpu_conv.ROUTED = variant != "lax"  # both read when the step below is traced
+        cpu_conv.KERNEL_GRAD_DOT = variant == "kgrad"
         tr = Trainer(build_model(ModelConfig(name=name), 10), ds, make_optimizer(opt),
                      make_schedule(opt, total_steps=10, steps_per_epoch=7), batch_size=128)
         states, _ = fresh_states(tr, 1)
@@ -136,7 +137,7 @@ def per_model(name: str, repeats: int, ceiling: Ceiling, variants) -> list[tuple
         print(f"{name:>10s} {variant:>7s}: train {r[2]:7.1f} images/s {r[3]:6.1f} GFLOP/s ({r[3] / c_train:.3f}x of {c_train:5.1f})"
               f"   eval {r[4]:7.1f} images/s {r[5]:6.1f} GFLOP/s ({r[5] / c_eval:.3f}x of {c_eval:5.1f})   [{uptime()}]",
               flush=True)
-    cpu_conv.ROUTED = True
+    cpu_conv.ROUTED, cpu_conv.KERNEL_GRAD_DOT = True, False
     return rows
 
 
@@ -151,10 +152,11 @@ def uptime() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["resnet20", "vgg16", "conv2"])
+    ap.add_argument("--models", nargs="*", default=["resnet20", "conv2", "vgg16"])
     ap.add_argument("--batch", type=int, default=128, help="batch of the per-shape table")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--variants", nargs="*", default=["lax", "routed"], choices=["lax", "routed"])
+    ap.add_argument("--variants", nargs="*", default=["lax", "routed"], choices=["lax", "routed", "kgrad"],
+                    help="lax: every conv lax.conv; routed: lth's routes; kgrad: routed + the kernel-gradient dot route (off by default)")
     ap.add_argument("--no-shapes", action="store_true", help="skip the per-shape table")
     args = ap.parse_args()
     print(device_line())

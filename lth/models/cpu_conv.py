@@ -41,6 +41,9 @@ TINY_OUTPUT = 4  # output pixels (H x W) at or below which im2col + dot is used
 FEW_CHANNELS = 4  # input channels at or below which im2col + dot is used (RGB / grey first layers)
 LARGE_OUTPUT = 256  # output pixels at or above which ...
 LARGE_CHANNELS = 64 * 64  # ... and in x out channels at or above which the kernel gradient is a dot
+# The kernel-gradient route helped with jax/jaxlib 0.4; with 0.10 XLA:CPU's own kernel gradient is
+# about twice as fast as it (see the module doc), so it is off unless this is set (before tracing).
+KERNEL_GRAD_DOT = False
 
 # False makes every convolution `lax.conv_general_dilated` (the baseline of scripts/bench_cpu_conv.py).
 # Read when a function is traced: set it before compiling.
@@ -107,7 +110,7 @@ def route(x_shape: Sequence[int], w_shape: Sequence[int], strides: tuple[int, in
     wo = (x_shape[2] + pl + pr - kw) // strides[1] + 1
     if ho * wo <= TINY_OUTPUT or cin <= FEW_CHANNELS:
         return "im2col"
-    if ho * wo >= LARGE_OUTPUT and cin * cout >= LARGE_CHANNELS:
+    if KERNEL_GRAD_DOT and ho * wo >= LARGE_OUTPUT and cin * cout >= LARGE_CHANNELS:
         return "fast_kernel_grad"
     return "lax"
 
