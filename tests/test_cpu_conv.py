@@ -32,7 +32,8 @@ def _inputs(xs, ws):
 
 
 @pytest.mark.parametrize("xs,ws,strides,padding,route", CASES, ids=[c[-1] + str(c[0]) + str(c[1]) for c in CASES])
-def test_every_route_is_the_same_convolution_with_the_same_gradients(xs, ws, strides, padding, route):
+def test_every_route_is_the_same_convolution_with_the_same_gradients(xs, ws, strides, padding, route, monkeypatch):
+    monkeypatch.setattr(cpu_conv, "KERNEL_GRAD_DOT", True)
     assert cpu_conv.route(xs, ws, strides, padding) == route
     x, w = _inputs(xs, ws)
     ref = lambda x, w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DIMS)  # noqa: E731
@@ -43,6 +44,12 @@ def test_every_route_is_the_same_convolution_with_the_same_gradients(xs, ws, str
     g_ours = jax.jit(jax.grad(lambda x, w: jnp.sum(ours(x, w) * dy), argnums=(0, 1)))(x, w)
     for a, b in zip(g_ours, g_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_the_kernel_gradient_route_is_off_by_default():
+    """jaxlib 0.10's XLA:CPU kernel gradient is faster than the dot route: large convs are lax's."""
+    assert not cpu_conv.KERNEL_GRAD_DOT
+    assert cpu_conv.route((1, 16, 16, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1))) == "lax"
 
 
 def test_the_routes_are_taken_on_a_cpu():

@@ -16,10 +16,28 @@ So, on a CPU only:
 
 - outputs of at most `TINY_OUTPUT` pixels, and inputs of at most `FEW_CHANNELS` channels, are
   computed as im2col + one matrix product (`im2col_conv`), differentiated by JAX as usual;
-- large convolutions (at least `LARGE_OUTPUT` output pixels and `LARGE_CHANNELS` in x out
-  channels) keep XLA's forward pass and input gradient but compute the kernel gradient as one
-  matrix product of the im2col patches with the output gradient (`conv_fast_kernel_grad`);
+- with `KERNEL_GRAD_DOT` set (off by default since jaxlib 0.10, see below), large convolutions
+  (at least `LARGE_OUTPUT` output pixels and `LARGE_CHANNELS` in x out channels) keep XLA's
+  forward pass and input gradient but compute the kernel gradient as one matrix product of the
+  im2col patches with the output gradient (`conv_fast_kernel_grad`);
 - everything else is `lax.conv_general_dilated`.
+
+Re-measured with jax/jaxlib 0.10.2 (same table, load average 11 to 14 on the 2 cores, so only the
+columns of one row compare; GFLOP/s forward / forward + backward):
+
+    shape (H x W, in -> out)   lax.conv      im2col + dot    kernel gradient as dot
+    2x2, 512 -> 512            0.4 / 0.5     42.3 / 25.3     0.3 / 0.6
+    1x1, 512 -> 512            3.4 / 4.4     39.0 / 50.6     3.5 / 5.1
+    32x32, 3 -> 64             8.1 / 5.6      8.3 / 8.8      5.6 / 3.8
+    32x32, 64 -> 64           30.3 / 26.2     8.3 / 15.4    31.4 / 14.8
+    16x16, 128 -> 128         44.5 / 44.9    14.3 / 20.2    56.0 / 21.3
+    8x8, 256 -> 256           38.0 / 38.8    20.9 / 29.0    39.2 / 29.0
+
+XLA:CPU's kernel gradient is no longer the slow part, so the kernel-gradient route is off; tiny
+outputs and RGB inputs still gain from im2col. Per model (`--variants kgrad routed`, same run):
+Conv-2 training 73.3 -> 73.3 images/s, evaluation 356 -> 359 images/s (unchanged: its time is
+elsewhere). XLA flags tried on single convolutions (XNNPACK / YNNPACK convolution fusions, oneDNN)
+gave no consistent gain under this load.
 
 Every route computes the same convolution; they differ only in the order of floating-point sums
 (tests compare outputs and gradients with `lax.conv_general_dilated`). The parameters are
@@ -41,6 +59,9 @@ TINY_OUTPUT = 4  # output pixels (H x W) at or below which im2col + dot is used
 FEW_CHANNELS = 4  # input channels at or below which im2col + dot is used (RGB / grey first layers)
 LARGE_OUTPUT = 256  # output pixels at or above which ...
 LARGE_CHANNELS = 64 * 64  # ... and in x out channels at or above which the kernel gradient is a dot
+# The kernel-gradient route helped with jax/jaxlib 0.4; with 0.10 XLA:CPU's own kernel gradient is
+# about twice as fast as it (see the module doc), so it is off unless this is set (before tracing).
+KERNEL_GRAD_DOT = False
 
 # False makes every convolution `lax.conv_general_dilated` (the baseline of scripts/bench_cpu_conv.py).
 # Read when a function is traced: set it before compiling.
@@ -107,7 +128,7 @@ def route(x_shape: Sequence[int], w_shape: Sequence[int], strides: tuple[int, in
     wo = (x_shape[2] + pl + pr - kw) // strides[1] + 1
     if ho * wo <= TINY_OUTPUT or cin <= FEW_CHANNELS:
         return "im2col"
-    if ho * wo >= LARGE_OUTPUT and cin * cout >= LARGE_CHANNELS:
+    if KERNEL_GRAD_DOT and ho * wo >= LARGE_OUTPUT and cin * cout >= LARGE_CHANNELS:
         return "fast_kernel_grad"
     return "lax"
 
