@@ -68,3 +68,29 @@ def test_mnist1d_preset_matches_the_other_mnist1d_presets(compose):
         assert getattr(cfg, section) == getattr(zg, section)
     assert (cfg.train.duration, cfg.train.batch_size) == (zg.train.duration, zg.train.batch_size)
     assert make_plan(cfg, NUM_TRAIN["mnist1d"]).dynamic == (0, 1125, 100)  # ΔT = 100 until 3/4 of training
+
+
+def test_sparse_table_groups_runs_at_the_requested_densities(tmp_path):
+    """scripts/sparse_table.py: a dynamic run's final mask and the IMP level nearest each density."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import yaml
+
+    def run(name, pruning, rows):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump({"pruning": pruning}))
+        pd.DataFrame(rows).to_csv(d / "results.csv", index=False)
+
+    run("rigl", {"schedule": "dynamic", "method": "rigl", "distribution": "erk"},
+        [{"level": 0, "replicate": r, "kind": "ticket", "density": 0.1, "test_accuracy": a, "mask_turnover": 0.5}
+         for r, a in enumerate([0.7, 0.8])])
+    run("imp", {"schedule": "iterative", "method": "magnitude", "scope": "global", "fraction": 0.2},
+        [{"level": lv, "replicate": 0, "kind": k, "density": d, "test_accuracy": a}
+         for lv, d, a in [(9, 0.1342, 0.5), (10, 0.1001, 0.6), (11, 0.0801, 0.4)] for k in ("ticket", "reinit")])
+    out = subprocess.run([sys.executable, "scripts/sparse_table.py", "--densities", "0.1", "--", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| RigL, ERK | 75.0 ± 7.1 (2), turnover 0.50 |" in out
+    assert "| IMP (global, 0.2 per level) | 60.0 ± 0.0 (1) |" in out
