@@ -244,7 +244,8 @@ def _validate_ste(cfg: Config) -> None:
     if cfg.levels != 0:
         raise ConfigError(f"levels={cfg.levels!r}: pruning.schedule=dynamic trains one run at pruning.target_density, "
                           "so it needs levels=0")
-    for setting, value, allowed in (("pruning.granularity", p.granularity, ("weight", "n:m")),
+    grans = ("weight", "n:m") if p.method == "magnitude_ste" else ("weight", "n:m", "block")  # lth.sparsity.dynamic_patterns
+    for setting, value, allowed in (("pruning.granularity", p.granularity, grans),
                                     ("pruning.ablation", p.ablation, ("none",)),
                                     ("pruning.scope", p.scope, (None, "layerwise", "global"))):
         if value not in allowed:
@@ -253,9 +254,10 @@ def _validate_ste(cfg: Config) -> None:
     if p.fractions:
         raise ConfigError(f"pruning.fractions={dict(p.fractions)}: pruning.method={p.method} takes per-tensor densities "
                           "as pruning.distribution=custom with pruning.densities (pattern -> density)")
-    if p.granularity == "n:m" and p.target_density is not None and abs(p.target_density - p.n_m[0] / p.n_m[1]) > 1e-9:
+    if p.granularity == "n:m" and (p.target_density is None or abs(p.target_density - p.n_m[0] / p.n_m[1]) > 1e-9):
         raise ConfigError(f"pruning.target_density={p.target_density!r} with pruning.granularity=n:m and "
-                          f"pruning.n_m={list(p.n_m)}: an N:M mask has density n/m = {p.n_m[0] / p.n_m[1]:g}")
+                          f"pruning.n_m={list(p.n_m)}: an N:M mask has density n/m = {p.n_m[0] / p.n_m[1]:g}; "
+                          f"set pruning.target_density={p.n_m[0] / p.n_m[1]:g}")
 
 
 def _validate_pruning_method(cfg: Config) -> None:
@@ -336,8 +338,8 @@ def _validate_dynamic(cfg: Config) -> None:
     _validate_dynamic_steps(p.dynamic)
     if p.method == "magnitude_ste":  # its granularity, scope and fractions: _validate_ste
         return
-    for setting, value, default in (("pruning.granularity", p.granularity, "weight"), ("pruning.ablation", p.ablation, "none"),
-                                    ("pruning.fractions", dict(p.fractions), {})):
+    # pruning.granularity (weight, n:m or block: lth.sparsity.dynamic_patterns) and n:m's density: _validate_ste
+    for setting, value, default in (("pruning.ablation", p.ablation, "none"), ("pruning.fractions", dict(p.fractions), {})):
         if value != default:
             raise ConfigError(f"{setting}={value!r}: pruning.schedule=dynamic allows only {setting}={default} (per-tensor "
                               "densities: pruning.distribution=erk|er|custom with pruning.densities)")

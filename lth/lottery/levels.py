@@ -35,7 +35,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lth.sparsity import ablations, budget, dynamic, gradual, masks as M, methods, pruning, ste
+from lth.sparsity import ablations, budget, dynamic, dynamic_patterns, gradual, masks as M, methods, pruning, ste
 from lth.runs import checkpoints, results, writer
 from lth.lottery import controls as C, members, pretrained, rewind
 from lth.train import data_order
@@ -122,7 +122,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print, model=None, data=No
             every=every, initial_density=cfg.pruning.gradual.initial_density)
     ones = jax.vmap(M.ones_like)(variables["params"])
     if plan.dynamic is not None:  # dynamic sparse training: a random mask at the target density from step 0
-        trainer.mask_update = dynamic.from_config(cfg.pruning, one_params, paths, plan.dynamic)
+        trainer.mask_update = dynamic_patterns.from_config(cfg.pruning, one_params, prune_paths, plan.dynamic)
         ones = dynamic.initial_masks(trainer.mask_update, ones, cfg.seed, range(cfg.replicates))
     states0 = trainer.create_states(variables, ones)
     if cfg.pruning.method == "magnitude_ste":  # dense weights, mask m(w) recomputed every step (lth.sparsity.ste)

@@ -42,7 +42,7 @@ def _pruning_line(cfg: Config, plan: Plan) -> str:
         else:
             begin, end, every = plan.dynamic
             d = p.dynamic
-            what = (f"{p.method} dynamic sparse training at density {p.target_density} ({p.distribution} per tensor)" +
+            what = (f"{p.method}{gran} dynamic sparse training at density {p.target_density} ({p.distribution} per tensor)" +
                     ("" if p.method == "static" else f", mask moved every {every} steps over {begin}..{end - 1}, drop fraction "
                      f"{d.drop_fraction:g} ({d.drop_decay})"))
     elif p.schedule == "oneshot":
