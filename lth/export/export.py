@@ -19,6 +19,9 @@ For member `export.kind` (the ticket or a control), replicate `export.replicate`
             the exported one, in XLA and in onnxruntime: latency at batch 1, throughput at batch 256
             (`lth.export.timing`); `speedup_batch_256` is the exported network's throughput over the
             dense one's in the format's runtime (onnxruntime for onnx, XLA for stablehlo).
+            Unstructured tickets are also timed on a sparse-matrix path (network `sparse`:
+            BCSR in XLA, sparse initialisers in onnxruntime; `lth.export.sparse`), and
+            summary.json's `sparse_path` says per runtime where it is faster than the masked one.
 
 Int8 tickets: `export.source` may name a compress run (`compress.method=int8`,
 `lth.export.int8_source`); it stands for its level and kind, and the network exported and compared
@@ -45,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from lth.config.schema import Config, ConfigError, to_dict
-from lth.export import graph, int8_source, onnx_graph, shrink, stablehlo, timing
+from lth.export import graph, int8_source, onnx_graph, shrink, sparse, stablehlo, timing
 from lth.runs.run_dir import RunDir, write_atomic, write_json
 from lth.sparsity import masks as M
 
@@ -177,6 +180,11 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         echo(f"  outputs: max |exported - masked| = {diff:.3g} over {len(x_test)} test examples; test accuracy "
              f"masked {100 * acc_masked:.2f}%, exported {100 * acc_exported:.2f}%")
         rows = _measure(cfg, trainer.model, params, masked, bstats, ops, shape, classes, echo)
+        sparse_path = None
+        if not structured and any(isinstance(op, graph.Dense) for op in ops["masked"]):
+            rows += sparse.report_rows(ops["masked"], shape, classes, e.repeats)  # the zeros stored sparse
+            sparse_path = {"max_abs_diff": sparse.max_abs_diff(ops["masked"], x_test), **sparse.verdict(rows)}
+            echo("  timed sparse (BCSR in XLA, sparse initialisers in onnxruntime)")
         report = pd.DataFrame(rows)
         write_atomic(rd.file("report.csv"), report.to_csv(index=False))
         counts = {n: graph.count(ops[n]) for n in NETWORKS}
@@ -198,6 +206,7 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
             "parameters": {n: counts[n]["parameters"] for n in NETWORKS},
             "nonzero_parameters": {n: counts[n]["nonzero"] for n in NETWORKS},
             "bytes": {n: counts[n]["bytes"] for n in NETWORKS},
+            "sparse_path": sparse_path,
             "config": to_dict(cfg),
         }
         write_json(rd.file("summary.json"), summary)
@@ -260,6 +269,10 @@ def format_report(summary: dict[str, Any], report: pd.DataFrame) -> str:
                      f"{r['parameters']:>11,} {r['nonzero_parameters']:>10,}")
     lines.append(f"speed-up at batch 256 ({summary['speedup_runtime']}): {summary['speedup_batch_256']:.2f}x; "
                  f"{summary['shapes']}; widths {summary['widths_exported']}")
+    for rt, v in (summary.get("sparse_path") or {}).items():
+        if isinstance(v, dict):
+            lines.append(f"sparse path in {rt} ({v['format']}) against masked: {v['speedup_batch_256']:.2f}x at batch 256, "
+                         f"{v['speedup_batch_1']:.2f}x at batch 1 ({'faster' if v['faster_at_batch_256'] else 'slower'} at 256)")
     return "\n".join(lines)
 
 
