@@ -10,8 +10,10 @@ and returns one row per exported network: kind, level, density (nonzero weights 
 network over the dense one's), test accuracy (of the exported model, equal to the masked one's),
 its onnxruntime latency at batch 1 and time per batch of 256 (ms), its bytes (float32, or int8
 codes), and the dense network's time per batch on the same machine. `draw(points, path)` draws
-accuracy against the time per batch of 256 and against bytes, one line per kind, the levels
-labelled by density; `scripts/export_figure.py` does both.
+accuracy against the time per batch of 256 and against bytes, one line per kind, each level
+labelled by its exported network's parameters as a share of the dense network's (for a channel
+ticket the weight density undersells the shrinking: a removed filter takes the next layer's
+inputs with it); `scripts/export_figure.py` does both.
 """
 
 from __future__ import annotations
@@ -68,12 +70,14 @@ def point(summary: dict, kind: str) -> dict:
             "dense_ms_per_256": 256e3 / float(r.loc["dense", "throughput_batch_256"]),
             "bytes": int(summary["bytes"]["exported"]), "file_bytes": int(summary["file_bytes"]),
             "parameters": int(summary["parameters"]["exported"]),
+            "parameter_fraction": summary["parameters"]["exported"] / summary["parameters"]["dense"],
             "widths": json.dumps(summary["widths_exported"]), "run_dir": summary["run_dir"]}
 
 
 def draw(points: pd.DataFrame, path: str, *, title: str = "") -> str:
     """Accuracy against onnxruntime time per batch of 256 (left) and against model bytes (right),
-    one line per kind in level order, each point labelled with its density; written to `path`."""
+    one line per kind in level order, each point labelled with its share of the dense parameters;
+written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +92,7 @@ def draw(points: pd.DataFrame, path: str, *, title: str = "") -> str:
         for ax, x in zip(axes, ("ms_per_256", "bytes")):
             ax.plot(g[x], 100 * g["accuracy"], label=kind.replace("_", " "), **style)
             for _, r in g.iterrows():
-                ax.annotate(f"{100 * r['density']:.0f}%", (r[x], 100 * r["accuracy"]), textcoords="offset points",
+                ax.annotate(f"{100 * r['parameter_fraction']:.0f}%", (r[x], 100 * r["accuracy"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)
     axes[0].set_xlabel(f"time per batch of 256 in {RUNTIME} (ms, CPU)")
     axes[1].set_xlabel("model bytes (float32 weights of the exported network)")
@@ -96,7 +100,7 @@ def draw(points: pd.DataFrame, path: str, *, title: str = "") -> str:
     for ax in axes:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(title="labels: weight density")
+        ax.legend(title="labels: % of the dense parameters", fontsize=8, title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
