@@ -124,20 +124,23 @@ def to_onnx(ops: list[Op], input_shape: tuple[int, ...], num_classes: int, name:
     return model
 
 
-def session(model_or_path, *, fuse_int8: bool = False):
+def session(model_or_path, *, fuse_int8: bool = False, threads: int | None = None):
     """An onnxruntime CPU session of an ONNX model (a `ModelProto` or a file path).
 
     A model with int8 weights (DequantizeLinear) runs with onnxruntime's basic graph optimizations
     unless `fuse_int8`: the extended ones (part of the default) fuse DequantizeLinear + MatMul into
     `MatMulNBits`, which computes another function (on this project's onnxruntime 1.32 its outputs
     differ from the dequantised network's by ~0.1 on a random 8x3 layer), while the basic ones
-    keep every output equal to lth's int8 network."""
+    keep every output equal to lth's int8 network. `threads`: onnxruntime's intra-op threads
+    (None: its default, one per core)."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(model_or_path) if isinstance(model_or_path, str) else model_or_path
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = threads
     if not fuse_int8 and any(n.op_type == "DequantizeLinear" for n in model.graph.node):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
