@@ -79,11 +79,14 @@ gpu-bench: $(STAMP)
 
 ## Every figure of the reproduced results (docs/results.md), redrawn from the result tables committed under results/ into
 ## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when such a run's tables are missing.
+EXPORT_FIGURE_TITLE := LeNet-5 on MNIST, channel-pruned (50% of filters per level) vs random channel pruning; onnxruntime, 2-core shared CPU
 FIGURE_RUNS := results/lth_lenet_mnist results/lth_lenet_mnist_l2 results/mnist1d_mlp
 figures: $(STAMP)
 	@for d in $(FIGURE_RUNS); do test -f $$d/results.csv || { echo "make figures: $$d/results.csv is missing (tables of a figure docs/results.md shows)" >&2; exit 1; }; done
 	rm -rf results/figures
 	$(PY) scripts/figures.py $(sort $(dir $(wildcard results/*/results.csv results/*/instability.csv))) --out results/figures
+	$(PY) scripts/export_figure.py --from-points results/export_lenet5_channel/points.csv \
+	    --out results/figures/export_lenet5_channel/accuracy_time_bytes.png --title "$(EXPORT_FIGURE_TITLE)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

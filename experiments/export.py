@@ -4,6 +4,7 @@
     python experiments/export.py export.source=runs/<run> export.level=2 export.format=onnx
     python experiments/export.py export.source=RUN export.level=2 export.format=stablehlo
     python experiments/export.py export.source=RUN export.level=2 export.kind=random_prune export.replicate=1
+    python experiments/export.py export.source=COMPRESS_RUN   # a compress.method=int8 run: int8 weights
 
 Structured tickets (`pruning.granularity=neuron|channel`) become physically smaller networks; the
 model file (`model.onnx` or `model.jax_export`) is read back, run on the test set and compared

@@ -140,6 +140,10 @@ def test_an_unstructured_ticket_keeps_its_shape(tmp_path):
     assert not s["structured"] and "keeps its shape" in s["shapes"]
     assert s["parameters"]["exported"] == s["parameters"]["dense"] and s["max_abs_diff"] <= 1e-5
     assert s["nonzero_parameters"]["exported"] < s["parameters"]["exported"]
+    # the sparse-matrix path: timed in both runtimes, its outputs the masked network's
+    assert s["sparse_path"]["max_abs_diff"] <= 1e-5 and set(s["sparse_path"]) == {"max_abs_diff", "xla", "onnxruntime"}
+    assert set(out.report[out.report.network == "sparse"].runtime) == {"xla", "onnxruntime"}
+    assert all(isinstance(s["sparse_path"][rt]["faster_at_batch_256"], bool) for rt in ("xla", "onnxruntime"))
 
 
 @pytest.mark.parametrize("change,match", [

@@ -217,7 +217,8 @@ class CompressConfig:
 @dataclass
 class ExportConfig:
     """A finished level as a deployable model (`experiments/export.py`, `lth.export.export`).
-    `source`/`level`/`kind`/`replicate`: which trained member; `format`: `onnx` (a graph that
+    `source`/`level`/`kind`/`replicate`: which trained member (`source` may be a
+    `compress.method=int8` run: its level and kind, exported with int8 weights); `format`: `onnx` (a graph that
     onnxruntime runs) or `stablehlo` (a serialized `jax.export` program); `repeats`: timed runs per
     latency/throughput measurement (the median is reported, after warm-up runs)."""
 

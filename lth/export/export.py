@@ -19,6 +19,15 @@ For member `export.kind` (the ticket or a control), replicate `export.replicate`
             the exported one, in XLA and in onnxruntime: latency at batch 1, throughput at batch 256
             (`lth.export.timing`); `speedup_batch_256` is the exported network's throughput over the
             dense one's in the format's runtime (onnxruntime for onnx, XLA for stablehlo).
+            Unstructured tickets are also timed on a sparse-matrix path (network `sparse`:
+            BCSR in XLA, sparse initialisers in onnxruntime; `lth.export.sparse`), and
+            summary.json's `sparse_path` says per runtime where it is faster than the masked one.
+
+Int8 tickets: `export.source` may name a compress run (`compress.method=int8`,
+`lth.export.int8_source`); it stands for its level and kind, and the network exported and compared
+against is the int8 one its compressed file decodes to (the masked network is then that int8
+network, run in float32 by lth), stored in ONNX as int8 codes with per-channel DequantizeLinear and
+in the JAX program as int8 constants; `bytes` counts 1 byte per int8 weight.
 
 The run directory `<runs_dir>/export-<model>-<dataset>-<hash>/` (beside the source by default;
 hashed over the source's hash, the level, kind, replicate and the export settings) holds
@@ -39,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from lth.config.schema import Config, ConfigError, to_dict
-from lth.export import graph, onnx_graph, shrink, stablehlo, timing
+from lth.export import graph, int8_source, onnx_graph, shrink, sparse, stablehlo, timing
 from lth.runs.run_dir import RunDir, write_atomic, write_json
 from lth.sparsity import masks as M
 
@@ -62,8 +71,6 @@ def validate(cfg: Config) -> None:
     e = cfg.export
     if not e.source:
         raise ConfigError("export.source=null: name the lottery run directory to export from (export.source=RUN_DIR)")
-    if e.level is None:
-        raise ConfigError("export.level=null: name the finished level to export (export.level=L)")
     if e.format not in FORMATS:
         raise ConfigError(f"export.format={e.format!r} is not one of {', '.join(FORMATS)}")
     if not isinstance(e.replicate, int) or e.replicate < 0:
@@ -79,21 +86,30 @@ def validate(cfg: Config) -> None:
                               "pip install onnx onnxruntime") from None
 
 
-def _source(cfg: Config) -> tuple[str, dict[str, Any], RunDir]:
+def _source(cfg: Config):
+    """(lottery run path, its summary, its RunDir, the level, the compress source or None, the
+    hash the export's hash covers); a compress run as `export.source` stands for its level."""
     from lth.lottery.branch import source_summary
 
     e = cfg.export
     src, summary = source_summary(e.source, setting="export.source")
+    comp, level = None, e.level
+    if int8_source.is_compress_run(summary):
+        comp = int8_source.resolve(src, summary, e)
+        src, summary = source_summary(comp.lottery, setting="export.source")
+        level = comp.level
+    elif level is None:
+        raise ConfigError("export.level=null: name the finished level to export (export.level=L)")
     done = sorted(int(k) for k in summary.get("levels", {}))
     rd_src = RunDir(src, summary["hash"])
-    if e.level not in done or not os.path.isdir(os.path.join(rd_src.member_dir(e.level, e.kind), "final")):
+    if level not in done or not os.path.isdir(os.path.join(rd_src.member_dir(level, e.kind), "final")):
         kinds = ", ".join(["ticket"] + list(summary["config"].get("controls", [])))
-        raise ConfigError(f"export.level={e.level}, export.kind={e.kind!r}: not a finished level of that kind with its "
+        raise ConfigError(f"export.level={level}, export.kind={e.kind!r}: not a finished level of that kind with its "
                           f"weights in {src} (finished levels: {done}; kinds: {kinds})")
     if e.replicate >= summary["config"]["replicates"]:
         raise ConfigError(f"export.replicate={e.replicate}: the source run has {summary['config']['replicates']} "
                           f"replicate(s), 0..{summary['config']['replicates'] - 1}")
-    return src, summary, rd_src
+    return src, summary, rd_src, level, comp, (comp.summary if comp else summary)["hash"]
 
 
 def hash_extra(cfg: Config, source_hash: str) -> dict[str, Any]:
@@ -112,33 +128,41 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
     from lth.lottery.plan import prepare
     from lth.train.trainer import replicate_keys
 
-    src, src_summary, rd_src = _source(cfg)
+    src, src_summary, rd_src, level, comp, source_hash = _source(cfg)
     e = cfg.export
     dataset, plan, trainer = prepare(cfg)
     R = src_summary["config"]["replicates"]
     variables = trainer.init_variables(replicate_keys(cfg.seed, R)["init"])
     template = jax.device_get(rewind.snapshot(trainer.create_states(variables, jax.vmap(M.ones_like)(variables["params"]))))
     try:
-        members = restore_members(rd_src, e.level, e.kind, template)
+        members = restore_members(rd_src, level, e.kind, template)
     except Exception as err:  # another model or dataset than the source's: its tensors do not fit
-        raise ConfigError(f"export.source={e.source!r}: its level {e.level} does not fit this model "
+        raise ConfigError(f"export.source={e.source!r}: its level {level} does not fit this model "
                           f"({type(err).__name__}); leave the model and dataset settings as the source's") from None
     one = jax.tree.map(lambda x: np.asarray(x)[e.replicate], members)
     mask, params, bstats = one["mask"], one["params"], one["batch_stats"] or {}
-    masked = jax.tree.map(np.asarray, M.apply_mask(params, mask))
+    scales = {}
+    if comp:  # the int8 network as the compress run's file decodes: the reference and what is exported
+        weights, stats, scales = int8_source.decoded(comp, e.replicate)
+        masked = M.unflatten(weights)
+        bstats = M.unflatten(stats) if stats else bstats
+    else:
+        masked = jax.tree.map(np.asarray, M.apply_mask(params, mask))
     ops = {"dense": graph.layers(cfg.model, params, bstats), "masked": graph.layers(cfg.model, masked, bstats)}
     structured = cfg.pruning.granularity in STRUCTURED
-    ops["exported"] = shrink.shrink(ops["masked"]) if structured else ops["masked"]
+    quantized = int8_source.quantize(ops["masked"], scales)
+    ops["exported"] = shrink.shrink(quantized) if structured else quantized
 
-    rd = RunDir.for_config(cfg, plan.as_dict(), hash_extra(cfg, src_summary["hash"]), prefix="export-")
+    rd = RunDir.for_config(cfg, plan.as_dict(), hash_extra(cfg, source_hash), prefix="export-")
     rd.create()
     lock = rd.lock()
     try:
         from omegaconf import OmegaConf
 
         write_atomic(rd.file("config.yaml"), OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-        echo(f"export {rd.path}\n  level {e.level} ({e.kind}, replicate {e.replicate}) of {src}: {cfg.model.name} on "
-             f"{dataset.name}, granularity {cfg.pruning.granularity}, format {e.format}")
+        echo(f"export {rd.path}\n  level {level} ({e.kind}, replicate {e.replicate}) of {src}: {cfg.model.name} on "
+             f"{dataset.name}, granularity {cfg.pruning.granularity}, format {e.format}"
+             + (f", int8 weights of {comp.path}" if comp else ""))
         shape, classes = dataset.input_shape, dataset.num_classes
         model_file, run_exported = _write(rd, e.format, ops["exported"], shape, classes)
         x_test = np.asarray(dataset.normalize(dataset.x_test), np.float32)
@@ -149,9 +173,18 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         out = run_exported(x_test)
         acc_masked, acc_exported = float(np.mean(ref.argmax(-1) == y_test)), float(np.mean(out.argmax(-1) == y_test))
         diff = float(np.abs(out - ref).max())
+        fused = None  # int8 in onnxruntime's default optimizations: DequantizeLinear + MatMul fused (another function)
+        if comp and e.format == "onnx":
+            fused = float(np.abs(onnx_graph.run(onnx_graph.session(model_file, fuse_int8=True), x_test) - ref).max())
+            echo(f"  int8 in onnxruntime with its extended optimizations (DequantizeLinear fused): max |diff| = {fused:.3g}")
         echo(f"  outputs: max |exported - masked| = {diff:.3g} over {len(x_test)} test examples; test accuracy "
              f"masked {100 * acc_masked:.2f}%, exported {100 * acc_exported:.2f}%")
-        rows = _measure(cfg, trainer.model, params, mask, bstats, ops, shape, classes, echo)
+        rows = _measure(cfg, trainer.model, params, masked, bstats, ops, shape, classes, echo)
+        sparse_path = None
+        if not structured and any(isinstance(op, graph.Dense) for op in ops["masked"]):
+            rows += sparse.report_rows(ops["masked"], shape, classes, e.repeats)  # the zeros stored sparse
+            sparse_path = {"max_abs_diff": sparse.max_abs_diff(ops["masked"], x_test), **sparse.verdict(rows)}
+            echo("  timed sparse (BCSR in XLA, sparse initialisers in onnxruntime)")
         report = pd.DataFrame(rows)
         write_atomic(rd.file("report.csv"), report.to_csv(index=False))
         counts = {n: graph.count(ops[n]) for n in NETWORKS}
@@ -159,19 +192,21 @@ def run(cfg: Config, *, echo: Callable[[str], None] = print) -> Outcome:
         thr = {(r["network"], r["runtime"]): r["throughput_batch_256"] for r in rows}
         summary = {
             "run_dir": rd.path, "hash": rd.hash, "source_dir": src, "source_hash": src_summary["hash"],
-            "level": e.level, "kind": e.kind, "replicate": e.replicate, "format": e.format, "model": cfg.model.name,
+            "compress_source": comp.path if comp else None, "weights": "int8" if comp else "float32",
+            "level": level, "kind": e.kind, "replicate": e.replicate, "format": e.format, "model": cfg.model.name,
             "file": os.path.basename(model_file), "file_bytes": os.path.getsize(model_file),
             "granularity": cfg.pruning.granularity, "structured": structured,
             "shapes": ("dead units removed: a smaller dense network" if structured else
                        "unstructured ticket: the network keeps its shape, pruned weights are stored as zeros"),
             "widths_dense": graph.widths(ops["dense"]), "widths_exported": graph.widths(ops["exported"]),
-            "max_abs_diff": diff, "test_accuracy_masked": acc_masked, "test_accuracy_exported": acc_exported,
+            "max_abs_diff": diff, "max_abs_diff_onnxruntime_fused_int8": fused, "test_accuracy_masked": acc_masked, "test_accuracy_exported": acc_exported,
             "speedup_runtime": runtime,
             "speedup_batch_256": thr[("exported", runtime)] / thr[("dense", runtime)],
             "speedup_batch_256_by_runtime": {r: thr[("exported", r)] / thr[("dense", r)] for r in RUNTIMES},
             "parameters": {n: counts[n]["parameters"] for n in NETWORKS},
             "nonzero_parameters": {n: counts[n]["nonzero"] for n in NETWORKS},
             "bytes": {n: counts[n]["bytes"] for n in NETWORKS},
+            "sparse_path": sparse_path,
             "config": to_dict(cfg),
         }
         write_json(rd.file("summary.json"), summary)
@@ -206,12 +241,12 @@ def _write_bytes(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _measure(cfg, model, params, mask, bstats, ops, shape, classes, echo) -> list[dict[str, Any]]:
+def _measure(cfg, model, params, masked, bstats, ops, shape, classes, echo) -> list[dict[str, Any]]:
     """report.csv's rows: each network in each runtime, with its size."""
     extra = {"batch_stats": bstats} if bstats else {}
     xla_fns = {
         "dense": lambda x: model.apply({"params": params, **extra}, x),  # the level's weights, nothing masked
-        "masked": lambda x: model.apply({"params": M.apply_mask(params, mask), **extra}, x),  # as lth evaluates it
+        "masked": lambda x: model.apply({"params": masked, **extra}, x),  # as lth evaluates it
         "exported": lambda x: graph.forward(ops["exported"], x),
     }
     rows = []
@@ -234,6 +269,10 @@ def format_report(summary: dict[str, Any], report: pd.DataFrame) -> str:
                      f"{r['parameters']:>11,} {r['nonzero_parameters']:>10,}")
     lines.append(f"speed-up at batch 256 ({summary['speedup_runtime']}): {summary['speedup_batch_256']:.2f}x; "
                  f"{summary['shapes']}; widths {summary['widths_exported']}")
+    for rt, v in (summary.get("sparse_path") or {}).items():
+        if isinstance(v, dict):
+            lines.append(f"sparse path in {rt} ({v['format']}) against masked: {v['speedup_batch_256']:.2f}x at batch 256, "
+                         f"{v['speedup_batch_1']:.2f}x at batch 1 ({'faster' if v['faster_at_batch_256'] else 'slower'} at 256)")
     return "\n".join(lines)
 
 

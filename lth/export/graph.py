@@ -11,7 +11,9 @@ Ops (NHWC images, as `lth.models`): `Dense(kernel (in, out), bias)`, `Conv(kerne
 bias, pads)`, `BatchNorm(scale, bias, mean, var, eps)`, `Relu()`, `MaxPool()` (2x2, stride 2,
 valid), `Flatten()` (row-major over (H, W, C), as `x.reshape(B, -1)`), `GlobalMean()` (mean over
 H, W), `Residual(body, shortcut)` (`body(x) + shortcut(x)`, an empty shortcut being the identity:
-a ResNet block before its final ReLU). Supported: `mlp` (not residual), `lenet_300_100`,
+a ResNet block before its final ReLU). A Dense or Conv with `scale` holds int8 weights
+(`compress.method=int8`): its float32 kernel is exactly `q * scale` (`int8_codes` gives q), and
+`forward` and the serialized program compute it from the int8 codes. Supported: `mlp` (not residual), `lenet_300_100`,
 `conv2/4/6`, `lenet5`, `vgg11..19`, the CIFAR ResNets `resnet20..110`. The ImageNet ResNets and
 BERT are refused with a `ConfigError` saying so.
 """
@@ -37,6 +39,7 @@ class Dense:
     name: str
     kernel: np.ndarray  # (in, out)
     bias: np.ndarray  # (out,)
+    scale: np.ndarray | None = None  # int8 weights: kernel == q * scale, q int8, scale per output unit
 
 
 @dataclasses.dataclass
@@ -46,6 +49,7 @@ class Conv:
     bias: np.ndarray | None  # (out,); None: no bias (the ResNets' convolutions)
     pads: tuple[int, int]  # (height, width) padding on each side
     strides: int = 1
+    scale: np.ndarray | None = None  # int8 weights: kernel == q * scale, q int8, scale per output channel
 
 
 @dataclasses.dataclass
@@ -166,10 +170,10 @@ def forward(ops: list[Op], x):
 def _apply(ops: list[Op], x):
     for op in ops:
         if isinstance(op, Dense):
-            x = x @ jnp.asarray(op.kernel) + jnp.asarray(op.bias)
+            x = x @ _kernel(op) + jnp.asarray(op.bias)
         elif isinstance(op, Conv):
             (ph, pw) = op.pads
-            x = lax.conv_general_dilated(x, jnp.asarray(op.kernel), (op.strides, op.strides), ((ph, ph), (pw, pw)),
+            x = lax.conv_general_dilated(x, _kernel(op), (op.strides, op.strides), ((ph, ph), (pw, pw)),
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
             if op.bias is not None:
                 x = x + jnp.asarray(op.bias)
@@ -191,6 +195,22 @@ def _apply(ops: list[Op], x):
     return x
 
 
+def int8_codes(op: Dense | Conv) -> np.ndarray:
+    """The int8 codes q of a quantised layer's kernel (`kernel == q * scale`, checked bit for bit)."""
+    q = np.clip(np.round(op.kernel / op.scale), -127, 127).astype(np.int8)
+    if not np.array_equal(q.astype(np.float32) * op.scale, op.kernel):
+        raise ValueError(f"{op.name}: the kernel is not int8 codes times its per-channel scales")
+    return q
+
+
+def _kernel(op: Dense | Conv):
+    """The kernel as the program holds it: int8 codes dequantised in the graph (`q * scale`, the
+    same float32 products as `kernel`), or the float32 kernel."""
+    if op.scale is None:
+        return jnp.asarray(op.kernel)
+    return jnp.asarray(int8_codes(op)).astype(jnp.float32) * jnp.asarray(op.scale)
+
+
 def tensors(ops: list[Op]) -> dict[str, np.ndarray]:
     """Every array of the network by `layer/role` (the BatchNorm statistics included)."""
     out = {}
@@ -207,11 +227,27 @@ def tensors(ops: list[Op]) -> dict[str, np.ndarray]:
 
 
 def count(ops: list[Op]) -> dict[str, int]:
-    """Parameters (BatchNorm statistics included, as the ONNX file stores them), nonzero entries,
-    and float32 bytes of the network stored dense."""
-    arrays = list(tensors(ops).values())
-    n = int(sum(a.size for a in arrays))
-    return {"parameters": n, "nonzero": int(sum(np.count_nonzero(a) for a in arrays)), "bytes": 4 * n}
+    """Parameters (BatchNorm statistics included, as the ONNX file stores them; an int8 layer's
+    scales not counted as parameters), nonzero entries, and bytes of the network stored dense:
+    4 per float32 entry, 1 per int8 code plus 4 per scale."""
+    arrays = tensors(ops)
+    int8 = {f"{op.name}/kernel" for op in _weighted(ops) if op.scale is not None}
+    scales = {f"{op.name}/scale" for op in _weighted(ops) if op.scale is not None}
+    params = {k: a for k, a in arrays.items() if k not in scales}
+    n = int(sum(a.size for a in params.values()))
+    nbytes = sum((1 if k in int8 else 4) * a.size for k, a in arrays.items())
+    return {"parameters": n, "nonzero": int(sum(np.count_nonzero(a) for a in params.values())), "bytes": int(nbytes)}
+
+
+def _weighted(ops: list[Op]) -> list:
+    """Every Dense and Conv layer, those inside residual blocks included."""
+    out = []
+    for op in ops:
+        if isinstance(op, Residual):
+            out += _weighted(op.body) + _weighted(op.shortcut)
+        elif isinstance(op, (Dense, Conv)):
+            out.append(op)
+    return out
 
 
 def widths(ops: list[Op]) -> dict[str, int]:

@@ -96,7 +96,9 @@ def _remove(ops: list[Op], a: int, b: int, keep: np.ndarray) -> None:
     """Delete the units `~keep` of layer `a`, its BatchNorm channels and layer `b`'s inputs."""
     P, units = _positions(ops, a, b), ops[a].kernel.shape[-1]
     bias = ops[a].bias
-    ops[a] = dataclasses.replace(ops[a], kernel=ops[a].kernel[..., keep], bias=None if bias is None else bias[keep])
+    scale = ops[a].scale  # an int8 layer's per-unit scales go with their units
+    ops[a] = dataclasses.replace(ops[a], kernel=ops[a].kernel[..., keep], bias=None if bias is None else bias[keep],
+                                 scale=None if scale is None else scale[keep])
     for i in range(a + 1, b):
         if isinstance(ops[i], BatchNorm):
             bn = ops[i]
