@@ -21,6 +21,7 @@ from flax import linen as nn
 from lth.models.batch_norm import batch_norm
 from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer
+from lth.models.materialize import materialize
 
 
 def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name: str) -> nn.Conv:
@@ -53,7 +54,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(y))
         y = conv(self.filters, 3, 1, self.kernel_init, "conv2")(y)
         y = batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum)(y)
-        return nn.relu(y + _shortcut(self, x, y.shape[-1], train))
+        return materialize(nn.relu(y + _shortcut(self, x, y.shape[-1], train)), train)
 
 
 class Bottleneck(nn.Module):
@@ -77,7 +78,7 @@ class Bottleneck(nn.Module):
         y = nn.relu(batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum)(y))
         y = conv(self.filters * self.EXPANSION, 1, 1, self.kernel_init, "conv3")(y)
         y = batch_norm(train, self.bn_scale_init, "bn3", self.bn_momentum)(y)
-        return nn.relu(y + _shortcut(self, x, y.shape[-1], train))
+        return materialize(nn.relu(y + _shortcut(self, x, y.shape[-1], train)), train)
 
 
 def _shortcut(block: nn.Module, x: jax.Array, out_filters: int, train: bool) -> jax.Array:

@@ -26,6 +26,7 @@ from flax import linen as nn
 from lth.config.schema import ConfigError, ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
+from lth.models.materialize import materialize
 from lth.models.resnet_blocks import BasicBlock, Stage, conv
 
 STAGE_FILTERS = (16, 32, 64)
@@ -51,7 +52,7 @@ class CifarResNet(nn.Module):
         n = (self.depth - 2) // 6
         filters = [f * self.width_multiplier for f in STAGE_FILTERS]
         x = conv(filters[0], 3, 1, self.kernel_init, "conv1")(x)
-        x = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(x))
+        x = materialize(nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(x)), train)
         for s, f in enumerate(filters, start=1):
             x = Stage(
                 block=BasicBlock,
