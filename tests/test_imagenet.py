@@ -173,3 +173,14 @@ def test_renda_imagenet_follows_the_release(compose):
     m = cfg.model
     assert (m.head_init, m.bias_init, m.bn_scale_init, m.bn_momentum) == ("normal_0.01", "zeros", "ones", 0.9)
     assert (cfg.train.duration, cfg.rewind.optimizer_state) == ("112590it", "rewound")  # the README's --train_steps
+
+
+def test_streamed_standin_gives_the_in_memory_rows_and_crops(tmp_path):
+    cfg = DatasetConfig(name="imagenet_standin", val_size=16, image_size=32, crop=24)
+    mem = load_dataset(cfg, str(tmp_path))
+    st = load_dataset(dataclasses.replace(cfg, stream=True, stream_dir=str(tmp_path / "stream")), str(tmp_path))
+    assert type(st.x_train).__name__ == "StreamedRows" and st.input_shape == mem.input_shape == (24, 24, 3)
+    idx = np.array([0, 5, 2031])
+    np.testing.assert_array_equal(np.asarray(st.x_train[idx]), mem.x_train[idx])
+    np.testing.assert_array_equal(st.x_val, mem.x_val)
+    np.testing.assert_array_equal(st.x_test, mem.x_test)
