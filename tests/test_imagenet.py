@@ -149,11 +149,11 @@ STEPS = [0, 1, 6254, 6255, 37_529, 37_530, 75_059, 75_060, 100_079, 100_080, 112
 LRS = [0.0, 0.4 / 6255, 0.4 * 6254 / 6255, 0.4, 0.4, 0.04, 0.04, 0.004, 0.004, 0.0004, 0.0004]
 
 
-@pytest.mark.parametrize("name,levels,mode,point,rewind_step,init", [
-    ("frankle2020_lmc_resnet50_imagenet", 6, "weights", "6ep", 7506, "kaiming_normal"),
-    ("renda_resnet50_imagenet", 8, "lr", "0it", 0, "lecun_normal"),
+@pytest.mark.parametrize("name,levels,schedule,density,mode,point,rewind_step,init", [
+    ("frankle2020_lmc_resnet50_imagenet", 1, "oneshot", 0.3, "weights", "5ep", 6255, "kaiming_normal"),
+    ("renda_resnet50_imagenet", 8, "iterative", None, "lr", "0it", 0, "lecun_normal"),
 ])
-def test_imagenet_presets_resolve_to_the_papers_numbers(compose, name, levels, mode, point, rewind_step, init):
+def test_imagenet_presets_resolve_to_the_papers_numbers(compose, name, levels, schedule, density, mode, point, rewind_step, init):
     cfg = compose(f"experiment={name}")
     d = cfg.dataset
     assert (d.name, d.test_split, d.val_size, d.image_size, d.crop, d.augment, d.normalization) == (
@@ -161,7 +161,9 @@ def test_imagenet_presets_resolve_to_the_papers_numbers(compose, name, levels, m
     assert (cfg.model.name, cfg.model.init, cfg.levels) == ("resnet50", init, levels)
     o = cfg.optimizer
     assert (o.name, o.lr, o.momentum, o.weight_decay, o.schedule.warmup) == ("momentum", 0.4, 0.9, 1e-4, "5ep")
-    assert (cfg.pruning.scope, cfg.pruning.fraction, cfg.rewind.mode, cfg.rewind.point) == ("global", 0.2, mode, point)
+    p = cfg.pruning
+    assert (p.scope, p.schedule, p.target_density, p.fraction, cfg.rewind.mode, cfg.rewind.point) == (
+        "global", schedule, density, 0.2, mode, point)
     assert (cfg.train.batch_size, cfg.train.drop_last) == (1024, True)
     plan = make_plan(cfg, IMAGENET_TRAIN)
     assert (plan.steps_per_epoch, plan.total_steps, plan.rewind_step) == (1251, 112_590, rewind_step)
