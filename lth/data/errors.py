@@ -13,7 +13,8 @@ class DataError(Exception):
 DATA_DIR_ORIGIN = "the data directory comes from paths.data_dir, else $LTH_DATA_DIR, else ~/.cache/lth/datasets"
 
 # The datasets read from files under the data directory (no TFDS needed).
-BUILTIN = ("mnist1d", "mnist", "fashion_mnist", "cifar10", "sentiment", "trec", "20newsgroups")
+# imagenet_standin is generated (lth.data.imagenet_standin).
+BUILTIN = ("mnist1d", "mnist", "fashion_mnist", "cifar10", "sentiment", "trec", "20newsgroups", "imagenet_standin")
 
 
 def unknown_dataset_message(name: str, source: str = "auto") -> str:

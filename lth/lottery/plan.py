@@ -98,6 +98,10 @@ def _gradual_steps(cfg: Config, spe: int, total: int) -> tuple[int, int, int]:
 
 
 def _augmenter(cfg: Config):
+    if cfg.dataset.crop is not None:  # ImageNet: random-resized or centre crops (lth.data.imagenet_augment)
+        from lth.data.imagenet_augment import augmenter
+
+        return augmenter(cfg.dataset.crop, cfg.dataset.augment)
     if not cfg.dataset.augment:
         return None
     from lth.data.augment import random_crop_flip

@@ -47,4 +47,4 @@ def batches(trainer, data_keys: jax.Array, iters: int, per_class: int) -> tuple[
         perms = np.asarray(trainer._epoch_perms(data_keys, jnp.asarray(it, jnp.int32)))  # (R, N_train)
         idx.append(np.stack([indices(labels, p, num_classes, per_class).reshape(2, n // 2) for p in perms]))
     idx = jnp.asarray(np.concatenate(idx, axis=1))  # (R, 2 · iters, N/2)
-    return trainer.dataset.normalize(trainer.x_train[idx]), trainer.y_train[idx]
+    return trainer.dataset.normalize(trainer.dataset.centered(trainer.x_train[idx])), trainer.y_train[idx]

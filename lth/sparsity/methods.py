@@ -99,7 +99,7 @@ def score_batches(trainer, data_keys: jax.Array, n: int) -> tuple[jax.Array, jax
             perms[epoch] = trainer._epoch_perms(data_keys, jnp.asarray(epoch, jnp.int32))  # (R, N)
         idx.append(perms[epoch][:, (step % spe) * bs:(step % spe + 1) * bs])
     idx = jnp.stack(idx, axis=1)  # (R, n, batch)
-    return trainer.dataset.normalize(trainer.x_train[idx]), trainer.y_train[idx]
+    return trainer.dataset.normalize(trainer.dataset.centered(trainer.x_train[idx])), trainer.y_train[idx]
 
 
 def _logits(model, params, batch_stats, x, *, train: bool):
