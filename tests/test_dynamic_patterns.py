@@ -226,6 +226,7 @@ def test_bad_pattern_settings_are_refused_before_anything_is_written(tmp_path, p
     assert not os.path.exists(tmp_path / "runs")
 
 
+@pytest.mark.slow  # ~33 s; the in-loop 2:4 exactness is also tested without training a run
 def test_rigl_2_4_on_mnist1d_ends_with_an_exact_2_4_mask(tmp_path):
     from lth.lottery import levels as lottery
     from lth.runs import checkpoints

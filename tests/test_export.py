@@ -132,6 +132,7 @@ def test_export_of_a_neuron_ticket(neuron_run, fmt):
     assert again.run_dir == out.run_dir  # a content hash of the settings
 
 
+@pytest.mark.slow  # ~45 s (a whole lottery run, then both formats and the sparse path)
 def test_an_unstructured_ticket_keeps_its_shape(tmp_path):
     cfg = small_config(tmp_path, levels=1, replicates=1)
     src = lottery.run(cfg, echo=lambda _: None)

@@ -2,6 +2,7 @@
 level of the ticket and of its control is exported and timed, and the figure is written, from a
 tiny neuron-pruned MLP run (the code path of a channel-pruned one)."""
 
+import pytest
 import os
 
 import pandas as pd
@@ -12,6 +13,7 @@ from lth.export import levels_figure
 from lth.lottery import levels as lottery
 
 
+@pytest.mark.slow  # ~37 s (every level of a run exported and timed)
 def test_every_level_of_ticket_and_control_exported_and_drawn(tmp_path):
     cfg = small_config(tmp_path, levels=1, replicates=1, controls=["random_prune"],
                        pruning=PruningConfig(fraction=0.5, granularity="neuron"))

@@ -125,6 +125,7 @@ def _out(text):
     return json.loads([line for line in text.splitlines() if line.startswith("OUT 0 ")][-1][6:])
 
 
+@pytest.mark.slow  # ~55 s; ../shared/checks/many-hosts runs the same comparison through the CLI
 def test_members_over_two_processes_train_bit_for_bit_and_batches_to_rounding(tmp_path):
     """Members split over 2 processes (one device each) train exactly as in one process on one
     device; data parallel over 2 processes agrees with data parallel over 2 devices of one."""

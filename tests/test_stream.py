@@ -59,6 +59,7 @@ def cifar_stream(tmp_path_factory, data_dir):
     return base
 
 
+@pytest.mark.slow  # ~26 s; ../shared/checks/many-hosts compares a streamed CIFAR-10 conv run through the CLI
 def test_streamed_conv_steps_equal_in_memory(tmp_path, cifar_stream):
     """conv2 on CIFAR-10 (on a CPU: the loop of compiled single-replicate steps), 2 replicates,
     augmentation on, 6 steps from mid-epoch: the states and per-step metrics are bit-identical.
