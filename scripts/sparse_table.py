@@ -18,14 +18,7 @@ import os
 import pandas as pd
 import yaml
 
-
-def runs_under(folders: list[str]) -> list[str]:
-    out = []
-    for f in folders:
-        for d, _, files in os.walk(f):
-            if "results.csv" in files and "config.yaml" in files:
-                out.append(d)
-    return sorted(set(out))
+from compare_runs import find_runs  # (scripts/ is on sys.path when a script runs)
 
 
 def label(cfg: dict) -> str:
@@ -46,7 +39,7 @@ def label(cfg: dict) -> str:
 
 def table(folders: list[str], densities: list[float], tol: float, metric: str) -> pd.DataFrame:
     rows = []
-    for d in runs_under(folders):
+    for d in find_runs(folders):
         with open(os.path.join(d, "config.yaml")) as f:
             cfg = yaml.safe_load(f)
         r = pd.read_csv(os.path.join(d, "results.csv"))

@@ -62,6 +62,7 @@ from lth.compression.file_format import (
 from lth.compression.centroid_finetune import finetune_centroids
 from lth.config.schema import Config, ConfigError, to_dict
 from lth.config.durations import parse_duration, to_steps
+from lth.integrations import wandb_logger
 from lth.runs.run_dir import RunDir, write_atomic, write_json
 
 METHODS = ("kmeans", "int8")
@@ -351,15 +352,11 @@ def format_report(summary: dict[str, Any]) -> str:
 
 
 def _log_wandb(cfg: Config, rd: RunDir, report: pd.DataFrame, summary: dict[str, Any]) -> None:
-    wb = cfg.logger.wandb
-    if wb.mode == "disabled":
+    run = wandb_logger.side_run(cfg, rd, "compress")
+    if run is None:
         return
     import wandb
 
-    run = wandb.init(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or os.path.basename(rd.path),
-                     name=os.path.basename(rd.path), job_type="compress", tags=wb.tags, dir=rd.path,
-                     config={**to_dict(cfg), "run_dir": rd.path, "run_hash": rd.hash},
-                     settings=wandb.Settings(silent=True, console="off"), reinit="create_new")
     try:
         run.log({"report": wandb.Table(dataframe=report)})
         for stage in STAGES:

@@ -49,6 +49,7 @@ import pandas as pd
 
 from lth.config.schema import Config, ConfigError, to_dict
 from lth.export import graph, int8_source, onnx_graph, shrink, sparse, stablehlo, timing
+from lth.integrations import wandb_logger
 from lth.runs.run_dir import RunDir, write_atomic, write_json
 from lth.sparsity import masks as M
 
@@ -221,24 +222,14 @@ def _write(rd: RunDir, fmt: str, ops, shape, classes):
     """Write the model file, read it back; (its path, a function running the file's model)."""
     if fmt == "onnx":
         path = rd.file("model.onnx")
-        _write_bytes(path, onnx_graph.to_onnx(ops, shape, classes).SerializeToString())
+        write_atomic(path, onnx_graph.to_onnx(ops, shape, classes).SerializeToString())
         sess = onnx_graph.session(path)
         return path, lambda x: onnx_graph.run(sess, x)
     path = rd.file(stablehlo.FILE)
-    _write_bytes(path, stablehlo.serialize(ops, shape))
+    write_atomic(path, stablehlo.serialize(ops, shape))
     with open(path, "rb") as f:
         exp = stablehlo.load(f.read())
     return path, lambda x: stablehlo.run(exp, x)
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    """Write `data` through a temporary file and a rename: never a half-written model file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _measure(cfg, model, params, masked, bstats, ops, shape, classes, echo) -> list[dict[str, Any]]:
@@ -277,15 +268,11 @@ def format_report(summary: dict[str, Any], report: pd.DataFrame) -> str:
 
 
 def _log_wandb(cfg: Config, rd: RunDir, report: pd.DataFrame, summary: dict[str, Any]) -> None:
-    wb = cfg.logger.wandb
-    if wb.mode == "disabled":
+    run = wandb_logger.side_run(cfg, rd, "export")
+    if run is None:
         return
     import wandb
 
-    run = wandb.init(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or os.path.basename(rd.path),
-                     name=os.path.basename(rd.path), job_type="export", tags=wb.tags, dir=rd.path,
-                     config={**to_dict(cfg), "run_dir": rd.path, "run_hash": rd.hash},
-                     settings=wandb.Settings(silent=True, console="off"), reinit="create_new")
     try:
         run.log({"report": wandb.Table(dataframe=report)})
         for k in ("max_abs_diff", "test_accuracy_masked", "test_accuracy_exported", "speedup_batch_256"):

@@ -58,6 +58,23 @@ def agent_run_id() -> Optional[str]:
     return None
 
 
+def side_run(cfg: Any, rd: Any, job_type: str):
+    """A W&B run of its own for a job beside a lottery run (compress, export): named after and
+    written into its run directory `rd`, the whole config plus the directory and hash as its
+    config; None when `logger.wandb.mode=disabled`."""
+    wb = cfg.logger.wandb
+    if wb.mode == "disabled":
+        return None
+    import wandb
+
+    from lth.config.schema import to_dict
+
+    return wandb.init(mode=wb.mode, project=wb.project, entity=wb.entity, group=wb.group or os.path.basename(rd.path),
+                      name=os.path.basename(rd.path), job_type=job_type, tags=wb.tags, dir=rd.path,
+                      config={**to_dict(cfg), "run_dir": rd.path, "run_hash": rd.hash},
+                      settings=wandb.Settings(silent=True, console="off"), reinit="create_new")
+
+
 class WandbLogger:
     def __init__(self, *, mode: str, project: str, entity: Optional[str], group: str, tags: list[str],
                  config: dict[str, Any], directory: str, log_every: int, label: str, run_id: Optional[str] = None):

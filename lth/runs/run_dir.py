@@ -79,8 +79,8 @@ def hash_of(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never a half-written file.
+def write_atomic(path: str, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` through a temporary file and a rename: never a half-written file.
     Only the writing process of a multi-process run writes (`lth.runs.writer`)."""
     if not writer.primary():
         return
@@ -89,7 +89,7 @@ def write_atomic(path: str, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would follow the umask
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
