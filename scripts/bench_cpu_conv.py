@@ -120,8 +120,8 @@ def per_model(name: str, repeats: int, ceiling: Ceiling, variants) -> list[tuple
     rows, flops = [], None
     for variant in variants:
         cpu_conv.ROUTED = variant != "lax"  # both read when the step below is traced
-        cpu_conv.KERNEL_GRAD_DOT = variant == "kgrad"
-        materialize.ENABLED = variant != "nomat"
+        cpu_conv.KERNEL_GRAD_DOT = variant in ("kgrad", "before")
+        materialize.ENABLED = variant not in ("nomat", "before")
         tr = Trainer(build_model(ModelConfig(name=name), 10), ds, make_optimizer(opt),
                      make_schedule(opt, total_steps=10, steps_per_epoch=7), batch_size=128)
         states, _ = fresh_states(tr, 1)
@@ -157,9 +157,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["resnet20", "conv2", "vgg16"])
     ap.add_argument("--batch", type=int, default=128, help="batch of the per-shape table")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--variants", nargs="*", default=["lax", "routed"], choices=["lax", "routed", "kgrad", "nomat"],
+    ap.add_argument("--variants", nargs="*", default=["lax", "routed"], choices=["lax", "routed", "kgrad", "nomat", "before"],
                     help="lax: every conv lax.conv; routed: lth's routes; kgrad: routed + the kernel-gradient dot route (off by default); "
-                         "nomat: routed without lth.models.materialize (XLA:CPU recomputes ResNet block outputs inside fusions)")
+                         "nomat: routed without lth.models.materialize (XLA:CPU recomputes ResNet block outputs inside fusions); "
+                         "before: the routes as they were before issue 31 (kernel-gradient dot on, no materialize)")
     ap.add_argument("--no-shapes", action="store_true", help="skip the per-shape table")
     args = ap.parse_args()
     print(device_line())
