@@ -115,6 +115,21 @@ def test_a_process_killed_by_a_signal_is_reported_as_a_shell_does_and_a_deaf_pee
     assert time.time() - t0 < 10 and _gone_within(pids.values(), 1.0)
 
 
+def test_the_process_killed_is_reported_not_the_peer_that_failed_because_of_it(tmp_path):
+    """Process 1 is SIGKILLed; process 0, talking to it over a socket as in a collective, fails at
+    once with status 1: the launcher names the killed process first and exits with its status."""
+    sock = str(tmp_path / "s")
+    code = ("import socket\ns = socket.socket(socket.AF_UNIX)\n"
+            "if os.environ['LTH_PROCESS_ID'] == '0':\n"
+            f"    s.bind({sock!r}); s.listen(1); c = s.accept()[0]; c.recv(1); sys.exit(1)\n"
+            "else:\n"
+            f"    while not os.path.exists({sock!r}): time.sleep(0.01)\n"
+            f"    s.connect({sock!r}); time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)\n")
+    p, _ = _pids(tmp_path, code)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 137 and "lth.launch: process 1 of 2 exited with status 137" in err, (p.returncode, err)
+
+
 # -- whole lottery runs ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):

@@ -99,7 +99,8 @@ def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, grace: float
 
 
 def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> int:
-    """Start the job and wait for it; its exit status (the first failed process's, else 0)."""
+    """Start the job and wait for it; its exit status (the failed process's, one killed by a signal
+    first, else 0)."""
     port = port or free_port()
     procs = []
     orphan_guard = _die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None
@@ -115,11 +116,12 @@ def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> i
                 break
             codes = [p.poll() for p in procs]
             failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                i, c = failed[0][0], status(failed[0][1])
-                print(f"lth.launch: process {i} of {n} exited with status {c}; stopping the others", file=sys.stderr)
+            if failed:  # a process killed by a signal first: its peers then fail in a collective, status 1
+                failed.sort(key=lambda ic: ic[1] > 0)
+                said = "; ".join(f"process {i} of {n} exited with status {status(c)}" for i, c in failed)
+                print(f"lth.launch: {said}; stopping the others", file=sys.stderr)
                 _stop(procs, signal.SIGTERM, grace=5.0)
-                return c
+                return status(failed[0][1])
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(poll_s)
