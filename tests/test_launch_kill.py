@@ -28,7 +28,7 @@ import pytest
 
 from test_launch import REPO, TINY, _env, _results
 
-STOP_S = 30.0  # how long the job may take to end after a kill (the launcher stops the others within ~5 s)
+STOP_S = 30.0  # how long the job may take to end after a kill (measured: 0.1-0.3 s; the launcher's grace is 5 s)
 
 
 def _children(pid: int) -> list[int]:
@@ -141,7 +141,7 @@ def one_process(tmp_path_factory):
     return _results(runs)
 
 
-@pytest.mark.slow  # ~2 minutes each: a 2-process run killed, then re-run to its end
+@pytest.mark.slow  # 35-60 s each on the shared 2-core CPU: a 2-process run killed, then re-run to its end
 @pytest.mark.parametrize("victim", ["process 1", "process 0", "the whole job", "the launcher"])
 def test_a_sigkilled_two_process_run_stops_promptly_and_a_rerun_resumes_to_the_one_process_results(
         tmp_path, one_process, victim):
