@@ -10,8 +10,10 @@ the processes: `hydra/launcher=slurm_multinode`, `slurm_multinode_gpus`):
 
 Process 0's output is shown; the others' standard output is not (it repeats process 0's), their
 errors are. When a process fails, the others are stopped (a process waiting for a failed one in a
-collective would wait forever: SIGTERM, then SIGKILL after 5 s) and the launcher exits with the
-failed process's status (128 + N for a process killed by signal N, as a shell reports it). SIGTERM
+collective may wait forever; on the CPU gloo fails it as soon as the peer's socket closes):
+SIGTERM, then SIGKILL after 5 s; and the launcher exits with the
+failed process's status (128 + N for a process killed by signal N, as a shell reports it; a process
+killed by a signal is named before the peers that then failed in a collective with it). SIGTERM
 or SIGINT to the launcher is handed to every process, which checkpoint the level in progress at the
 same step (`lth.runs.writer.stop_requested`) and stop; re-running the command resumes. A launcher
 killed outright (SIGKILL, the out-of-memory killer) takes its processes with it (Linux's
