@@ -130,6 +130,17 @@ def test_the_process_killed_is_reported_not_the_peer_that_failed_because_of_it(t
     assert p.returncode == 137 and "lth.launch: process 1 of 2 exited with status 137" in err, (p.returncode, err)
 
 
+def test_the_likeliest_cause_is_named_first():
+    """Several processes can end between two polls of the launcher: a kill from outside comes
+    before a status of the process's own (2: a refusal), which comes before what a peer's end
+    causes (status 1 from a failed collective, SIGABRT from JAX's coordination service)."""
+    from lth.integrations import launch
+
+    codes = [1, -signal.SIGABRT, 2, -signal.SIGKILL]
+    assert sorted(codes, key=launch._consequence) == [-signal.SIGKILL, 2, 1, -signal.SIGABRT]
+    assert sorted([-signal.SIGABRT, 2], key=launch._consequence) == [2, -signal.SIGABRT]  # a refusal, then the abort
+
+
 # -- whole lottery runs ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):

@@ -13,7 +13,7 @@ errors are. When a process fails, the others are stopped (a process waiting for 
 collective may wait forever; on the CPU gloo fails it as soon as the peer's socket closes):
 SIGTERM, then SIGKILL after 5 s; and the launcher exits with the
 failed process's status (128 + N for a process killed by signal N, as a shell reports it; a process
-killed by a signal is named before the peers that then failed in a collective with it). SIGTERM
+killed from outside is named before the peers that then failed in a collective with it). SIGTERM
 or SIGINT to the launcher is handed to every process, which checkpoint the level in progress at the
 same step (`lth.runs.writer.stop_requested`) and stop; re-running the command resumes. A launcher
 killed outright (SIGKILL, the out-of-memory killer) takes its processes with it (Linux's
@@ -86,6 +86,17 @@ def status(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def _consequence(code: int) -> int:
+    """How likely a failed process's return code is a consequence of another's failure, for naming
+    the cause first (several processes can end between two polls): 0, killed by a signal from
+    outside (SIGKILL, SIGTERM, a crash); 1, a status of its own (2: a refused setting); 2, status 1
+    (an exception, such as a collective failing because a peer died) or SIGABRT (JAX's coordination
+    service ends every process when one of them has gone)."""
+    if code == 1 or code == -signal.SIGABRT:
+        return 2
+    return 0 if code < 0 else 1
+
+
 def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, grace: float = GRACE_S) -> None:
     """Send `sig` to every running process, then kill those still running after `grace` seconds."""
     for p in procs:
@@ -101,8 +112,8 @@ def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, grace: float
 
 
 def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> int:
-    """Start the job and wait for it; its exit status (the failed process's, one killed by a signal
-    first, else 0)."""
+    """Start the job and wait for it; its exit status (the failed process's, the likeliest cause
+    first: `_consequence`), else 0."""
     port = port or free_port()
     procs = []
     orphan_guard = _die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None
@@ -118,8 +129,8 @@ def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> i
                 break
             codes = [p.poll() for p in procs]
             failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:  # a process killed by a signal first: its peers then fail in a collective, status 1
-                failed.sort(key=lambda ic: ic[1] > 0)
+            if failed:
+                failed.sort(key=lambda ic: _consequence(ic[1]))
                 said = "; ".join(f"process {i} of {n} exited with status {status(c)}" for i, c in failed)
                 print(f"lth.launch: {said}; stopping the others", file=sys.stderr)
                 _stop(procs, signal.SIGTERM, grace=5.0)
