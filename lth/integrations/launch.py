@@ -10,9 +10,14 @@ the processes: `hydra/launcher=slurm_multinode`, `slurm_multinode_gpus`):
 
 Process 0's output is shown; the others' standard output is not (it repeats process 0's), their
 errors are. When a process fails, the others are stopped (a process waiting for a failed one in a
-collective would wait forever) and the launcher exits with the failed process's status. SIGTERM
+collective may wait forever; on the CPU gloo fails it as soon as the peer's socket closes):
+SIGTERM, then SIGKILL after 5 s; and the launcher exits with the
+failed process's status (128 + N for a process killed by signal N, as a shell reports it; a process
+killed from outside is named before the peers that then failed in a collective with it). SIGTERM
 or SIGINT to the launcher is handed to every process, which checkpoint the level in progress at the
-same step (`lth.runs.writer.stop_requested`) and stop; re-running the command resumes.
+same step (`lth.runs.writer.stop_requested`) and stop; re-running the command resumes. A launcher
+killed outright (SIGKILL, the out-of-memory killer) takes its processes with it (Linux's
+parent-death signal), so that a re-run does not find the run locked by orphans still training it.
 """
 
 from __future__ import annotations
@@ -58,6 +63,40 @@ def environments(n: int, port: int, base: Optional[dict] = None) -> list[dict]:
              "LTH_PROCESS_ID": str(i)} for i in range(n)]
 
 
+def _die_with_parent(parent: int):
+    """A `preexec_fn` making the child get SIGKILL when the launcher (`parent`) dies (Linux's
+    `prctl(PR_SET_PDEATHSIG)`), or None where there is no such call."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+
+    def set_signal():
+        prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the launcher died before the signal was set
+            os._exit(128 + signal.SIGKILL)
+
+    return set_signal
+
+
+def status(code: int) -> int:
+    """A process's exit status as a shell reports it: 128 + N when signal N killed it."""
+    return 128 - code if code < 0 else code
+
+
+def _consequence(code: int) -> int:
+    """How likely a failed process's return code is a consequence of another's failure, for naming
+    the cause first (several processes can end between two polls): 0, killed by a signal from
+    outside (SIGKILL, SIGTERM, a crash); 1, a status of its own (2: a refused setting); 2, status 1
+    (an exception, such as a collective failing because a peer died) or SIGABRT (JAX's coordination
+    service ends every process when one of them has gone)."""
+    if code == 1 or code == -signal.SIGABRT:
+        return 2
+    return 0 if code < 0 else 1
+
+
 def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, grace: float = GRACE_S) -> None:
     """Send `sig` to every running process, then kill those still running after `grace` seconds."""
     for p in procs:
@@ -73,12 +112,14 @@ def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, grace: float
 
 
 def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> int:
-    """Start the job and wait for it; its exit status (the first failed process's, else 0)."""
+    """Start the job and wait for it; its exit status (the failed process's, the likeliest cause
+    first: `_consequence`), else 0."""
     port = port or free_port()
     procs = []
+    orphan_guard = _die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None
     for i, env in enumerate(environments(n, port)):
         out = None if i == 0 else subprocess.DEVNULL
-        procs.append(subprocess.Popen([sys.executable, *command], env=env, stdout=out))
+        procs.append(subprocess.Popen([sys.executable, *command], env=env, stdout=out, preexec_fn=orphan_guard))
     received: list[int] = []
     handlers = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -89,10 +130,11 @@ def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> i
             codes = [p.poll() for p in procs]
             failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
             if failed:
-                i, c = failed[0]
-                print(f"lth.launch: process {i} of {n} exited with status {c}; stopping the others", file=sys.stderr)
+                failed.sort(key=lambda ic: _consequence(ic[1]))
+                said = "; ".join(f"process {i} of {n} exited with status {status(c)}" for i, c in failed)
+                print(f"lth.launch: {said}; stopping the others", file=sys.stderr)
                 _stop(procs, signal.SIGTERM, grace=5.0)
-                return c
+                return status(failed[0][1])
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(poll_s)
@@ -102,7 +144,7 @@ def run(n: int, command: Sequence[str], port: int = 0, poll_s: float = 0.2) -> i
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    codes = [p.returncode for p in procs]
+    codes = [status(p.returncode) for p in procs]
     return next((c for c in codes if c), 128 + received[0])
 
 
@@ -111,4 +153,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run(a.processes, a.command, a.port)
 
 
-__all__ = ["main", "run", "environments", "free_port"]
+__all__ = ["main", "run", "environments", "free_port", "status"]
