@@ -1,8 +1,9 @@
 """Batches fed from the host (issue 30, `lth.train.fed`): a training set streamed from disk on
 several devices. Members split over 2 devices, each device fed and read for its own members only,
 train bit for bit as on one device; data parallel over 2 devices, each step's batch split over
-them, agrees with in-memory data parallel to rounding and never puts the training set on a device.
-(Over 2 processes: tests/test_launch.py.)"""
+them, agrees with in-memory data parallel to rounding (also with a last partial batch that does not
+split, fed whole) and never puts the training set on a device. (Over 2 processes:
+tests/test_launch.py.)"""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ ds = make_tiny_dataset()
 path = write_streamed(ds.x_train, sys.argv[2])
 model = build_model(ModelConfig(name="mlp", widths=[16]), ds.num_classes)
 
-def train(data, shard, R, count=0):
-    tr = Trainer(model, data, optax.inject_hyperparams(optax.sgd)(learning_rate=0.1), lambda s: 0.1, batch_size=100)
+def train(data, shard, R, count=0, drop_last=True):
+    tr = Trainer(model, data, optax.inject_hyperparams(optax.sgd)(learning_rate=0.1), lambda s: 0.1, batch_size=100,
+                 drop_last=drop_last)
     keys = replicate_keys(0, R)
     v = tr.init_variables(keys["init"])
     st = tr.create_states(v, jax.vmap(M.ones_like)(v["params"]))
@@ -42,6 +44,9 @@ def train(data, shard, R, count=0):
 
 out = {"members1": train(streamed(ds, path), "members", 4, count=1), "members2": train(streamed(ds, path), "members", 4),
        "batch_memory": train(ds, "batch", 2), "batch_streamed": train(streamed(ds, path), "batch", 2)}
+odd = make_tiny_dataset(n_train=601)  # drop_last=False: every 7th batch has 1 example, fed whole
+path = write_streamed(odd.x_train, sys.argv[2] + "-odd")
+out["odd_memory"], out["odd_streamed"] = (train(d, "batch", 2, drop_last=False) for d in (odd, streamed(odd, path)))
 print("OUT", json.dumps(out))
 """
 
@@ -59,5 +64,9 @@ def test_a_streamed_set_on_two_devices(tmp_path):
     assert one["reads"] == [[4, 100]] and two["reads"] == [[2, 100]]  # each device reads its 2 members' batches
     mem, st = out["batch_memory"], out["batch_streamed"]
     assert mem["devices"] == st["devices"] == 2 and st["reads"] == [[2, 100]] and not st["on_device"]
+    assert max(abs(a - b) for a, b in zip(mem["acc"], st["acc"])) <= 0.02
+    assert max(abs(a - b) for a, b in zip(mem["loss"], st["loss"])) <= 1e-3
+    mem, st = out["odd_memory"], out["odd_streamed"]
+    assert st["devices"] == 2 and st["reads"] == [[2, 100], [2, 1]]
     assert max(abs(a - b) for a, b in zip(mem["acc"], st["acc"])) <= 0.02
     assert max(abs(a - b) for a, b in zip(mem["loss"], st["loss"])) <= 1e-3
