@@ -9,12 +9,13 @@ checkpoints, written by process 0 alone: `lth.runs.writer`) is the single-proces
   one-device call per device: `lth.train.per_device`), then every process gets all members back
   (`gather`, an all-gather over processes). A member computes exactly what it computes in a
   one-process run, bit for bit.
-- `devices.shard=batch`: states and data are made global arrays, replicated on every device of the
-  mesh (`to_global`); the compiled step takes each global batch (the one-process batch: same
-  indices, same order) and constrains it to be split over all devices, so each device (each
-  process) computes the gradient of its slice and XLA all-reduces the sum (over gloo on the CPU);
-  the states come back to the host (`to_host`). The training set sits in every process's memory
-  and each device reads its slice from it, as data parallel over one process's devices does.
+- `devices.shard=batch`: each global batch (the one-process batch: same indices, same order) is fed
+  from the host, each process reading only its own slice of it, the columns its devices hold, and
+  making the global batch of every process's slice (`lth.train.fed`); the states are made global
+  arrays replicated on every device of the mesh (`to_global`), each device computes the gradient
+  of its slice and XLA all-reduces the sum (over gloo on the CPU); the states come back to the host
+  (`to_host`). The training set stays in host memory (or on disk: `dataset.stream=true`), never on
+  the devices.
 
 `mesh_devices` picks the same number of devices on every process (so that every process does the
 same share), process by process: the member axis and the batch split block-wise by process.

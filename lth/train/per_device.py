@@ -82,7 +82,6 @@ class PerDevice:
 
         return jax.tree.map(one, *parts)
 
-
     def _gather_members(self, parts: list, axis: int = 0):
         """Per-device outputs (members on `axis`) of this process's devices, then of the next
         process's, ...: every member's, as host arrays on every process (`lth.train.multiprocess`)."""
@@ -90,20 +89,3 @@ class PerDevice:
 
         local = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=axis), *parts)
         return multiprocess.gather(local, axis)
-
-    def _over_processes(self):
-        """With data parallel over several processes (`batch_sharding` over their devices): the
-        function making host values global arrays replicated on its mesh; else None."""
-        if self.batch_sharding is None or jax.process_count() == 1:
-            return None
-        from lth.train import multiprocess
-
-        everywhere = NamedSharding(self.batch_sharding.mesh, P())
-        return lambda tree: multiprocess.to_global(tree, everywhere)
-
-    def _global_data(self, glob):
-        """The training set as global arrays replicated on the mesh (made once)."""
-        here = self.__dict__.setdefault("_global_train", {})
-        if "xy" not in here:
-            here["xy"] = (glob(self.x_train), glob(self.y_train))
-        return here["xy"]

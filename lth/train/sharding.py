@@ -14,7 +14,9 @@ the work, through `jax.sharding` (GSPMD partitions the same compiled step; no co
   replicated and every member's batch of B examples is split over d devices, d the largest divisor
   of B at most the device count; XLA sums the gradients over devices (an all-reduce per step).
 
-The training data is replicated on every device. Single-device runs and the CPU's per-step Python
+In one process the in-memory training data is replicated on every device; a streamed training set
+(`dataset.stream=true`), and data parallel over several processes, feed each device its part of
+every batch from the host instead (`lth.train.fed`). Single-device runs and the CPU's per-step Python
 loop for convolutional models (`Trainer.scan=False`) are left as they are (`placement` -> None).
 
 A run started as several processes (`jax.distributed`: `lth.integrations.distributed`,

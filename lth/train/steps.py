@@ -82,8 +82,9 @@ class Steps:
 
     def _replica_step(self, state, idx, aug_key, x_all, y_all, step):
         """One step of one replicate on the examples `idx` of its epoch permutation, augmented
-        with `fold_in(aug_key, step)`, normalised, one masked update."""
-        x, y = x_all[idx], y_all[idx]
+        with `fold_in(aug_key, step)`, normalised, one masked update. `idx=None`: `x_all`, `y_all`
+        are the batch itself (fed from the host: `lth.train.streamed`)."""
+        x, y = (x_all, y_all) if idx is None else (x_all[idx], y_all[idx])
         if self.batch_sharding is not None:  # data parallel over devices (lth.train.sharding, devices.shard=batch)
             x, y = (jax.lax.with_sharding_constraint(a, self.batch_sharding) for a in (x, y))
         if self.augment is not None:

@@ -27,7 +27,9 @@ the model's `objective.method`, instead of classified.
 This module holds the `Trainer` itself (construction, the data order, the compiled calls of many
 steps); its parts live beside it: `lth.train.steps` (one masked step), `lth.train.evaluation`
 (evaluation on the padded val/test splits), `lth.train.per_device` (one call per device when
-members are split over devices) and `lth.train.drivers` (`train_level`, the loop over compiled
+members are split over devices), `lth.train.streamed` and `lth.train.fed` (batches gathered on the
+host instead: a training set streamed from disk, and data parallel over several processes, each
+feeding its own slice of every batch) and `lth.train.drivers` (`train_level`, the loop over compiled
 calls, evaluations, checkpoints and divergence). Their public names are importable from here too.
 """
 
@@ -45,9 +47,8 @@ from lth.sparsity.gradual import GradualPruning
 from lth.train.drivers import (  # noqa: F401  (re-exported: `from lth.train.trainer import train_level`)
     LevelHistory, LevelInProgress, chunk_boundaries, replicate_keys, stacked_density, train_level)
 from lth.train.evaluation import EVAL_OBJECTIVE_SEED, EvalSet, Evaluation, _pad_split  # noqa: F401
-from lth.train import multiprocess
+from lth.train import fed
 from lth.train.per_device import PerDevice
-from lth.train.streamed import run_streamed
 from lth.train.steps import _OBJECTIVE_SALT, _RNG_SALT, Steps, cross_entropy  # noqa: F401
 from lth.train.train_state import TrainState, learning_rate  # noqa: F401
 
@@ -134,8 +135,6 @@ class Trainer(Steps, Evaluation, PerDevice):
             )
         # dataset.stream=true: the training set stays on disk and batches are read per step (lth.train.streamed)
         self.streamed = isinstance(dataset.x_train, StreamedRows)
-        self.x_train = dataset.x_train if self.streamed else jnp.asarray(dataset.x_train)
-        self.y_train = np.asarray(dataset.y_train) if self.streamed else jnp.asarray(dataset.y_train)
         self.eval_sets = {
             "val": _pad_split(dataset.x_val, dataset.y_val, eval_batch_size) if len(dataset.x_val) else None,
             "test": _pad_split(dataset.x_test, dataset.y_test, eval_batch_size),
@@ -170,6 +169,23 @@ class Trainer(Steps, Evaluation, PerDevice):
         self._eval = jax.jit(self._eval_impl, static_argnames=("batch",))
         self._eval1 = jax.jit(self._eval_batch, static_argnames=("batch",))
 
+    @property
+    def x_train(self):
+        """The training set on the default device, put there on first use (batches fed from the
+        host, `lth.train.fed`, never need it), or a streamed set's `StreamedRows`."""
+        if self.streamed:
+            return self.dataset.x_train
+        if "_x_train" not in self.__dict__:
+            self._x_train = jnp.asarray(self.dataset.x_train)
+        return self._x_train
+
+    @property
+    def y_train(self):
+        """The training labels as `x_train` holds the examples (host labels when streamed)."""
+        if "_y_train" not in self.__dict__:
+            self._y_train = (np.asarray if self.streamed else jnp.asarray)(self.dataset.y_train)
+        return self._y_train
+
     # -- state ---------------------------------------------------------------------------------
     def init_variables(self, keys: jax.Array) -> PyTree:
         """Initial variables ({'params', maybe 'batch_stats'}) for each key in `keys` (R, 2)."""
@@ -195,7 +211,7 @@ class Trainer(Steps, Evaluation, PerDevice):
 
     # -- many steps, one compiled call ---------------------------------------------------------
     def _epoch_perms(self, data_keys, epoch):
-        n = self.x_train.shape[0]
+        n = self.dataset.num_train
         if not self.shuffle:  # the stored order, every epoch
             return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (data_keys.shape[0], n))
         return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(data_keys)
@@ -255,20 +271,17 @@ class Trainer(Steps, Evaluation, PerDevice):
     def run(self, states: TrainState, keys: dict, start: int, n: int):
         """Run steps start .. start+n-1 for all replicates. Returns (states, per-step metrics as
         numpy arrays of shape (n, R))."""
-        if self.streamed:
-            return run_streamed(self, states, keys, start, n)
+        if fed.wanted(self):  # streamed, or data parallel over processes: batches fed from the host
+            return fed.run(self, states, keys, start, n)
         if self.scan:
-            R, N = keys["data"].shape[0], self.x_train.shape[0]
-            x_all, y_all, glob = self.x_train, self.y_train, self._over_processes()
-            if glob is not None:  # data parallel over processes: global arrays in, host arrays out
-                states, keys, x_all, y_all = glob(states), glob(keys), *self._global_data(glob)
+            R, N = keys["data"].shape[0], self.dataset.num_train
             parts = []
             for first, m, size in self.segments(start, n):  # one segment unless drop_last=False
                 precompute = self.perms == "precomputed" and ((m - 1) // self.steps_per_epoch + 2) * R * N * 4 <= PERMS_BYTES
                 size = None if size == self.batch_size else size
-                start_ = jnp.asarray(first, jnp.int32) if glob is None else glob(np.int32(first))
+                start_ = jnp.asarray(first, jnp.int32)
                 if self.member_mesh is None:
-                    states, metrics = self._run(states, keys["data"], keys["aug"], x_all, y_all, start_,
+                    states, metrics = self._run(states, keys["data"], keys["aug"], self.x_train, self.y_train, start_,
                                                 n=m, precompute=precompute, size=size)
                 else:  # members split over devices (lth.train.sharding)
                     outs = self._per_device(self._run, (states, keys["data"], keys["aug"]),
@@ -276,9 +289,7 @@ class Trainer(Steps, Evaluation, PerDevice):
                     states = self._assemble([o[0] for o in outs])
                     metrics = self._assemble([o[1] for o in outs], axis=1) if jax.process_count() > 1 else \
                         {k: np.concatenate([np.asarray(o[1][k]) for o in outs], axis=1) for k in outs[0][1]}
-                parts.append(jax.device_get(metrics) if glob is None else multiprocess.to_host(metrics))
-            if glob is not None:
-                states = multiprocess.to_host(states)
+                parts.append(jax.device_get(metrics))
             if len(parts) == 1:
                 return states, parts[0]
             return states, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
