@@ -201,7 +201,7 @@ def _kill_and_resume(runs, victim, expected, *overrides, shard="members"):
     summary = json.loads(open(os.path.join(os.path.dirname(csv), "summary.json")).read())
     assert list(summary["levels"]) == ["0"]
     written = pd.read_csv(csv).drop(columns=["seconds"]).sort_values(["level", "kind", "replicate"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(written, expected[expected.level == 0].reset_index(drop=True))
+    pd.testing.assert_frame_equal(written, expected[expected.level == 0].reset_index(drop=True), check_exact=True)
     newest = _checkpoints(runs, 1)[-1]
 
     p = _start(runs, *overrides, shard=shard)
@@ -210,5 +210,5 @@ def _kill_and_resume(runs, victim, expected, *overrides, shard="members"):
     assert re.search(r"level +0: done already", out), out[-3000:]  # the finished level is not retrained
     assert f"level 1: resuming from the checkpoint at step {newest} of " in out, out[-3000:]
     assert "corrupt" not in out, out[-3000:]
-    pd.testing.assert_frame_equal(expected, _results(runs))
+    pd.testing.assert_frame_equal(expected, _results(runs), check_exact=True)  # bit for bit
     assert not _checkpoints(runs, 1)  # the finished level's in-level checkpoints are gone

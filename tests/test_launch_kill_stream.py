@@ -81,4 +81,4 @@ def test_a_job_killed_while_preparing_the_stream_copy_never_uses_the_half_writte
     assert p.returncode == 0, out[-3000:]
     (name,) = os.listdir(stream)  # the half-written copies are gone, a whole one is prepared
     assert ".tmp-" not in name and is_prepared(str(stream / name)), name
-    pd.testing.assert_frame_equal(one_process, _results(runs))
+    pd.testing.assert_frame_equal(one_process, _results(runs), check_exact=True)
