@@ -6,9 +6,9 @@ With the members split over the processes, a streamed run killed once level 1 ha
 checkpoint and re-run ends with the uninterrupted one-process in-memory results bit for bit (the
 loader's position is the step, and streaming changes where bytes come from, never which examples a
 step sees). With the batches split, it ends with the uninterrupted 2-process streamed run's results
-exactly: the 2 processes' sums of gradients come back in the same order every time, so a
-resumed run repeats the uninterrupted one's computation (both differ from one process's by float
-rounding, `tests/test_fed.py`). A job killed while it prepares the ArrayRecord copy under
+exactly: data parallel over 2 CPU processes repeats itself bit for bit, so a resumed run is the
+uninterrupted one (both agree with one process's results to float rounding,
+`tests/test_launch.py`). A job killed while it prepares the ArrayRecord copy under
 `dataset.stream_dir` leaves only a temporary folder, which the re-run never reads and removes.
 """
 
