@@ -59,9 +59,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start(runs):
-    return subprocess.Popen([sys.executable, "-m", "lth.launch", "--processes", "2", "--", "experiments/lottery.py",
-                             f"paths.runs_dir={runs}", *TINY, "devices.shard=members"], cwd=REPO, env=_env(),
+def _start(runs, *overrides, shard="members", wrapper=()):
+    """The 2-process job over TINY with `overrides`; `wrapper`: a script (and its arguments) that
+    runs experiments/lottery.py in each process."""
+    return subprocess.Popen([sys.executable, "-m", "lth.launch", "--processes", "2", "--", *wrapper,
+                             "experiments/lottery.py", f"paths.runs_dir={runs}", *TINY, f"devices.shard={shard}",
+                             *overrides], cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -156,8 +159,14 @@ def one_process(tmp_path_factory):
 @pytest.mark.parametrize("victim", ["process 1", "process 0", "the whole job", "the launcher"])
 def test_a_sigkilled_two_process_run_stops_promptly_and_a_rerun_resumes_to_the_one_process_results(
         tmp_path, one_process, victim):
-    runs = tmp_path / "two"
-    p = _start(runs)
+    _kill_and_resume(tmp_path / "two", victim, one_process)
+
+
+def _kill_and_resume(runs, victim, expected, *overrides, shard="members"):
+    """Start the 2-process job (with `overrides`), SIGKILL `victim` once level 1 has an in-level
+    checkpoint, check that the job ended promptly and left level 0 whole, re-run it and check that
+    it resumed from the newest checkpoint and ended with the results `expected`, exactly."""
+    p = _start(runs, *overrides, shard=shard)
     workers: dict[str, int] = {}
     try:
         t0 = time.time()
@@ -192,14 +201,14 @@ def test_a_sigkilled_two_process_run_stops_promptly_and_a_rerun_resumes_to_the_o
     summary = json.loads(open(os.path.join(os.path.dirname(csv), "summary.json")).read())
     assert list(summary["levels"]) == ["0"]
     written = pd.read_csv(csv).drop(columns=["seconds"]).sort_values(["level", "kind", "replicate"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(written, one_process[one_process.level == 0].reset_index(drop=True))
+    pd.testing.assert_frame_equal(written, expected[expected.level == 0].reset_index(drop=True), check_exact=True)
     newest = _checkpoints(runs, 1)[-1]
 
-    p = _start(runs)
+    p = _start(runs, *overrides, shard=shard)
     out = p.communicate(timeout=600)[0]
     assert p.returncode == 0, out[-3000:]
     assert re.search(r"level +0: done already", out), out[-3000:]  # the finished level is not retrained
     assert f"level 1: resuming from the checkpoint at step {newest} of " in out, out[-3000:]
     assert "corrupt" not in out, out[-3000:]
-    pd.testing.assert_frame_equal(one_process, _results(runs))
+    pd.testing.assert_frame_equal(expected, _results(runs), check_exact=True)  # bit for bit
     assert not _checkpoints(runs, 1)  # the finished level's in-level checkpoints are gone

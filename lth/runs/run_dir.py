@@ -27,7 +27,7 @@ import tempfile
 from typing import Any
 
 from lth.config import defaults
-from lth.runs import writer
+from lth.runs import stale, writer
 from lth.config.schema import (
     HASH_OMITTED_AT_DEFAULT,
     HASHED_SECTIONS,
@@ -174,7 +174,10 @@ class RunDir:
 
     def lock(self):
         """Hold an exclusive lock on the run for the life of the returned file object (the writing
-        process's: the others of a multi-process run get an object to close, and no lock)."""
+        process's: the others of a multi-process run get an object to close, and no lock). Once it
+        is held, the temporary files that this run's writers left when killed mid-write (`.tmp-*`
+        of `write_atomic`, orbax's unfinished checkpoints, ...) are removed from the run directory:
+        no live writer can be using them (`lth.runs.stale`)."""
         if not writer.primary():
             return open(os.devnull)
         f = open(self.file(".lock"), "a+")
@@ -186,6 +189,7 @@ class RunDir:
                 f"another process is running this run right now ({self.path}); wait for it to finish or "
                 "stop it (a finished or killed run leaves no lock behind)"
             ) from None
+        stale.remove_leftovers(self.path)
         return f
 
 
