@@ -326,3 +326,16 @@ def test_replicates_default_by_model_and_backend(tiny_dataset):
     with pytest.raises(ValueError, match="replicates_as='grouped'"):
         Trainer(build_model(ModelConfig(name="mlp", widths=[8]), 4), tiny_dataset, make_optimizer(opt),
                 make_schedule(opt, total_steps=1, steps_per_epoch=1), batch_size=50, replicates_as="grouped")
+
+
+def test_the_training_set_first_asked_for_inside_a_compiled_function_stays_usable(tiny_dataset):
+    """`Trainer.x_train` / `y_train` go on the device on first use; a first use inside a trace (as
+    Deep Compression's centroid fine-tuning does) must cache a concrete array, not a tracer that
+    leaks into the next call."""
+    tr = make_trainer(tiny_dataset)
+    idx = jnp.arange(5)
+    first = jax.jit(lambda i: tr.x_train[i].sum() + tr.y_train[i].sum())(idx)
+    again = jax.jit(lambda i: tr.x_train[i].sum() + tr.y_train[i].sum())(idx + 0)
+    assert float(first) == float(again)
+    assert isinstance(tr.y_train, jax.Array) and not isinstance(tr.y_train, jax.core.Tracer)
+    np.testing.assert_array_equal(np.asarray(tr.x_train), tiny_dataset.x_train)

@@ -176,14 +176,16 @@ class Trainer(Steps, Evaluation, PerDevice):
         if self.streamed:
             return self.dataset.x_train
         if "_x_train" not in self.__dict__:
-            self._x_train = jnp.asarray(self.dataset.x_train)
+            with jax.ensure_compile_time_eval():  # a concrete array even when first asked inside a trace
+                self._x_train = jnp.asarray(self.dataset.x_train)
         return self._x_train
 
     @property
     def y_train(self):
         """The training labels as `x_train` holds the examples (host labels when streamed)."""
         if "_y_train" not in self.__dict__:
-            self._y_train = (np.asarray if self.streamed else jnp.asarray)(self.dataset.y_train)
+            with jax.ensure_compile_time_eval():
+                self._y_train = (np.asarray if self.streamed else jnp.asarray)(self.dataset.y_train)
         return self._y_train
 
     # -- state ---------------------------------------------------------------------------------
