@@ -65,7 +65,12 @@ def reexport(package: str, module: str):
 
     def __getattr__(name: str):
         import importlib
+        import importlib.util
 
+        # `from lth.config import defaults` asks for a submodule not imported yet: import it, not the
+        # former module (which may be the one importing this submodule: a circular import).
+        if importlib.util.find_spec(f"{package}.{name}") is not None:
+            return importlib.import_module(f"{package}.{name}")
         try:
             return getattr(importlib.import_module(module), name)
         except AttributeError:

@@ -104,3 +104,29 @@ def test_old_from_imports_keep_working():
     from lth.sparsity.masks import flatten as new
 
     assert flatten is new
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Each module of lth imported before any other lth module (as a joblib/loky worker does when it
+    unpickles a function of `lth.config.convert`): a package's re-export hook (`lth._aliases.reexport`)
+    must not turn `from lth.config import defaults` into a circular import of the former module."""
+    import subprocess
+    import sys
+
+    code = r"""
+import importlib, pkgutil, sys
+import lth
+names = sorted(m.name for m in pkgutil.walk_packages(lth.__path__, "lth."))
+bad = []
+for n in names:
+    for k in [k for k in sys.modules if k == "lth" or k.startswith("lth.")]:
+        del sys.modules[k]
+    try:
+        importlib.import_module(n)
+    except Exception as e:
+        bad.append(f"{n}: {e!r}"[:200])
+print(len(names)); print("\n".join(bad))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout.split("\n")
+    assert int(out[0]) > 100
+    assert [line for line in out[1:] if line] == []
