@@ -98,8 +98,11 @@ def seconds_beside(fn, args, repeats: int, ceiling: Ceiling) -> tuple[float, flo
 
 
 def step_flops(fn, *args) -> float:
-    """FLOPs of `fn(*args)` by XLA's cost analysis of the compiled program (2 per multiply-add)."""
-    return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
+    """FLOPs of `fn(*args)` by XLA's cost analysis of the compiled program (2 per multiply-add).
+    Traces a fresh wrapper: `jax.jit(fn)` would cache the trace under `fn` itself, and the timed
+    `jax.jit(fn)` of the same function would then reuse it, with the routes of this trace (`lax`)
+    instead of the variant's (which made the first variant of every model run on `lax.conv`)."""
+    return float(jax.jit(lambda *a: fn(*a)).lower(*args).compile().cost_analysis()["flops"])
 
 
 def per_model(name: str, repeats: int, ceiling: Ceiling, variants) -> list[tuple]:
