@@ -99,3 +99,20 @@ def test_low_precision_inputs_give_float32_outputs_as_flax(dtype):
     b, _ = ref.apply(v, x, mutable=["batch_stats"])
     assert a.dtype == b.dtype
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_member_is_the_same_bit_for_bit_whatever_the_members_beside_it():
+    """Replicates are a vmapped leading axis: the matrix-vector sums must not round a member
+    differently with 1, 2 or 4 members (as lth.integrations.xla_flags ensures for reductions)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 8, 8, 4)) + 1
+    s, b, w = jnp.full((4, 4), 1.3), jnp.full((4, 4), 0.1), jax.random.normal(jax.random.PRNGKey(1), x.shape[1:])
+
+    def f(x, s, b):
+        y, mean, var = bv.batch_norm_train(x, s, b, 1e-5)
+        return jnp.sum(jnp.sin(y) * w), (mean, var)
+
+    g = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)))
+    r4, r2, r1 = g(x, s, b), g(x[:2], s[:2], b[:2]), g(x[:1], s[:1], b[:1])
+    for a, c, d in zip(jax.tree.leaves(r4), jax.tree.leaves(r2), jax.tree.leaves(r1)):
+        np.testing.assert_array_equal(a[:1], c[:1])
+        np.testing.assert_array_equal(a[:1], d[:1])
