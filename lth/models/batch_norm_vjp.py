@@ -12,17 +12,18 @@ tensor, where XLA's reduction gave 4.0e-6 and a single `ones(N*H*W) @ x` 1.4e-5.
 is BatchNorm's closed form (dx = scale * rsqrt(var + eps) / n * (n dy - sum dy - xhat sum(dy xhat)),
 with xhat recomputed from the saved input), so it needs just those two sums.
 
-Measured on this 2-core CPU, ResNet-20's compiled training step at batch 128, variants interleaved
-in one run, best of 6 (load 8.3, /tmp-style harness like `scripts/bench_cpu_conv.py`): Flax's
-BatchNorm 1,340 ms; these sums + closed-form backward 1,080 ms (x1.24); these sums with autodiff's
-backward 1,105 ms (x1.21); the closed-form backward with XLA's reductions 1,212 ms. A chain of 8
-BatchNorm + ReLU layers at 128x32x32x16 alone: Flax 121 ms, this 59 ms.
+Measured on this 2-core CPU, ResNet-20's compiled training step at batch 128 with Flax's BatchNorm
+and with this one: `python scripts/profile_cpu_step.py --models resnet20 --repeats 3` with
+`--flax-bn`, then without (load 5.5 / 4.8): step 889 -> 690 ms, reduction thunks 214 -> 0.4 ms
+(the sums: 18.6 ms of `dot`), elementwise 166 -> 116 ms, transposes 150 -> 79 ms;
+`python scripts/bench_cpu_conv.py --models resnet20 vgg16 --no-shapes --variants bnflax routed
+bnflax routed --repeats 3` (load 3-3.8): ResNet-20 154.1, 147.6 -> 165.9, 165.6 images/s, VGG-16
+36.9, 37.4 -> 40.7, 38.2 (docs/performance.md).
 
 Forward values are Flax's arithmetic (mean, E[x^2] - mean^2 clipped at 0, `(x - mean) *
 (rsqrt(var + eps) * scale) + bias`) with the sums' rounding; the variables, their names, shapes,
 initialisers and running-statistics update are Flax's `nn.BatchNorm`'s, so checkpoints and pruning
-see no difference. Used only in training mode on a CPU
-(`lth.models.batch_norm.batch_norm`); evaluation and GPU/TPU programs are unchanged. `ENABLED`
+see no difference. Used only in training mode on a CPU (`lth.models.batch_norm.batch_norm`); evaluation and GPU/TPU programs are unchanged. `ENABLED`
 false (the benchmark's `bnflax` variant) gives Flax's BatchNorm everywhere.
 """
 
