@@ -23,8 +23,9 @@ bnflax routed --repeats 3` (load 3-3.8): ResNet-20 154.1, 147.6 -> 165.9, 165.6 
 Forward values are Flax's arithmetic (mean, E[x^2] - mean^2 clipped at 0, `(x - mean) *
 (rsqrt(var + eps) * scale) + bias`) with the sums' rounding; the variables, their names, shapes,
 initialisers and running-statistics update are Flax's `nn.BatchNorm`'s, so checkpoints and pruning
-see no difference. Used only in training mode on a CPU (`lth.models.batch_norm.batch_norm`); evaluation and GPU/TPU programs are unchanged. `ENABLED`
-false (the benchmark's `bnflax` variant) gives Flax's BatchNorm everywhere.
+see no difference. Used only in training mode on a CPU (`lth.models.batch_norm.batch_norm`);
+evaluation and GPU/TPU programs are unchanged. `ENABLED` false (the benchmark's `bnflax` variant)
+gives Flax's BatchNorm everywhere.
 """
 
 from __future__ import annotations
