@@ -19,6 +19,9 @@ and with this one: `python scripts/profile_cpu_step.py --models resnet20 --repea
 `python scripts/bench_cpu_conv.py --models resnet20 vgg16 --no-shapes --variants bnflax routed
 bnflax routed --repeats 3` (load 3-3.8): ResNet-20 154.1, 147.6 -> 165.9, 165.6 images/s, VGG-16
 36.9, 37.4 -> 40.7, 38.2 (docs/performance.md).
+Float32 gradients and running statistics of ResNet-20 come closer to float64 than with Flax's
+BatchNorm (`python scripts/check_bn_accuracy.py`: largest / median norm-wise relative error per
+leaf 3.2e-3 / 5.6e-5, Flax's 9.7e-3 / 1.9e-3).
 
 Forward values are Flax's arithmetic (mean, E[x^2] - mean^2 clipped at 0, `(x - mean) *
 (rsqrt(var + eps) * scale) + bias`) with the sums' rounding; the variables, their names, shapes,
