@@ -28,7 +28,7 @@ import numpy as np
 
 from lth.config.schema import ModelConfig, OptimizerConfig
 from lth.data import Dataset
-from lth.models import build_model, cpu_conv, materialize
+from lth.models import batch_norm_vjp, build_model, cpu_conv, materialize
 from lth.train.optim import make_optimizer, make_schedule
 from lth.train.trainer import Trainer
 
@@ -98,13 +98,16 @@ def seconds_beside(fn, args, repeats: int, ceiling: Ceiling) -> tuple[float, flo
 
 
 def step_flops(fn, *args) -> float:
-    """FLOPs of `fn(*args)` by XLA's cost analysis of the compiled program (2 per multiply-add)."""
-    return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
+    """FLOPs of `fn(*args)` by XLA's cost analysis of the compiled program (2 per multiply-add).
+    Traces a fresh wrapper: `jax.jit(fn)` would cache the trace under `fn` itself, and the timed
+    `jax.jit(fn)` of the same function would then reuse it, with the routes of this trace (`lax`)
+    instead of the variant's (which made the first variant of every model run on `lax.conv`)."""
+    return float(jax.jit(lambda *a: fn(*a)).lower(*args).compile().cost_analysis()["flops"])
 
 
 def per_model(name: str, repeats: int, ceiling: Ceiling, variants) -> list[tuple]:
     """Per variant ('lax': every convolution `lax.conv`; 'routed': lth's routes; 'nomat': routed, ResNet
-    block outputs not materialised): training (one
+    block outputs not materialised; 'bnflax': routed, Flax's BatchNorm in training): training (one
     compiled step, batch 128, SGD momentum) and evaluation (forward pass of 1,000 images) images/s
     and GFLOP/s. FLOPs are XLA's cost analysis of the `lax` programs (the model's arithmetic, the
     same for every route)."""
@@ -122,6 +125,7 @@ def per_model(name: str, repeats: int, ceiling: Ceiling, variants) -> list[tuple
         cpu_conv.ROUTED = variant != "lax"  # both read when the step below is traced
         cpu_conv.KERNEL_GRAD_DOT = variant in ("kgrad", "before")
         materialize.ENABLED = variant not in ("nomat", "before")
+        batch_norm_vjp.ENABLED = variant not in ("bnflax", "before")
         tr = Trainer(build_model(ModelConfig(name=name), 10), ds, make_optimizer(opt),
                      make_schedule(opt, total_steps=10, steps_per_epoch=7), batch_size=128)
         states, _ = fresh_states(tr, 1)
@@ -139,7 +143,7 @@ def per_model(name: str, repeats: int, ceiling: Ceiling, variants) -> list[tuple
         print(f"{name:>10s} {variant:>7s}: train {r[2]:7.1f} images/s {r[3]:6.1f} GFLOP/s ({r[3] / c_train:.3f}x of {c_train:5.1f})"
               f"   eval {r[4]:7.1f} images/s {r[5]:6.1f} GFLOP/s ({r[5] / c_eval:.3f}x of {c_eval:5.1f})   [{uptime()}]",
               flush=True)
-    cpu_conv.ROUTED, cpu_conv.KERNEL_GRAD_DOT, materialize.ENABLED = True, False, True
+    cpu_conv.ROUTED, cpu_conv.KERNEL_GRAD_DOT, materialize.ENABLED, batch_norm_vjp.ENABLED = True, False, True, True
     return rows
 
 
@@ -157,10 +161,11 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["resnet20", "conv2", "vgg16"])
     ap.add_argument("--batch", type=int, default=128, help="batch of the per-shape table")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--variants", nargs="*", default=["lax", "routed"], choices=["lax", "routed", "kgrad", "nomat", "before"],
+    ap.add_argument("--variants", nargs="*", default=["lax", "routed"], choices=["lax", "routed", "kgrad", "nomat", "bnflax", "before"],
                     help="lax: every conv lax.conv; routed: lth's routes; kgrad: routed + the kernel-gradient dot route (off by default); "
                          "nomat: routed without lth.models.materialize (XLA:CPU recomputes ResNet block outputs inside fusions); "
-                         "before: the routes as they were before issue 31 (kernel-gradient dot on, no materialize)")
+                         "bnflax: routed with Flax's BatchNorm in training (not lth.models.batch_norm_vjp); "
+                         "before: the routes as they were before issue 31 (kernel-gradient dot on, no materialize, Flax's BatchNorm)")
     ap.add_argument("--no-shapes", action="store_true", help="skip the per-shape table")
     args = ap.parse_args()
     print(device_line())

@@ -11,7 +11,7 @@ thunks (XLA:CPU's units of work: a fusion, a convolution, a copy ...) by kind: c
 matrix products, fusions that reduce (BatchNorm statistics, their gradients, the loss), elementwise
 fusions, transposes (with what XLA fused into them), the rest; "idle/dispatch" is the wall time no thunk ran.
 
-    python scripts/profile_cpu_step.py [--models resnet20 conv2] [--repeats 5] [--no-materialize]
+    python scripts/profile_cpu_step.py [--models resnet20 conv2] [--repeats 5] [--no-materialize] [--flax-bn]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from lth.config.schema import ModelConfig, OptimizerConfig
 from lth.data import Dataset
 from lth.data.augment import random_crop_flip
-from lth.models import build_model, materialize
+from lth.models import batch_norm_vjp, build_model, materialize
 from lth.train.optim import make_optimizer, make_schedule
 from lth.train.trainer import Trainer
 from bench_cpu_conv import uptime
@@ -157,10 +157,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["resnet20", "conv2"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-materialize", action="store_true", help="lth.models.materialize off (the step before it)")
+    ap.add_argument("--flax-bn", action="store_true", help="Flax's BatchNorm in training, not lth.models.batch_norm_vjp")
     ap.add_argument("--top", type=int, default=8, help="slowest thunks listed")
     args = ap.parse_args()
     print(device_line())
     materialize.ENABLED = not args.no_materialize
+    batch_norm_vjp.ENABLED = not args.flax_bn
     for name in args.models:
         tr, state, _ = setup(name)
         progs = programs(tr, state)
