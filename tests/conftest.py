@@ -58,6 +58,24 @@ def tiny_dataset():
     return make_tiny_dataset()
 
 
+def assert_refused_before_writing(tmp_path, changes: dict, pruning_changes: dict, words: list):
+    """A lottery run of `small_config(tmp_path, **changes)` with `pruning_changes` applied to its
+    pruning section stops with a ConfigError naming every one of `words`, and writes nothing."""
+    import dataclasses
+    import os
+
+    from lth.config.schema import ConfigError
+    from lth.lottery import levels as lottery
+
+    cfg = small_config(tmp_path, **changes)
+    cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **pruning_changes))
+    with pytest.raises(ConfigError) as e:
+        lottery.run(cfg, echo=lambda s: None)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+    assert not os.path.exists(tmp_path / "runs")
+
+
 def small_config(tmp_path, **changes):
     """A small MNIST-1D lottery run under `tmp_path/runs` (MNIST-1D is generated offline: no data
     folder needed), W&B and progress bars off; `changes` replace top-level settings."""

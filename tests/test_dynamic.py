@@ -5,7 +5,6 @@ compiled loop, the configuration's refusals and one short MNIST-1D run."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -15,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_tiny_dataset, small_config
-from lth.config.schema import ConfigError, DynamicConfig, ModelConfig, OptimizerConfig, PruningConfig, TrainConfig
+from conftest import assert_refused_before_writing, make_tiny_dataset, small_config
+from lth.config.schema import DynamicConfig, ModelConfig, OptimizerConfig, PruningConfig, TrainConfig
 from lth.models import build_model
 from lth.sparsity import allocation, dynamic, masks as M
 from lth.sparsity.dynamic import DynamicSparse
@@ -291,15 +290,7 @@ def test_static_and_set_in_the_trainer():
                          dynamic=DynamicConfig(end="200it")), ["pruning.dynamic.end='200it'", "train.duration (100 steps)"]),
 ])
 def test_bad_dynamic_settings_are_refused_before_anything_is_written(tmp_path, changes, pruning_changes, words):
-    from lth.lottery import levels as lottery
-
-    cfg = small_config(tmp_path, **changes)
-    cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **pruning_changes))
-    with pytest.raises(ConfigError) as e:
-        lottery.run(cfg, echo=lambda s: None)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
-    assert not os.path.exists(tmp_path / "runs")
+    assert_refused_before_writing(tmp_path, changes, pruning_changes, words)
 
 
 @pytest.mark.parametrize("method", ["rigl", pytest.param("static", marks=pytest.mark.slow)])

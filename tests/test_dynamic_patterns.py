@@ -5,7 +5,6 @@ fixed in the trainer, the configuration's refusals and one short MNIST-1D run en
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import jax
@@ -14,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_tiny_dataset, small_config
-from lth.config.schema import ConfigError, DynamicConfig, ModelConfig, OptimizerConfig, PruningConfig, TrainConfig
+from conftest import assert_refused_before_writing, make_tiny_dataset, small_config
+from lth.config.schema import DynamicConfig, ModelConfig, OptimizerConfig, PruningConfig, TrainConfig
 from lth.models import build_model
 from lth.sparsity import dynamic, masks as M
 from lth.sparsity.dynamic_patterns import PatternDynamicSparse
@@ -215,15 +214,7 @@ def dyn(**kw):
     (dyn() | dict(granularity="block", method="magnitude_ste", target_density=0.3), ["pruning.granularity='block'"]),
 ])
 def test_bad_pattern_settings_are_refused_before_anything_is_written(tmp_path, pruning_changes, words):
-    from lth.lottery import levels as lottery
-
-    cfg = small_config(tmp_path, levels=0)
-    cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **pruning_changes))
-    with pytest.raises(ConfigError) as e:
-        lottery.run(cfg, echo=lambda s: None)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
-    assert not os.path.exists(tmp_path / "runs")
+    assert_refused_before_writing(tmp_path, {"levels": 0}, pruning_changes, words)
 
 
 @pytest.mark.slow  # ~33 s; the in-loop 2:4 exactness is also tested without training a run

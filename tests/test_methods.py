@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import small_config
+from conftest import assert_refused_before_writing, small_config
 from lth.sparsity import masks as M, pruning
-from lth.config.schema import ConfigError, GradualConfig, ModelConfig, PruningConfig, TrainConfig
+from lth.config.schema import GradualConfig, ModelConfig, PruningConfig, TrainConfig
 
 
 # -- refusals ----------------------------------------------------------------------------------
@@ -41,15 +41,7 @@ from lth.config.schema import ConfigError, GradualConfig, ModelConfig, PruningCo
      ["pruning.gradual.end", "train.duration (100 steps)"]),  # the final density must be trained
 ])
 def test_bad_pruning_settings_are_refused_before_anything_is_written(tmp_path, changes, pruning_changes, words):
-    from lth.lottery import levels as lottery
-
-    cfg = small_config(tmp_path, **changes)
-    cfg = dataclasses.replace(cfg, pruning=dataclasses.replace(cfg.pruning, **pruning_changes))
-    with pytest.raises(ConfigError) as e:
-        lottery.run(cfg, echo=lambda s: None)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
-    assert not os.path.exists(tmp_path / "runs")
+    assert_refused_before_writing(tmp_path, changes, pruning_changes, words)
 
 
 # -- end to end --------------------------------------------------------------------------------
