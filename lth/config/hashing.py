@@ -1,7 +1,8 @@
 """Which settings name a run directory: the content hash of a run (`lth.runs.run_dir.content_hash`) covers
 `HASHED_SECTIONS`; a setting added after runs existed is listed in `HASH_OMITTED_AT_DEFAULT` at its
 default, so that the runs made before it keep their directories (a NEW setting must be added here).
-`UNHASHED_DATASET_KEYS`: dataset settings that only say where data lives.
+`UNHASHED_DATASET_KEYS`: dataset settings that only say where data lives; `UNHASHED_TRAIN_KEYS`: training
+settings that change only speed.
 """
 
 from __future__ import annotations
@@ -50,3 +51,7 @@ HASH_OMITTED_AT_DEFAULT = {
 # `stream`/`stream_dir` (issue 30) say where the training bytes come from, not which: a streamed run
 # and an in-memory run of the same settings are the same run (directory).
 UNHASHED_DATASET_KEYS = ("tfds_data_dir", "tfds_manual_dir", "download", "stream", "stream_dir")
+
+# Training settings that change speed, never results: `unroll` (issue 32) unrolls the compiled loop,
+# the same steps in the same order (bit-identical, tests/test_train.py).
+UNHASHED_TRAIN_KEYS = ("unroll",)

@@ -39,7 +39,7 @@ from lth.config.choices import (  # noqa: F401
 )
 from lth.config.convert import _from_dict, data_dir, from_dict, resolve, structured_schema, to_dict  # noqa: F401
 from lth.config.errors import ConfigError  # noqa: F401
-from lth.config.hashing import HASH_OMITTED_AT_DEFAULT, HASHED_SECTIONS, UNHASHED_DATASET_KEYS  # noqa: F401
+from lth.config.hashing import HASH_OMITTED_AT_DEFAULT, HASHED_SECTIONS, UNHASHED_DATASET_KEYS, UNHASHED_TRAIN_KEYS  # noqa: F401
 from lth.config.sections import (  # noqa: F401
     BranchConfig,
     BudgetConfig,

@@ -247,6 +247,10 @@ class TrainConfig:
     # `loop` (one member after another inside it: bit-identical whatever the number of members),
     # `auto` (vmap for dense models, loop for convolutional ones on accelerators; lth.train.trainer.Trainer).
     replicates_as: str = "auto"
+    # Training steps per iteration of the compiled loop (`lax.scan(unroll=...)`): the same results bit
+    # for bit (tests/test_train.py), fewer loop iterations; a speed setting for accelerators, so it is
+    # not part of the run's content hash (`lth.config.hashing.UNHASHED_TRAIN_KEYS`).
+    unroll: int = 1
     # Epochs of `n // batch_size` full batches (true, the default; 390 steps per CIFAR-10 epoch at
     # batch 128) or `ceil(n / batch_size)` with a last, smaller batch (false, as PyTorch's DataLoader
     # and OpenLTH: 391). Epoch durations (`40ep`) count these steps.

@@ -146,6 +146,8 @@ def validate(cfg: Config) -> None:
     if t.eval_batch_size < 1:
         raise ConfigError(f"train.eval_batch_size={t.eval_batch_size!r}: must be >= 1")
     _choice("train.dtype", t.dtype, DTYPES)
+    if isinstance(t.unroll, bool) or not isinstance(t.unroll, int) or t.unroll < 1:
+        raise ConfigError(f"train.unroll={t.unroll!r}: must be an integer >= 1 (training steps per iteration of the compiled loop)")
     d = cfg.dataset
     _choice("dataset.source", d.source, DATA_SOURCES)
     _choice("dataset.normalization", d.normalization, NORMALIZATIONS)

@@ -136,5 +136,5 @@ def prepare(cfg: Config, supplied: targets.Supplied = targets.Supplied()):
     trainer = Trainer(model, dataset, make_optimizer(cfg.optimizer), lr_fn, batch_size=cfg.train.batch_size,
                       eval_batch_size=cfg.train.eval_batch_size, augment=_augmenter(cfg),
                       replicates_as=None if cfg.train.replicates_as == "auto" else cfg.train.replicates_as,
-                      shuffle=cfg.dataset.shuffle, drop_last=cfg.train.drop_last)
+                      shuffle=cfg.dataset.shuffle, drop_last=cfg.train.drop_last, unroll=cfg.train.unroll)
     return dataset, plan, trainer

@@ -32,6 +32,7 @@ from lth.config.schema import (
     HASH_OMITTED_AT_DEFAULT,
     HASHED_SECTIONS,
     UNHASHED_DATASET_KEYS,
+    UNHASHED_TRAIN_KEYS,
     Config,
     resolve,
     to_dict,
@@ -50,6 +51,7 @@ def hashed_settings(cfg: Config, steps: dict[str, Any] | None = None, extra: dic
     for group in ("model", "optimizer"):  # settings an option does not use: the values older runs hashed
         out[group] = defaults.for_hash(group, out[group])
     out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in UNHASHED_DATASET_KEYS}
+    out["train"] = {k: v for k, v in out["train"].items() if k not in UNHASHED_TRAIN_KEYS}
     if cfg.init.checkpoint is None:
         out["init"] = None
     else:
