@@ -73,7 +73,8 @@ def write_record(path: str | None, bench: str, rows: list[dict], **info) -> None
     machine-readable twin of what the script printed."""
     if not path:
         return
-    rec = {"bench": bench, "device": jax.devices()[0].device_kind, "backend": jax.default_backend(), **info, "rows": rows}
+    rec = {"bench": bench, "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+           "xla_flags": os.environ.get("XLA_FLAGS", ""), **info, "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(rec, f, indent=1)

@@ -30,26 +30,12 @@ while [[ "${1:-}" == --* ]]; do
 done
 OUT="${1:-bench-out}"
 mkdir -p "$OUT/records"
-PY="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}"
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 LOG="$OUT/log.txt"
 : >"$LOG"
-FAILED=0
-
-stage() {  # stage NAME LIMIT_S COMMAND...
-  local name=$1 limit=$2; shift 2
-  if [[ -n "$ONLY" && "$ONLY" != *",${name%%-*},"* ]]; then return; fi
-  echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$LOG"
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
-  local rc=${PIPESTATUS[0]}
-  echo "=== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$LOG"
-  [[ $rc -eq 0 ]] || FAILED=$((FAILED + 1))
-}
+source scripts/gpu_lib.sh
 
 R="$OUT/records"
-$PY -c 'import jax; print("jax", jax.__version__, jax.devices())' 2>&1 | tee -a "$LOG"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$LOG"
+device_header
 if [[ $SMOKE == 1 ]]; then
   stage masked 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 2 --steps 20 --repeats 1 --json "$R/masked.json"
   stage loop-precomputed-4 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 2 --steps 20 --chunk 10 \
