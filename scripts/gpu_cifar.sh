@@ -24,7 +24,8 @@
 #   lmc-bf16-cmdbuf [explore]       lmc-bf16 with XLA's command buffers (CUDA graphs) extended to loops and
 #                                   conditionals (`--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL`)
 # Each reproduction first extrapolates its wall time from the lmc stage's measured rate (of its
-# dtype) and is skipped, with that time recorded, when it would not end before the deadline
+# dtype; without that stage, as with --only repro, the H200's float32 326 member-steps/s of
+# 2026-11-26) and is skipped, with that time recorded, when it would not end before the deadline
 # (default 500 s after the start, for a call's 600 s limit). --smoke: tiny sizes on random data,
 # a CPU test of the script itself (tests/test_gpu_cifar.py), not a measurement.
 set -uo pipefail
@@ -90,7 +91,7 @@ RATE="$R/lmc.json"; [[ $RD == bfloat16 ]] && RATE="$R/lmc-bf16.json"
 repro() {  # repro NAME KIND PRESET OVERRIDES...: one reproduction, if it fits the time left
   local name=$1 kind=$2 preset=$3; shift 3
   GROUP=repro stage "$name" "$(lim 600)" $PY scripts/bench_repro.py --kind "$kind" --preset "$preset" --left "$(( $(left) - 15 ))" \
-    --rate-from "$RATE" --keep "$OUT/runs" --json "$R/$name.json" "${REPRO[@]}" replicates=1 train.dtype=$RD "$@"
+    --rate-from "$RATE" --rate 326 --keep "$OUT/runs" --json "$R/$name.json" "${REPRO[@]}" replicates=1 train.dtype=$RD "$@"
 }
 repro inst-0 instability lmc_resnet20_cifar10 "instability.points=[0it]" rewind.point=0it
 repro inst-$K instability lmc_resnet20_cifar10 "instability.points=[${K}it]" rewind.point=0it
