@@ -6,7 +6,7 @@ One `run` call of the device tool carries the working tree plus at most 64 MiB i
 machine between calls while it is warm (about 30 s after each call), so the data can travel in
 parts over consecutive calls and be put together there:
 
-    here:   python3 scripts/gpu_stage_data.py split --data-dir ../shared/datasets \\
+    here:   python3 scripts/gpu_stage_data.py split --data-dir "$LTH_DATA_DIR" \\
                 cifar10/cifar10.npz mnist/train-images-idx3-ubyte.gz ...   [--then "CMD"]
             -> .gpu-stage/<file>.part-KK, .gpu-stage/MANIFEST.json, and the calls to make, one per
                line: what each carries and its command
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="verb", required=True)
     s = sub.add_parser("split", help="here: parts, manifest and the calls to make")
     s.add_argument("files", nargs="+", help="paths relative to --data-dir, e.g. cifar10/cifar10.npz")
-    s.add_argument("--data-dir", default=os.environ.get("LTH_DATA_DIR", "../shared/datasets"))
+    s.add_argument("--data-dir", default=os.environ.get("LTH_DATA_DIR"), required="LTH_DATA_DIR" not in os.environ,
+                   help="the folder holding the files (default: $LTH_DATA_DIR)")
     s.add_argument("--budget-mib", type=float, help="data per call (default: 64 MiB - working tree - reserve)")
     s.add_argument("--reserve-mib", type=float, default=2.0, help="room kept in every call for .whl (default 2)")
     s.add_argument("--then", help="a command the last call runs once every file is complete")
