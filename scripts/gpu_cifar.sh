@@ -23,6 +23,8 @@
 #                                   against OpenLTH's published 91.7%
 #   lmc-bf16-cmdbuf [explore]       lmc-bf16 with XLA's command buffers (CUDA graphs) extended to loops and
 #                                   conditionals (`--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL`)
+#   lmc-bf16-vmap [explore]         lmc-bf16 with the replicates as one vmapped program (grouped convolutions)
+#                                   instead of one after another in the step (train.replicates_as=vmap)
 # Each reproduction first extrapolates its wall time from the lmc stage's measured rate (of its
 # dtype; without that stage, as with --only repro, the H200's float32 326 member-steps/s of
 # 2026-11-26) and is skipped, with that time recorded, when it would not end before the deadline
@@ -101,6 +103,9 @@ GROUP=explore stage lmc-bf16-cmdbuf "$(lim 120)" env \
   XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
   $PY scripts/bench_protocol.py --preset lmc_resnet20_cifar10 --levels 1 --figure-levels 1 --full-steps 63000 \
   --json "$R/lmc-bf16-cmdbuf.json" "${LMC[@]}" train.dtype=bfloat16
+
+GROUP=explore stage lmc-bf16-vmap "$(lim 120)" $PY scripts/bench_protocol.py --preset lmc_resnet20_cifar10 --levels 1 \
+  --figure-levels 1 --full-steps 63000 --json "$R/lmc-bf16-vmap.json" "${LMC[@]}" train.dtype=bfloat16 train.replicates_as=vmap
 
 # The reproductions' figures and small files (no checkpoints) travel back in the records archive.
 if compgen -G "$OUT/runs/*/config.yaml" >/dev/null; then

@@ -33,7 +33,7 @@ def test_gpu_cifar_smoke_runs_every_stage_and_brings_back_the_runs(tmp_path):
         names = [m.name for m in tar.getmembers() if m.isfile()]
         recs = {Path(n).stem: json.load(tar.extractfile(n)) for n in names if n.count("/") == 1 and n.endswith(".json")}
     assert set(recs) == {"masked", "masked-unroll8", "figure", "figure-unroll8", "lmc", "lmc-bf16", "inst-0", "inst-2",
-                         "level0", "lmc-bf16-cmdbuf"}
+                         "level0", "lmc-bf16-cmdbuf", "lmc-bf16-vmap"}
     assert recs["masked-unroll8"]["unroll"] == 8 and recs["masked"]["unroll"] == 1
     assert "train.unroll=8" in recs["figure-unroll8"]["overrides"]
     assert "train.dtype=bfloat16" in recs["lmc-bf16"]["overrides"]
