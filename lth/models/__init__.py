@@ -107,7 +107,9 @@ def check_fits_data(cfg: ModelConfig, model: nn.Module, dataset, *, dtype: str =
     if objective is not None and not hasattr(model, objective.method):
         raise ConfigError(f"dataset.task=mlm: model.name={cfg.name!r} has no {objective.method} head (model=bert has)")
     if dtype != "float32" and not hasattr(model, "dtype"):
-        raise ConfigError(f"train.dtype={dtype}: model.name={cfg.name!r} computes in float32 only (model=bert supports bfloat16)")
+        raise ConfigError(f"train.dtype={dtype}: model.name={cfg.name!r} ({type(model).__name__}) has no `dtype` field, so it "
+                          f"computes in float32 only; the built-in models ({', '.join(MODELS)}) support {dtype}, and a "
+                          "module of your own does when it has a `dtype` field it computes in (see lth/models/precision.py)")
 
 
 def has_batch_norm(variables: Mapping[str, Any]) -> bool:
