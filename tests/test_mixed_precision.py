@@ -121,7 +121,7 @@ def test_bfloat16_run_end_to_end_is_as_accurate_as_float32(tmp_path):
         runs[dtype] = lth.run(cfg, echo=lambda s: None)
     assert runs["float32"].path != runs["bfloat16"].path
     acc = {d: r.results[(r.results.level == 1) & (r.results.kind == "ticket")].test_accuracy.mean() for d, r in runs.items()}
-    assert acc["float32"] > 0.4 and abs(acc["bfloat16"] - acc["float32"]) < 0.05, acc
+    assert acc["float32"] > 0.3 and abs(acc["bfloat16"] - acc["float32"]) < 0.05, acc
     rd = runs["bfloat16"].path
     final = checkpoints.restore(os.path.join(rd, "level_01", "final"), None)
     mask = M.flatten(checkpoints.restore(os.path.join(rd, "level_01", "mask"), None))
