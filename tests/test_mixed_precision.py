@@ -46,6 +46,12 @@ def test_bfloat16_forward_gives_float32_logits_close_to_float32(family):
     variables = model.init(jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, half.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(half.init(jax.random.key(0), x)))
+    from flax import linen as nn
+
+    _, captured = half.apply(variables, x, train=False, mutable=["intermediates"],
+                             capture_intermediates=lambda mdl, _: isinstance(mdl, (nn.Dense, nn.Conv)))
+    outputs = jax.tree.leaves(captured)
+    assert outputs and all(y.dtype == jnp.bfloat16 for y in outputs)  # every dense / conv layer computes in bfloat16
     for train in (False, True):
         kw = {"mutable": ["batch_stats"]} if train and variables.get("batch_stats") else {}
         full, low = model.apply(variables, x, train=train, **kw), half.apply(variables, x, train=train, **kw)
