@@ -10,6 +10,8 @@ Every model follows the conventions the trainer and the pruning presets rely on:
 - BatchNorm (PyTorch constants) keeps running statistics in `batch_stats`; models without
   BatchNorm have no such collection.
 - Pure functions of their inputs: jit- and vmap-able (replicates are vmapped inits and steps).
+- A `dtype` field, the compute dtype (`train.dtype`): float32 by default; bfloat16 keeps float32
+  parameters, BatchNorm statistics and logits (`lth.models.precision`).
 
 Example:
 
