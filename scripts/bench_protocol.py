@@ -56,7 +56,7 @@ def use_synthetic_data(cfg, sizes: list[int] | None = None) -> str:
     if sizes:
         n, n_test = sizes
     val = cfg.dataset.val_size
-    lth.data.load_dataset = lambda dcfg, data_dir, **kw: random_dataset(shape, n - val, val, n_test)
+    lth.data.load_dataset = lambda dcfg, data_dir, **_: random_dataset(shape, n - val, val, n_test)
     return f"random {cfg.dataset.name}-shaped data ({n - val} train / {val} val / {n_test} test)"
 
 

@@ -240,8 +240,10 @@ class TrainConfig:
     batch_size: int = 100
     eval_every: str = "100it"
     eval_batch_size: int = 1000
-    # Compute dtype of models that support mixed precision (BERT): `bfloat16` on accelerators
-    # keeps float32 parameters and optimizer state, and computes matrix products in bfloat16.
+    # Compute dtype (mixed precision) of every built-in model and of a custom one with a `dtype`
+    # field: `bfloat16` computes convolutions and matrix products in bfloat16 (for speed on
+    # accelerators) and keeps float32 parameters, masks, optimizer state, BatchNorm statistics and
+    # logits (lth/models/precision.py); scripts/compare_dtype.py measures both on one config.
     dtype: str = "float32"  # float32 | bfloat16
     # How one compiled step covers the members (replicates × kinds): `vmap` (one batched program),
     # `loop` (one member after another inside it: bit-identical whatever the number of members),

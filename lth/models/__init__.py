@@ -10,6 +10,8 @@ Every model follows the conventions the trainer and the pruning presets rely on:
 - BatchNorm (PyTorch constants) keeps running statistics in `batch_stats`; models without
   BatchNorm have no such collection.
 - Pure functions of their inputs: jit- and vmap-able (replicates are vmapped inits and steps).
+- A `dtype` field, the compute dtype (`train.dtype`): float32 by default; bfloat16 keeps float32
+  parameters, BatchNorm statistics and logits (`lth.models.precision`).
 
 Example:
 
@@ -107,7 +109,9 @@ def check_fits_data(cfg: ModelConfig, model: nn.Module, dataset, *, dtype: str =
     if objective is not None and not hasattr(model, objective.method):
         raise ConfigError(f"dataset.task=mlm: model.name={cfg.name!r} has no {objective.method} head (model=bert has)")
     if dtype != "float32" and not hasattr(model, "dtype"):
-        raise ConfigError(f"train.dtype={dtype}: model.name={cfg.name!r} computes in float32 only (model=bert supports bfloat16)")
+        raise ConfigError(f"train.dtype={dtype}: model.name={cfg.name!r} ({type(model).__name__}) has no `dtype` field, so it "
+                          f"computes in float32 only; the built-in models ({', '.join(MODELS)}) support {dtype}, and a "
+                          "module of your own does when it has a `dtype` field it computes in (see lth/models/precision.py)")
 
 
 def has_batch_norm(variables: Mapping[str, Any]) -> bool:

@@ -12,26 +12,33 @@ PyTorch tracks the unbiased one (a factor n / (n - 1), negligible at the usual b
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import linen as nn
 
 from lth.models import batch_norm_vjp
 
 from lth.models.initializers import Initializer, bias_init
+from lth.models.precision import layer_dtype
 
 MOMENTUM = 0.9
 EPSILON = 1e-5
 
 
-def batch_norm(train: bool, scale_init: Initializer, name: str, momentum: float = MOMENTUM) -> nn.Module:
+def batch_norm(train: bool, scale_init: Initializer, name: str, momentum: float = MOMENTUM,
+               dtype: Any = None) -> nn.Module:
     """A BatchNorm named `name` (which should contain `bn`, the convention pruning presets rely on);
-    in training mode on a CPU `batch_norm_vjp.TrainBatchNorm` (same variables and values, faster)."""
+    in training mode on a CPU `batch_norm_vjp.TrainBatchNorm` (same variables and values, faster).
+    Statistics and `batch_stats` are float32 whatever `dtype`; the output is in `dtype` (the compute
+    dtype, `lth.models.precision`; None or float32: as the input and parameters promote, float32)."""
     if batch_norm_vjp.applies(train):  # sums as matrix-vector products, closed-form backward (issue 31)
-        return batch_norm_vjp.TrainBatchNorm(momentum, EPSILON, scale_init, bias_init, name=name)
+        return batch_norm_vjp.TrainBatchNorm(momentum, EPSILON, scale_init, bias_init, layer_dtype(dtype), name=name)
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=momentum,
         epsilon=EPSILON,
         scale_init=scale_init,
         bias_init=bias_init,
+        dtype=layer_dtype(dtype),
         name=name,
     )

@@ -88,6 +88,7 @@ class TrainBatchNorm(nn.Module):
     epsilon: float
     scale_init: Any
     bias_init: Any
+    dtype: Any = None  # the output's dtype (None: float32); statistics are float32 whatever it is
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -101,7 +102,7 @@ class TrainBatchNorm(nn.Module):
         if not self.is_initializing():  # as nn.BatchNorm: initialisation leaves the statistics alone
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-        return y
+        return y if self.dtype is None else y.astype(self.dtype)
 
 
 def applies(train: bool) -> bool:

@@ -12,14 +12,16 @@ Names: `conv1` ... `conv6`, `fc1`, `fc2`, `head`, so the paper's per-kind prunin
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from lth.config.schema import ModelConfig
 from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer, bias_initializer, init_fields
+from lth.models.precision import compute_input, float32_logits, layer_dtype
 
 CONV_PLANS: dict[int, tuple[int, ...]] = {2: (64,), 4: (64, 128), 6: (64, 128, 256)}
 FC_WIDTHS = (256, 256)
@@ -35,25 +37,29 @@ class ConvNet(nn.Module):
     kernel_init: Initializer = nn.initializers.lecun_normal()
     head_init: Initializer | None = None  # None: kernel_init
     bias_init: str = "zeros"
+    dtype: Any = jnp.float32  # compute dtype (train.dtype, lth.models.precision); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no BatchNorm or dropout
+        x = compute_input(x, self.dtype)
         index = 0
         for f in self.filters:
             for _ in range(2):
                 index += 1
                 x = Conv(f, (3, 3), padding="SAME", kernel_init=self.kernel_init,
-                         bias_init=bias_initializer(self.bias_init, 9 * x.shape[-1]), name=f"conv{index}")(x)
+                         bias_init=bias_initializer(self.bias_init, 9 * x.shape[-1]), dtype=layer_dtype(self.dtype),
+                         name=f"conv{index}")(x)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.fc_widths, start=1):
             x = nn.Dense(width, kernel_init=self.kernel_init, bias_init=bias_initializer(self.bias_init, x.shape[-1]),
-                         name=f"fc{i}")(x)
+                         dtype=layer_dtype(self.dtype), name=f"fc{i}")(x)
             x = nn.relu(x)
-        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
-                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
+        return float32_logits(nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                                       bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                                       dtype=layer_dtype(self.dtype), name="head")(x))
 
 
 def _conv(depth: int):

@@ -27,12 +27,16 @@ permutation of ip1's rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from lth.config.schema import ModelConfig
 from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer, bias_initializer, init_fields
+from lth.models.precision import compute_input, float32_logits, layer_dtype
 
 
 class LeNet5(nn.Module):
@@ -42,19 +46,24 @@ class LeNet5(nn.Module):
     kernel_init: Initializer = nn.initializers.lecun_normal()
     head_init: Initializer | None = None  # None: kernel_init
     bias_init: str = "zeros"
+    dtype: Any = jnp.float32  # compute dtype (train.dtype, lth.models.precision); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no BatchNorm or dropout
+        x = compute_input(x, self.dtype)
         for i, filters in enumerate((20, 50), start=1):
             x = Conv(filters, (5, 5), padding="VALID", kernel_init=self.kernel_init,
-                     bias_init=bias_initializer(self.bias_init, 25 * x.shape[-1]), name=f"conv{i}")(x)
+                     bias_init=bias_initializer(self.bias_init, 25 * x.shape[-1]), dtype=layer_dtype(self.dtype),
+                     name=f"conv{i}")(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))  # no ReLU: Caffe's lenet_train_test.prototxt has none here
         x = x.reshape(x.shape[0], -1)
-        x = nn.Dense(500, kernel_init=self.kernel_init, bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="fc1")(x)
+        x = nn.Dense(500, kernel_init=self.kernel_init, bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                     dtype=layer_dtype(self.dtype), name="fc1")(x)
         x = nn.relu(x)
-        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
-                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
+        return float32_logits(nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                                       bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                                       dtype=layer_dtype(self.dtype), name="head")(x))
 
 
 def lenet5(cfg: ModelConfig, num_classes: int) -> LeNet5:

@@ -17,13 +17,15 @@ model, so images (B, 28, 28, 1) and vectors (B, 40) both work.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from flax import linen as nn
 import jax
+import jax.numpy as jnp
 
 from lth.config.schema import ConfigError, ModelConfig
 from lth.models.initializers import Initializer, bias_initializer, init_fields
+from lth.models.precision import compute_input, float32_logits, layer_dtype
 
 LENET_300_100_WIDTHS = (300, 100)
 
@@ -38,17 +40,19 @@ class MLP(nn.Module):
     head_init: Initializer | None = None  # None: kernel_init
     bias_init: str = "zeros"
     residual: bool = False
+    dtype: Any = jnp.float32  # compute dtype (train.dtype, lth.models.precision); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no BatchNorm or dropout: the same function in both modes
-        x = x.reshape(x.shape[0], -1)
+        x = compute_input(x.reshape(x.shape[0], -1), self.dtype)
         for i, width in enumerate(self.widths, start=1):
             y = nn.Dense(width, kernel_init=self.kernel_init, bias_init=bias_initializer(self.bias_init, x.shape[-1]),
-                         name=f"fc{i}")(x)
+                         dtype=layer_dtype(self.dtype), name=f"fc{i}")(x)
             x = x + nn.relu(y) if (self.residual and i > 1) else nn.relu(y)
-        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
-                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
+        return float32_logits(nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                                       bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                                       dtype=layer_dtype(self.dtype), name="head")(x))
 
 
 def mlp(cfg: ModelConfig, num_classes: int) -> MLP:

@@ -16,16 +16,18 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from lth.models.batch_norm import batch_norm
 from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer
 from lth.models.materialize import materialize
+from lth.models.precision import layer_dtype
 
 
-def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name: str) -> nn.Conv:
-    """A bias-free k x k convolution padded as PyTorch's `padding=k // 2`."""
+def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name: str, dtype: Any = None) -> nn.Conv:
+    """A bias-free k x k convolution padded as PyTorch's `padding=k // 2`, computing in `dtype`."""
     pad = kernel // 2
     return Conv(
         filters,
@@ -34,6 +36,7 @@ def conv(filters: int, kernel: int, strides: int, kernel_init: Initializer, name
         padding=((pad, pad), (pad, pad)),
         use_bias=False,
         kernel_init=kernel_init,
+        dtype=layer_dtype(dtype),
         name=name,
     )
 
@@ -47,13 +50,14 @@ class BasicBlock(nn.Module):
     bn_scale_init: Initializer
     bn_momentum: float = 0.9
     projection: bool = False
+    dtype: Any = jnp.float32  # compute dtype (lth.models.precision)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        y = conv(self.filters, 3, self.strides, self.kernel_init, "conv1")(x)
-        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(y))
-        y = conv(self.filters, 3, 1, self.kernel_init, "conv2")(y)
-        y = batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum)(y)
+        y = conv(self.filters, 3, self.strides, self.kernel_init, "conv1", self.dtype)(x)
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum, self.dtype)(y))
+        y = conv(self.filters, 3, 1, self.kernel_init, "conv2", self.dtype)(y)
+        y = batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum, self.dtype)(y)
         return materialize(nn.relu(y + _shortcut(self, x, y.shape[-1], train)), train)
 
 
@@ -67,17 +71,18 @@ class Bottleneck(nn.Module):
     bn_scale_init: Initializer
     bn_momentum: float = 0.9
     projection: bool = False
+    dtype: Any = jnp.float32  # compute dtype (lth.models.precision)
 
     EXPANSION = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        y = conv(self.filters, 1, 1, self.kernel_init, "conv1")(x)
-        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(y))
-        y = conv(self.filters, 3, self.strides, self.kernel_init, "conv2")(y)
-        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum)(y))
-        y = conv(self.filters * self.EXPANSION, 1, 1, self.kernel_init, "conv3")(y)
-        y = batch_norm(train, self.bn_scale_init, "bn3", self.bn_momentum)(y)
+        y = conv(self.filters, 1, 1, self.kernel_init, "conv1", self.dtype)(x)
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum, self.dtype)(y))
+        y = conv(self.filters, 3, self.strides, self.kernel_init, "conv2", self.dtype)(y)
+        y = nn.relu(batch_norm(train, self.bn_scale_init, "bn2", self.bn_momentum, self.dtype)(y))
+        y = conv(self.filters * self.EXPANSION, 1, 1, self.kernel_init, "conv3", self.dtype)(y)
+        y = batch_norm(train, self.bn_scale_init, "bn3", self.bn_momentum, self.dtype)(y)
         return materialize(nn.relu(y + _shortcut(self, x, y.shape[-1], train)), train)
 
 
@@ -86,8 +91,8 @@ def _shortcut(block: nn.Module, x: jax.Array, out_filters: int, train: bool) -> 
     conv + BN (called inside `block`)."""
     if block.strides == 1 and x.shape[-1] == out_filters and not block.projection:
         return x
-    x = conv(out_filters, 1, block.strides, block.kernel_init, "shortcut_conv")(x)
-    return batch_norm(train, block.bn_scale_init, "shortcut_bn", block.bn_momentum)(x)
+    x = conv(out_filters, 1, block.strides, block.kernel_init, "shortcut_conv", block.dtype)(x)
+    return batch_norm(train, block.bn_scale_init, "shortcut_bn", block.bn_momentum, block.dtype)(x)
 
 
 class Stage(nn.Module):
@@ -102,6 +107,7 @@ class Stage(nn.Module):
     bn_scale_init: Initializer
     bn_momentum: float = 0.9
     project_first: bool = False
+    dtype: Any = jnp.float32  # compute dtype (lth.models.precision)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -113,6 +119,7 @@ class Stage(nn.Module):
                 bn_scale_init=self.bn_scale_init,
                 bn_momentum=self.bn_momentum,
                 projection=self.project_first and i == 0,
+                dtype=self.dtype,
                 name=f"block{i}",
             )(x, train)
         return x

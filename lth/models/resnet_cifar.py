@@ -20,13 +20,17 @@ Names: `conv1`, `bn1`, `stage{1,2,3}/block{i}/{conv1,bn1,conv2,bn2,shortcut_conv
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from lth.config.schema import ConfigError, ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
 from lth.models.materialize import materialize
+from lth.models.precision import compute_input, float32_logits, layer_dtype
 from lth.models.resnet_blocks import BasicBlock, Stage, conv
 
 STAGE_FILTERS = (16, 32, 64)
@@ -44,6 +48,7 @@ class CifarResNet(nn.Module):
     bias_init: str = "zeros"
     bn_momentum: float = 0.9
     stage1_projection: bool = False
+    dtype: Any = jnp.float32  # compute dtype (train.dtype, lth.models.precision); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -51,8 +56,8 @@ class CifarResNet(nn.Module):
             raise ConfigError(f"CIFAR ResNet depth {self.depth} is not 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...)")
         n = (self.depth - 2) // 6
         filters = [f * self.width_multiplier for f in STAGE_FILTERS]
-        x = conv(filters[0], 3, 1, self.kernel_init, "conv1")(x)
-        x = materialize(nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(x)), train)
+        x = conv(filters[0], 3, 1, self.kernel_init, "conv1", self.dtype)(compute_input(x, self.dtype))
+        x = materialize(nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum, self.dtype)(x)), train)
         for s, f in enumerate(filters, start=1):
             x = Stage(
                 block=BasicBlock,
@@ -63,11 +68,13 @@ class CifarResNet(nn.Module):
                 bn_scale_init=self.bn_scale_init,
                 bn_momentum=self.bn_momentum,
                 project_first=self.stage1_projection and s == 1,
+                dtype=self.dtype,
                 name=f"stage{s}",
             )(x, train)
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
-                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
+        return float32_logits(nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                                       bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                                       dtype=layer_dtype(self.dtype), name="head")(x))
 
 
 def _resnet_cifar(depth: int):

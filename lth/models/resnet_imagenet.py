@@ -17,11 +17,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from lth.config.schema import ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
+from lth.models.precision import compute_input, float32_logits, layer_dtype
 from lth.models.resnet_blocks import BasicBlock, Bottleneck, Stage, conv
 
 STAGE_FILTERS = (64, 128, 256, 512)
@@ -40,12 +42,13 @@ class ImageNetResNet(nn.Module):
     head_init: Initializer | None = None  # None: kernel_init
     bias_init: str = "zeros"
     bn_momentum: float = 0.9
+    dtype: Any = jnp.float32  # compute dtype (train.dtype, lth.models.precision); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         w = self.width_multiplier
-        x = conv(64 * w, 7, 2, self.kernel_init, "conv1")(x)
-        x = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum)(x))
+        x = conv(64 * w, 7, 2, self.kernel_init, "conv1", self.dtype)(compute_input(x, self.dtype))
+        x = nn.relu(batch_norm(train, self.bn_scale_init, "bn1", self.bn_momentum, self.dtype)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for s, (n, f) in enumerate(zip(self.stage_sizes, STAGE_FILTERS), start=1):
             x = Stage(
@@ -56,11 +59,13 @@ class ImageNetResNet(nn.Module):
                 kernel_init=self.kernel_init,
                 bn_scale_init=self.bn_scale_init,
                 bn_momentum=self.bn_momentum,
+                dtype=self.dtype,
                 name=f"stage{s}",
             )(x, train)
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
-                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
+        return float32_logits(nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                                       bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                                       dtype=layer_dtype(self.dtype), name="head")(x))
 
 
 def _build(cfg: ModelConfig, num_classes: int, depth: int, block: Any) -> ImageNetResNet:

@@ -13,15 +13,17 @@ Names: `conv1` ... `convN` and `bn1` ... `bnN` (N = 8, 10, 13, 16), `head`.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from lth.config.schema import ModelConfig
 from lth.models.batch_norm import batch_norm
 from lth.models.cpu_conv import Conv
 from lth.models.initializers import Initializer, bias_initializer, bn_model_fields
+from lth.models.precision import compute_input, float32_logits, layer_dtype
 
 M = "M"
 VGG_PLANS: dict[int, tuple[Union[int, str], ...]] = {
@@ -43,9 +45,11 @@ class VGG(nn.Module):
     head_init: Initializer | None = None  # None: kernel_init
     bias_init: str = "zeros"
     bn_momentum: float = 0.9
+    dtype: Any = jnp.float32  # compute dtype (train.dtype, lth.models.precision); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = compute_input(x, self.dtype)
         index = 0
         for spec in self.plan:
             if spec == M:
@@ -58,12 +62,14 @@ class VGG(nn.Module):
                 padding=((1, 1), (1, 1)),
                 kernel_init=self.kernel_init,
                 bias_init=bias_initializer(self.bias_init, 9 * x.shape[-1]),
+                dtype=layer_dtype(self.dtype),
                 name=f"conv{index}",
             )(x)
-            x = nn.relu(batch_norm(train, self.bn_scale_init, f"bn{index}", self.bn_momentum)(x))
+            x = nn.relu(batch_norm(train, self.bn_scale_init, f"bn{index}", self.bn_momentum, self.dtype)(x))
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
-                        bias_init=bias_initializer(self.bias_init, x.shape[-1]), name="head")(x)
+        return float32_logits(nn.Dense(self.num_classes, kernel_init=self.head_init or self.kernel_init,
+                                       bias_init=bias_initializer(self.bias_init, x.shape[-1]),
+                                       dtype=layer_dtype(self.dtype), name="head")(x))
 
 
 def _vgg(depth: int):
