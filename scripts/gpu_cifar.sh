@@ -69,7 +69,7 @@ if [[ $SMOKE == 1 ]]; then
     train.eval_every=10it dataset.val_size=500) LMC=(--synthetic --synthetic-sizes 64 16 replicates=1 train.duration=4it
     rewind.point=2it train.eval_every=2it train.batch_size=8) LIM=300
   REPRO=(--synthetic --synthetic-sizes 64 16 train.duration=6it train.batch_size=8 train.eval_every=3it instability.alphas=3
-    instability.bn_batches=1) K=2 L0=(train.duration=4it train.eval_every=2it)
+    instability.bn_batches=1 rewind.point=0it) K=2 L0=(train.duration=4it train.eval_every=2it)
 else
   MASKED=(--replicates 1 8 32 128 --steps 1000 --repeats 2) FIG=() LMC=(train.duration=2000it) LIM=0 REPRO=() K=2000 L0=()
 fi
@@ -95,8 +95,8 @@ repro() {  # repro NAME KIND PRESET OVERRIDES...: one reproduction, if it fits t
   GROUP=repro stage "$name" "$(lim 600)" $PY scripts/bench_repro.py --kind "$kind" --preset "$preset" --left "$(( $(left) - 15 ))" \
     --rate-from "$RATE" --rate 326 --keep "$OUT/runs" --json "$R/$name.json" "${REPRO[@]}" replicates=1 train.dtype=$RD "$@"
 }
-repro inst-0 instability lmc_resnet20_cifar10 "instability.points=[0it]" rewind.point=0it
-repro inst-$K instability lmc_resnet20_cifar10 "instability.points=[${K}it]" rewind.point=0it
+repro inst-0 instability lmc_resnet20_cifar10 "instability.points=[0it]"
+repro inst-$K instability lmc_resnet20_cifar10 "instability.points=[${K}it]"
 repro level0 lottery openlth_resnet20_cifar10 levels=0 "${L0[@]}"
 
 GROUP=explore stage lmc-bf16-cmdbuf "$(lim 120)" env \
