@@ -126,8 +126,10 @@ def test_the_process_killed_is_reported_not_the_peer_that_failed_because_of_it(t
             "if os.environ['LTH_PROCESS_ID'] == '0':\n"
             f"    s.bind({sock!r}); s.listen(1); c = s.accept()[0]; c.recv(1); sys.exit(1)\n"
             "else:\n"
-            f"    while not os.path.exists({sock!r}): time.sleep(0.01)\n"
-            f"    s.connect({sock!r}); time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)\n")
+            "    while True:\n"  # until process 0 listens (its socket file exists from bind(), before listen())
+            f"        try: s.connect({sock!r}); break\n"
+            "        except (FileNotFoundError, ConnectionRefusedError): time.sleep(0.01)\n"
+            "    time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)\n")
     p, _ = _pids(tmp_path, code)
     err = p.communicate(timeout=60)[1]
     assert p.returncode == 137 and "lth.launch: process 1 of 2 exited with status 137" in err, (p.returncode, err)
