@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a script's smoke test, as tests/test_bench.py's and test_gpu_cifar.py's
 def test_compare_dtype_smoke_trains_both_dtypes_and_writes_the_table(tmp_path):
     out = tmp_path / "dtype.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
