@@ -1,6 +1,6 @@
 """Shared pieces of the benchmark scripts: the dataset (real when $LTH_DATA_DIR has it, else random
-data of the same shape), fresh stacked train states, a best-of-N timer, and the JSON record each
-script can write (`--json PATH`) for `scripts/gpu_report.py`."""
+data of the same shape), fresh stacked train states, a best-of-N timer, a lottery run timed level
+by level, and the JSON record each script can write (`--json PATH`) for `scripts/gpu_report.py`."""
 
 from __future__ import annotations
 
@@ -62,6 +62,39 @@ def best_rate(fn: Callable[[], object], steps: int, repeats: int) -> float:
         jax.block_until_ready(fn())
         best = max(best, steps / (time.perf_counter() - t))
     return best
+
+
+def timed_levels(cfg, echo: Callable[[str], None] = print) -> tuple[str, dict, list[dict]]:
+    """Run the lottery config `cfg` through the real driver (`lth.lottery.levels.run`), timing each
+    level by the wall clock between the driver's lines. Returns (run directory, summary.json, rows):
+    per level its density, training steps (T at level 0, T - rewind step after), wall seconds (level
+    0's include loading and compiling), training + evaluation seconds (the summary's), steps/s of
+    those, the mean test accuracy and each replicate's ticket's (`test_accuracies`, by replicate)."""
+    import pandas as pd
+
+    from lth.lottery import levels as lottery
+
+    marks = [time.perf_counter()]
+
+    def on_line(line: str) -> None:
+        echo(line)
+        if line.startswith("level"):
+            marks.append(time.perf_counter())
+
+    outcome = lottery.run(cfg, echo=on_line)
+    with open(os.path.join(outcome.run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    tickets = pd.read_csv(os.path.join(outcome.run_dir, "results.csv")).query("kind == 'ticket'").sort_values("replicate")
+    T, k = summary["plan"]["total_steps"], summary["plan"]["rewind_step"]
+    walls = [b - a for a, b in zip(marks, marks[1:])]
+    rows = []
+    for level in sorted(int(L) for L in summary["levels"]):
+        lv, steps = summary["levels"][str(level)], (T if level == 0 else T - k)
+        rows.append({"level": level, "density": lv["density"], "steps": steps,
+                     "wall_s": walls[level] if level < len(walls) else float("nan"), "train_s": lv["seconds"],
+                     "steps_per_s": steps / lv["seconds"], "test_accuracy": lv["test_accuracy"],
+                     "test_accuracies": [float(a) for a in tickets[tickets.level == level].test_accuracy]})
+    return outcome.run_dir, summary, rows
 
 
 def device_line() -> str:

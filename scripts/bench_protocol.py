@@ -27,11 +27,10 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_common import device_line, random_dataset, write_record  # noqa: E402
+from bench_common import device_line, random_dataset, timed_levels, write_record  # noqa: E402
 
 # (example shape, training examples before the validation split, test examples) of the built-in datasets.
 SHAPES = {"mnist": ((28, 28, 1), 60000, 10000), "fashion_mnist": ((28, 28, 1), 60000, 10000),
@@ -78,39 +77,20 @@ def main() -> None:
     cfg = compose(args.preset, [f"levels={args.levels}", "logger=none", "logger.progress=false",
                                 f"paths.runs_dir={runs}", *args.overrides])
     what = use_synthetic_data(cfg, args.synthetic_sizes) if args.synthetic else f"real {cfg.dataset.name}"
-    from lth.lottery import levels as lottery
-
     print(f"{device_line()}, preset {args.preset} {' '.join(args.overrides)}, data: {what}, "
           f"{cfg.replicates} replicate(s), levels 0..{args.levels}", flush=True)
-    marks = [time.perf_counter()]
-
-    def echo(line: str) -> None:
-        print(line, flush=True)
-        if line.startswith("level"):
-            marks.append(time.perf_counter())
-
     try:
-        outcome = lottery.run(cfg, echo=echo)
-        import json
-
-        with open(os.path.join(outcome.run_dir, "summary.json")) as f:
-            summary = json.load(f)
+        _, summary, rows = timed_levels(cfg, echo=lambda line: print(line, flush=True))
     finally:
         if not args.keep:
             shutil.rmtree(runs, ignore_errors=True)
     plan = summary["plan"]
     T, k = plan["total_steps"], plan["rewind_step"]
-    walls = [b - a for a, b in zip(marks, marks[1:])]
-    rows = []
-    for level, wall in enumerate(walls):
-        steps = T if level == 0 else T - k
-        full = (args.full_steps if level == 0 else args.full_steps - k) if args.full_steps else steps
-        lv = summary["levels"][str(level)]
-        rows.append({"level": level, "density": lv["density"], "steps": steps, "wall_s": wall, "train_s": lv["seconds"],
-                     "steps_per_s": steps / lv["seconds"], "wall_s_full": wall * full / steps,
-                     "test_accuracy": lv["test_accuracy"]})
-        print(f"level {level}: {steps} steps, {wall:8.1f} s wall ({lv['seconds']:.1f} s training + evaluation, "
-              f"{steps / lv['seconds']:.1f} steps/s)" + (f", {wall * full / steps:8.1f} s at {full} steps" if full != steps else ""))
+    for r in rows:
+        full = (args.full_steps if r["level"] == 0 else args.full_steps - k) if args.full_steps else r["steps"]
+        r["wall_s_full"] = r["wall_s"] * full / r["steps"]
+        print(f"level {r['level']}: {r['steps']} steps, {r['wall_s']:8.1f} s wall ({r['train_s']:.1f} s training + evaluation, "
+              f"{r['steps_per_s']:.1f} steps/s)" + (f", {r['wall_s_full']:8.1f} s at {full} steps" if full != r["steps"] else ""))
     if len(rows) > 1:
         # Level 0's extra cost (loading, compiling) is what it took beyond a later level's rate; at
         # full length it is that extra plus a later level's time for level 0's T steps.

@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import device_line, write_record  # noqa: E402
+from bench_common import device_line, timed_levels, write_record  # noqa: E402
 from bench_protocol import SHAPES, compose, use_synthetic_data  # noqa: E402
 
 
@@ -104,25 +104,19 @@ def main() -> None:
             from lth.analysis import instability
 
             outcome = instability.run(cfg, echo=lambda s: print(s, flush=True))
+            run_dir = outcome.run_dir
             rows = instability.summarize(outcome.table)
             ends = outcome.table.groupby("step")[["error_start", "error_end"]].mean()
             for r in rows:
                 r["error_start"], r["error_end"] = (float(ends.loc[r["step"], c]) for c in ("error_start", "error_end"))
         else:
-            import pandas as pd
-
-            from lth.lottery import levels as lottery
-
-            outcome = lottery.run(cfg, echo=lambda s: print(s, flush=True))
-            res = pd.read_csv(os.path.join(outcome.run_dir, "results.csv"))
-            res = res[res["kind"] == "ticket"]
-            rows = [{"level": int(lv), "density": float(g["density"].iloc[0]),
-                     "test_accuracy": [float(a) for a in g["test_accuracy"]],
-                     "test_accuracy_mean": float(g["test_accuracy"].mean())} for lv, g in res.groupby("level")]
+            run_dir, _, levels = timed_levels(cfg, echo=lambda s: print(s, flush=True))
+            rows = [{"level": r["level"], "density": float(r["density"]), "test_accuracy": r["test_accuracies"],
+                     "test_accuracy_mean": float(sum(r["test_accuracies"]) / len(r["test_accuracies"]))} for r in levels]
         wall = time.perf_counter() - t0
         print(f"{args.preset} ({args.kind}): {wall:.0f} s wall; {json.dumps(rows)}", flush=True)
         write_record(args.json, "repro", rows, skipped=False, wall_s=wall, data=what,
-                     run_dir=os.path.relpath(outcome.run_dir, runs), **info)
+                     run_dir=os.path.relpath(run_dir, runs), **info)
     finally:
         if not args.keep:
             shutil.rmtree(runs, ignore_errors=True)

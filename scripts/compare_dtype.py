@@ -22,12 +22,10 @@ speed only, the accuracies are then chance. `--json PATH` also writes the rows.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,36 +34,17 @@ DTYPES = ("float32", "bfloat16")
 
 
 def run_once(base: list[str], dtype: str, runs: str) -> list[dict]:
-    """Train the composed config with `train.dtype=dtype` under `runs`; one row per level."""
-    import pandas as pd
+    """Train the composed config with `train.dtype=dtype` under `runs`; one row per level
+    (`bench_common.timed_levels`), with `dtype` and each replicate's test accuracy."""
+    from bench_common import timed_levels
 
     from lth.api import compose
-    from lth.lottery import levels as lottery
 
     cfg = compose([*base, f"paths.runs_dir={runs}", f"train.dtype={dtype}"])
-    marks = [time.perf_counter()]
-
-    def echo(line: str) -> None:
-        print(f"  [{dtype}] {line}", flush=True)
-        if line.startswith("level"):
-            marks.append(time.perf_counter())
-
-    outcome = lottery.run(cfg, echo=echo)
-    with open(os.path.join(outcome.run_dir, "summary.json")) as f:
-        summary = json.load(f)
-    results = pd.read_csv(os.path.join(outcome.run_dir, "results.csv"))
-    T, k = summary["plan"]["total_steps"], summary["plan"]["rewind_step"]
-    walls = [b - a for a, b in zip(marks, marks[1:])]
-    rows = []
-    for level in sorted(int(L) for L in summary["levels"]):
-        lv = summary["levels"][str(level)]
-        steps = T if level == 0 else T - k
-        mine = results[(results.level == level) & (results.kind == "ticket")].sort_values("replicate")
-        acc = [float(a) for a in mine.test_accuracy]
-        rows.append({"dtype": dtype, "level": level, "steps": steps, "train_s": lv["seconds"],
-                     "steps_per_s": steps / lv["seconds"], "wall_s": walls[level] if level < len(walls) else float("nan"),
-                     "test_accuracy": acc, "mean_test_accuracy": sum(acc) / len(acc)})
-    return rows
+    _, _, levels = timed_levels(cfg, echo=lambda line: print(f"  [{dtype}] {line}", flush=True))
+    return [{"dtype": dtype, "level": r["level"], "steps": r["steps"], "train_s": r["train_s"], "steps_per_s": r["steps_per_s"],
+             "wall_s": r["wall_s"], "test_accuracy": r["test_accuracies"],
+             "mean_test_accuracy": sum(r["test_accuracies"]) / len(r["test_accuracies"])} for r in levels]
 
 
 def table(rows: list[dict]) -> str:

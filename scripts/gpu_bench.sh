@@ -28,14 +28,8 @@ while [[ "${1:-}" == --* ]]; do
     *) echo "gpu_bench.sh: unknown option $1 (allowed: --smoke, --only STAGE[,STAGE...])" >&2; exit 2 ;;
   esac
 done
-OUT="${1:-bench-out}"
-mkdir -p "$OUT/records"
-LOG="$OUT/log.txt"
-: >"$LOG"
 source scripts/gpu_lib.sh
-
-R="$OUT/records"
-device_header
+open_out "${1:-bench-out}"
 if [[ $SMOKE == 1 ]]; then
   stage masked 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 1 2 --steps 20 --repeats 1 --json "$R/masked.json"
   stage loop-precomputed-4 300 $PY scripts/bench_masked.py --optimizer adam --batch-size 60 --replicates 2 --steps 20 --chunk 10 \
@@ -60,8 +54,6 @@ else
   stage lmc1 90 $PY scripts/bench_protocol.py --preset lmc_resnet20_cifar10 --levels 1 --figure-levels 1 --full-steps 63000 \
     --synthetic --json "$R/lmc1.json" train.duration=2000it replicates=1
 fi
-$PY scripts/gpu_report.py "$R" >"$OUT/results.md" 2>>"$LOG" || FAILED=$((FAILED + 1))
-tar -czf "$OUT/records.tar.gz" -C "$OUT" records && rm -rf "$R"
-cat "$OUT/results.md"
+close_out
 echo "gpu_bench: $FAILED stage(s) failed; results in $OUT/results.md"
 exit $((FAILED > 0))

@@ -56,12 +56,9 @@ if [[ $SMOKE == 0 ]]; then
     fi
   done
 fi
-mkdir -p "$OUT/records" "$OUT/runs"
-LOG="$OUT/log.txt"
-: >"$LOG"
 source scripts/gpu_lib.sh
-R="$OUT/records"
-device_header
+open_out "$OUT"
+mkdir -p "$OUT/runs"
 
 # Sizes: the real ones, or tiny ones that only check that every stage runs (--smoke).
 if [[ $SMOKE == 1 ]]; then
@@ -113,8 +110,7 @@ if compgen -G "$OUT/runs/*/config.yaml" >/dev/null; then
   (cd "$OUT/runs" && find . -name checkpoints -prune -o -type f \( -name '*.csv' -o -name '*.json' -o -name '*.yaml' \) -print \
     | tar -cf - -T - | tar -xf - -C "../records") 2>>"$LOG"
 fi
-$PY scripts/gpu_report.py "$R" >"$OUT/results.md" 2>>"$LOG" || FAILED=$((FAILED + 1))
-tar -czf "$OUT/records.tar.gz" -C "$OUT" records && rm -rf "$R" "$OUT/runs"
-cat "$OUT/results.md"
+close_out
+rm -rf "$OUT/runs"
 echo "gpu_cifar: $FAILED stage(s) failed, $SKIPPED skipped at the deadline; $(( SECONDS - START )) s; results in $OUT/results.md"
 exit $((FAILED > 0))

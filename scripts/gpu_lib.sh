@@ -1,6 +1,7 @@
 # Shared by scripts/gpu_bench.sh and scripts/gpu_cifar.sh (sourced, not run): the Python to use,
-# the log, and `stage`, which runs one measurement under its own time limit so that a stage that
-# fails or overruns does not lose the others. With DEADLINE set (seconds after START), a stage's
+# `open_out OUT` (the folders, the log, what runs where) and `close_out` (the results table and the
+# records archive), and `stage`, which runs one measurement under its own time limit so that a
+# stage that fails or overruns does not lose the others. With DEADLINE set (seconds after START), a stage's
 # limit is cut to the time left, and a stage with under 20 s left is skipped and said so.
 PY="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}"
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
@@ -31,9 +32,18 @@ stage() {  # stage NAME LIMIT_S COMMAND...   (GROUP=... before it: the group --o
   [[ $rc -eq 0 ]] || FAILED=$((FAILED + 1))
 }
 
-device_header() {  # what runs where, at the top of the log
+open_out() {  # open_out OUT: OUT/records (R, one JSON per stage), a fresh OUT/log.txt (LOG), what runs where
+  OUT=$1 R="$1/records" LOG="$1/log.txt"
+  mkdir -p "$R"
+  : >"$LOG"
   $PY -c 'import jax; print("jax", jax.__version__, jax.devices())' 2>&1 | tee -a "$LOG"
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee -a "$LOG"
   fi
+}
+
+close_out() {  # OUT/results.md from the records, the records as OUT/records.tar.gz, the table printed
+  $PY scripts/gpu_report.py "$R" >"$OUT/results.md" 2>>"$LOG" || FAILED=$((FAILED + 1))
+  tar -czf "$OUT/records.tar.gz" -C "$OUT" records && rm -rf "$R"
+  cat "$OUT/results.md"
 }

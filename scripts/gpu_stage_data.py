@@ -157,8 +157,8 @@ def receive(root: str, require_complete: bool) -> int:
     stage, data = os.path.join(root, STAGE), os.path.join(root, DATA)
     parts_dir = os.path.join(data, ".parts")
     os.makedirs(parts_dir, exist_ok=True)
-    shutil.copyfile(os.path.join(stage, MANIFEST) if os.path.isfile(os.path.join(stage, MANIFEST))
-                    else os.path.join(data, MANIFEST), os.path.join(data, MANIFEST + ".tmp"))
+    with open(os.path.join(data, MANIFEST + ".tmp"), "w") as f:  # kept beside the data, for `verify` there
+        json.dump(manifest, f, indent=1)
     os.replace(os.path.join(data, MANIFEST + ".tmp"), os.path.join(data, MANIFEST))
     damaged, missing = [], []
     for f in manifest["files"]:

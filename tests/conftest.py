@@ -161,3 +161,30 @@ def stop_at_first_checkpoint(folder, run):
     finally:
         t.join()
     raise AssertionError("the run finished: no stop was requested")
+
+
+def run_gpu_script(name: str, *args, env=None):
+    """`bash scripts/NAME ARGS` (scripts/gpu_bench.sh, scripts/gpu_cifar.sh) from the repository's
+    root, with this interpreter as its Python; the finished process, output captured."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(["bash", str(root / "scripts" / name), *args], cwd=root,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})},
+                          capture_output=True, text=True, timeout=900)
+
+
+def gpu_smoke(name: str, out: Path):
+    """`NAME --smoke OUT`: it succeeds and leaves exactly log.txt, records.tar.gz and results.md.
+    Returns (the process, the archive's file names, its JSON records by name: records/NAME.json)."""
+    import json
+    import tarfile
+
+    p = run_gpu_script(name, "--smoke", str(out))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["log.txt", "records.tar.gz", "results.md"]
+    with tarfile.open(out / "records.tar.gz") as tar:
+        names = [m.name for m in tar.getmembers() if m.isfile()]
+        recs = {Path(n).stem: json.load(tar.extractfile(n)) for n in names if n.count("/") == 1 and n.endswith(".json")}
+    return p, names, recs

@@ -4,32 +4,23 @@ call on a lent GPU cannot fail on a typo, and the results table's verdicts on ha
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from conftest import gpu_smoke, run_gpu_script
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_script(*args, env=None):
-    env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow  # two minutes on a 2-core CPU: every benchmark stage, compiled for a few steps
 def test_gpu_bench_smoke_runs_every_stage_and_writes_the_table(tmp_path):
     out = tmp_path / "out"
-    p = run_script("--smoke", str(out))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    p, names, recs = gpu_smoke("gpu_bench.sh", out)
     assert "gpu_bench: 0 stage(s) failed" in p.stdout
-    assert sorted(os.listdir(out)) == ["log.txt", "records.tar.gz", "results.md"]
-    with tarfile.open(out / "records.tar.gz") as tar:
-        recs = {Path(m.name).stem: json.load(tar.extractfile(m)) for m in tar.getmembers() if m.isfile()}
+    assert len(names) == len(recs)  # nothing but the records
     assert set(recs) == {"masked", "loop-precomputed-4", "pipeline", "figure", "lmc"}
 
     masked = recs["masked"]
@@ -60,7 +51,7 @@ def test_gpu_bench_smoke_runs_every_stage_and_writes_the_table(tmp_path):
 
 
 def test_gpu_bench_refuses_an_unknown_option():
-    p = run_script("--fast")
+    p = run_gpu_script("gpu_bench.sh", "--fast")
     assert p.returncode == 2 and "unknown option --fast" in p.stderr
 
 

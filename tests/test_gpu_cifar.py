@@ -8,30 +8,24 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
+
+from conftest import gpu_smoke, run_gpu_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_script(*args, env=None):
-    env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_cifar.sh"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return run_gpu_script("gpu_cifar.sh", *args, env=env)
 
 
 @pytest.mark.slow  # over three minutes on a 2-core CPU: every stage compiled for a few steps
 def test_gpu_cifar_smoke_runs_every_stage_and_brings_back_the_runs(tmp_path):
     out = tmp_path / "out"
-    p = run_script("--smoke", str(out))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    p, names, recs = gpu_smoke("gpu_cifar.sh", out)
     assert "gpu_cifar: 0 stage(s) failed, 0 skipped" in p.stdout
-    assert sorted(os.listdir(out)) == ["log.txt", "records.tar.gz", "results.md"]
-    with tarfile.open(out / "records.tar.gz") as tar:
-        names = [m.name for m in tar.getmembers() if m.isfile()]
-        recs = {Path(n).stem: json.load(tar.extractfile(n)) for n in names if n.count("/") == 1 and n.endswith(".json")}
     assert set(recs) == {"masked", "masked-unroll8", "figure", "figure-unroll8", "lmc", "lmc-bf16", "inst-0", "inst-2",
                          "level0", "lmc-bf16-cmdbuf", "lmc-bf16-vmap"}
     assert recs["masked-unroll8"]["unroll"] == 8 and recs["masked"]["unroll"] == 1

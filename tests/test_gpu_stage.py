@@ -75,7 +75,7 @@ def test_split_plans_calls_within_the_budget_and_reassembles_byte_identical(tmp_
     parts = manifest["files"][0]["parts"]
     assert len(parts) == 3 and sum(x["bytes"] for x in parts) == len(files["cifar10/cifar10.npz"])
     calls = calls_of(here)
-    assert len(calls) == 3 and f"call 3: carry=" in p.stdout
+    assert len(calls) == 3 and "call 3: carry=" in p.stdout
     for c in calls:  # each call's data under the budget, within the tool's 8 carried paths
         data_bytes = sum((here / x).stat().st_size for x in c["carry"] if x != ".whl")
         assert data_bytes <= MIB and len(c["carry"]) <= 8
